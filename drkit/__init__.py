@@ -1,0 +1,3 @@
+"""drkit: disaster-recovery rehearsal, on-call runbooks and auditable evidence."""
+
+__version__ = "0.1.0"

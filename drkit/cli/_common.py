@@ -1,0 +1,67 @@
+"""Shared CLI plumbing: options every command takes, error mapping, output helpers."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from drkit.errors import DrkitError
+
+T = TypeVar("T")
+
+PlanOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--plan",
+        "-p",
+        help="Plan file (default: ./drkit.yml, or $DRKIT_PLAN).",
+        show_default=False,
+        envvar="DRKIT_PLAN",
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object for machines.")]
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    typer.echo(f"drkit: {message}", err=True)
+    return typer.Exit(code)
+
+
+@contextmanager
+def errors() -> Iterator[None]:
+    """Turn DrkitError into one line on stderr and its exit code; never a traceback."""
+    try:
+        yield
+    except DrkitError as e:
+        raise fail(str(e), e.exit_code) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted", 3) from None
+
+
+def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    with errors():
+        return fn(*args, **kwargs)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def load_plan(plan: Path | None):  # noqa: ANN201 - returns drkit.config.Plan
+    from drkit.config import load_plan as _load
+
+    return call(_load, plan)
+
+
+def new_app(help: str) -> typer.Typer:
+    """A command group as every drkit group is: no completion noise, help on no arguments."""
+    return typer.Typer(help=help, no_args_is_help=True, add_completion=False,
+                       pretty_exceptions_enable=False,
+                       context_settings={"help_option_names": ["-h", "--help"]})

@@ -1,0 +1,484 @@
+"""The plan file (drkit.yml): load, validate, and turn into typed, frozen objects.
+
+A bad plan raises PlanError with one line: file, line, field, what is wrong and how to fix it.
+Paths in the plan are relative to the plan file's directory (the content root).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from drkit.errors import PlanError
+
+DEFAULT_PLAN = "drkit.yml"
+MAX_PLAN_BYTES = 1024 * 1024
+MAX_YAML_NODES = 100_000  # bounds alias expansion ("billion laughs") long before memory does
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+DURATION_HINT = "use a number with a unit, like 90s, 5m, 1h or 30d"
+
+
+def parse_duration(value: Any) -> float:
+    """'90s' -> 90.0. Bare numbers are seconds. Raises ValueError with the fix."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration ({DURATION_HINT})")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    else:
+        raise ValueError(f"{value!r} is not a duration ({DURATION_HINT})")
+    if seconds < 0:
+        raise ValueError(f"{value!r} is negative (durations are 0 or more)")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    if seconds >= 86400 and seconds % 86400 == 0:
+        return f"{int(seconds // 86400)}d"
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{int(seconds // 3600)}h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{int(seconds // 60)}m"
+    return f"{seconds:g}s"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Duration = float  # seconds, parsed from '90s'-style strings by the validators below
+
+
+def _dur(v: Any) -> float:
+    return parse_duration(v)
+
+
+class Regions(_Model):
+    primary: str = Field(description="AWS region that serves traffic in normal operation")
+    secondary: str = Field(description="AWS region a drill recovers into")
+
+    @model_validator(mode="after")
+    def _differ(self) -> Regions:
+        if self.primary == self.secondary:
+            raise ValueError("primary and secondary must be different regions")
+        return self
+
+
+class LabSettings(_Model):
+    """Settings of the embedded lab. Environment variables override them (tests, CI)."""
+
+    state_dir: str = Field("/var/tmp/drkit-lab", description="where the lab keeps all its state")
+    port_base: int = Field(17400, ge=1024, le=65000, description="first of the lab's ports")
+    instances: int = Field(4, ge=1, le=9, description="payments API instances per region")
+    replication: Literal["sync", "async"] = "sync"
+    os_user: str = Field("postgres", description="unprivileged user that runs PostgreSQL")
+    hostname: str = Field("payments.drkit.lab", description="the payments DNS name")
+    cert_validity: str = Field("90d", description="validity of the entry point certificate")
+
+    @field_validator("cert_validity")
+    @classmethod
+    def _validity(cls, v: str) -> str:
+        if parse_duration(v) <= 0:
+            raise ValueError("must be more than 0")
+        return v
+
+
+class Environment(_Model):
+    inventory: str = Field(description="inventory path, relative to the plan file")
+    protected: bool = Field(False, description="needs --confirm NAME, a change id for runbooks")
+    lab: bool = Field(False, description="this environment is the embedded lab")
+    requires_approval: bool = False
+
+
+SMOKE_FLOWS = ("authorize", "capture", "refund", "balance", "idempotent-replay", "ledger-verify")
+
+
+class Service(_Model):
+    tier: int = Field(ge=1, le=4)
+    owner: str = "unassigned"
+    rto: Duration
+    rpo: Duration
+    smoke: tuple[str, ...] = SMOKE_FLOWS
+
+    _rto = field_validator("rto", "rpo", mode="before")(classmethod(lambda cls, v: _dur(v)))
+
+    @field_validator("rto")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be more than 0s (the time the business can be down)")
+        return v
+
+    @field_validator("smoke")
+    @classmethod
+    def _flows(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for flow in v:
+            if flow not in SMOKE_FLOWS:
+                raise ValueError(f"unknown smoke flow {flow!r} (known: {', '.join(SMOKE_FLOWS)})")
+        if not v:
+            raise ValueError("needs at least one smoke flow")
+        return v
+
+
+class Phase(_Model):
+    name: str
+    playbook: str
+    starts_clock: bool = False
+    stops_clock: bool = False
+    failback: bool = Field(False, description="skipped with --no-failback")
+    gate: bool = Field(False, description="pause for a human before this phase")
+
+
+class Scenario(_Model):
+    type: str = "region-failover"
+    description: str = ""
+    services: tuple[str, ...]
+    phases: tuple[Phase, ...]
+    rollback: str | None = Field(None, description="playbook that restores service on abort")
+    requires_approval: bool = False
+
+    @model_validator(mode="after")
+    def _clock(self) -> Scenario:
+        names = [p.name for p in self.phases]
+        if len(set(names)) != len(names):
+            raise ValueError("phase names must be unique")
+        starts = [i for i, p in enumerate(self.phases) if p.starts_clock]
+        stops = [i for i, p in enumerate(self.phases) if p.stops_clock]
+        if len(starts) > 1 or len(stops) > 1:
+            raise ValueError("at most one phase starts and one stops the recovery clock")
+        if starts and stops and stops[0] < starts[0]:
+            raise ValueError("the clock must start before it stops")
+        return self
+
+
+class Evidence(_Model):
+    store: str = "./evidence"
+    signing_key: str | None = Field(None, description="Ed25519 private key (PEM), plan-relative")
+    public_key: str | None = None
+    retention: Duration = Field(7 * 365 * 86400, description="S3 Object Lock retention")
+    retention_class: str = "dr-test-evidence"
+    controls: tuple[str, ...] = ()
+
+    _ret = field_validator("retention", mode="before")(classmethod(lambda cls, v: _dur(v)))
+
+
+class Policy(_Model):
+    drill_every: dict[int, Duration] = Field(
+        default_factory=lambda: {1: 90 * 86400.0, 2: 180 * 86400.0, 3: 365 * 86400.0},
+        description="per tier: a passing drill is due this often",
+    )
+    finding_due: dict[str, Duration] = Field(
+        default_factory=lambda: {"high": 30 * 86400.0, "medium": 90 * 86400.0,
+                                 "low": 180 * 86400.0},
+    )
+    cert_min_validity: Duration = 30 * 86400.0
+
+    @field_validator("drill_every", "finding_due", mode="before")
+    @classmethod
+    def _durs(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: _dur(d) for k, d in v.items()}
+        return v
+
+    _cmv = field_validator("cert_min_validity", mode="before")(classmethod(lambda cls, v: _dur(v)))
+
+
+class Blackout(_Model):
+    name: str
+    start: str
+    end: str
+    timezone: str = "UTC"
+    every: Literal["once", "month", "year", "week"] = "once"
+
+
+class PlanModel(_Model):
+    version: Literal[1] = 1
+    name: str = "drkit"
+    regions: Regions
+    environments: dict[str, Environment]
+    lab: LabSettings = LabSettings()
+    services: dict[str, Service]
+    scenarios: dict[str, Scenario]
+    evidence: Evidence = Evidence()
+    policy: Policy = Policy()
+    notify: tuple[str, ...] = ()
+    blackouts: tuple[Blackout, ...] = ()
+
+    @model_validator(mode="after")
+    def _references(self) -> PlanModel:
+        for name, sc in self.scenarios.items():
+            for svc in sc.services:
+                if svc not in self.services:
+                    raise ValueError(
+                        f"scenarios.{name}.services: unknown service {svc!r} "
+                        f"(declared: {', '.join(self.services) or 'none'})"
+                    )
+        return self
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated plan and where it came from."""
+
+    path: Path
+    model: PlanModel
+    sha256: str
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+    def resolve(self, relative: str) -> Path:
+        p = Path(os.path.expanduser(relative))
+        return p if p.is_absolute() else (self.root / p)
+
+    def environment(self, name: str) -> Environment:
+        try:
+            return self.model.environments[name]
+        except KeyError:
+            raise PlanError(
+                f"{self.path.name}: unknown environment {name!r} "
+                f"(declared: {', '.join(self.model.environments)})"
+            ) from None
+
+    def scenario(self, name: str) -> Scenario:
+        try:
+            return self.model.scenarios[name]
+        except KeyError:
+            raise PlanError(
+                f"{self.path.name}: unknown scenario {name!r} "
+                f"(declared: {', '.join(self.model.scenarios)})"
+            ) from None
+
+    def inventory(self, env: str) -> Path:
+        path = self.resolve(self.environment(env).inventory)
+        if not path.exists():
+            raise PlanError(
+                f"{self.path.name}: environments.{env}.inventory: {path} does not exist "
+                "(point it at an inventory file or directory)"
+            )
+        return path
+
+    def lab_environment(self) -> str:
+        for name, env in self.model.environments.items():
+            if env.lab:
+                return name
+        raise PlanError(f"{self.path.name}: no environment has 'lab: true'")
+
+
+def plan_path(given: str | Path | None = None) -> Path:
+    return Path(given or os.environ.get("DRKIT_PLAN") or DEFAULT_PLAN)
+
+
+class _LineLoader(yaml.SafeLoader):
+    """A safe loader that remembers the line of every mapping key, and bounds expansion."""
+
+
+def _compose_bounded(loader: _LineLoader) -> yaml.Node | None:
+    node = loader.get_single_node()
+    if node is None:
+        return None
+    # Count nodes reachable through aliases too: anchors can multiply a small file
+    # into billions of nodes.
+    seen = 0
+    stack = [node]
+    memo: dict[int, int] = {}
+    while stack:
+        n = stack.pop()
+        seen += 1
+        if seen > MAX_YAML_NODES:
+            raise PlanError(
+                f"{loader.name}: the YAML expands to more than {MAX_YAML_NODES} nodes "
+                "(aliases/anchors that multiply); write the plan out plainly"
+            )
+        if isinstance(n, yaml.MappingNode):
+            for k, v in n.value:
+                stack.extend((k, v))
+        elif isinstance(n, yaml.SequenceNode):
+            stack.extend(n.value)
+        memo[id(n)] = 1
+    return node
+
+
+def _load_with_lines(text: str, name: str) -> tuple[Any, dict[tuple[str, ...], int]]:
+    loader = _LineLoader(text)
+    loader.name = name
+    try:
+        node = _compose_bounded(loader)
+        lines: dict[tuple[str, ...], int] = {}
+
+        def walk(n: yaml.Node, path: tuple[str, ...]) -> None:
+            if isinstance(n, yaml.MappingNode):
+                for k, v in n.value:
+                    key = str(k.value)
+                    lines[path + (key,)] = k.start_mark.line + 1
+                    walk(v, path + (key,))
+            elif isinstance(n, yaml.SequenceNode):
+                for i, v in enumerate(n.value):
+                    lines[path + (str(i),)] = v.start_mark.line + 1
+                    walk(v, path + (str(i),))
+
+        if node is not None:
+            walk(node, ())
+        data = loader.construct_document(node) if node is not None else None
+    finally:
+        loader.dispose()
+    return data, lines
+
+
+def _describe(err: dict[str, Any]) -> str:
+    kind = err.get("type", "")
+    msg = str(err.get("msg", "invalid"))
+    if kind == "extra_forbidden":
+        return "unknown field (check its spelling; `drkit plan schema` lists the fields)"
+    if kind == "missing":
+        return "is required but missing"
+    msg = msg.removeprefix("Value error, ")
+    if msg.startswith("Input should be"):
+        got = err.get("input")
+        msg = f"{msg.replace('Input should be', 'should be')}, not {got!r}"
+    return msg
+
+
+def load_plan(path: str | Path | None = None) -> Plan:
+    """Read and validate a plan. Every problem becomes a one-line PlanError (exit 2)."""
+    p = plan_path(path)
+    if not p.exists():
+        raise PlanError(
+            f"{p}: plan file not found (run from the directory holding drkit.yml, or pass "
+            "--plan PATH or set DRKIT_PLAN)"
+        )
+    if not p.is_file():
+        raise PlanError(f"{p}: is not a file (give the path of drkit.yml)")
+    size = p.stat().st_size
+    if size > MAX_PLAN_BYTES:
+        raise PlanError(f"{p}: {size} bytes is too large for a plan (the limit is 1 MiB)")
+    raw = p.read_bytes()
+    if b"\x00" in raw:
+        raise PlanError(f"{p}: is a binary file, not YAML (give the path of drkit.yml)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise PlanError(f"{p}: is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    try:
+        data, lines = _load_with_lines(text, str(p))
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f":{mark.line + 1}" if mark else ""
+        raise PlanError(f"{p}{where}: not valid YAML: {e.problem or e.context}") from None
+    except (yaml.YAMLError, RecursionError) as e:
+        raise PlanError(f"{p}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise PlanError(f"{p}:1: the plan must be a mapping (regions:, environments:, ...)")
+    try:
+        model = PlanModel.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = tuple(str(x) for x in err.get("loc", ()))
+        # pydantic puts `.after` validators' messages at the model; they carry their own path.
+        line = 0
+        for i in range(len(loc), -1, -1):
+            if loc[:i] in lines:
+                line = lines[loc[:i]]
+                break
+        field = ".".join(loc) if loc else "(top level)"
+        where = f"{p}:{line}" if line else str(p)
+        raise PlanError(f"{where} {field}: {_describe(err)}") from None
+    except (TypeError, ValueError, RecursionError) as e:
+        raise PlanError(f"{p}: invalid plan: {e}") from None
+    plan = Plan(path=p.resolve(), model=model, sha256=hashlib.sha256(raw).hexdigest())
+    _check_files(plan, lines)
+    return plan
+
+
+def _check_files(plan: Plan, lines: dict[tuple[str, ...], int]) -> None:
+    """Playbooks and inventories the plan names must exist: say which, and where."""
+    m = plan.model
+    for name, env in m.environments.items():
+        if not plan.resolve(env.inventory).exists():
+            line = lines.get(("environments", name, "inventory"), 0)
+            raise PlanError(
+                f"{plan.path}:{line} environments.{name}.inventory: {env.inventory} "
+                "does not exist (point it at an inventory file or directory)"
+            )
+    for name, sc in m.scenarios.items():
+        for i, ph in enumerate(sc.phases):
+            if not plan.resolve(ph.playbook).is_file():
+                line = lines.get(("scenarios", name, "phases", str(i), "playbook"), 0)
+                raise PlanError(
+                    f"{plan.path}:{line} scenarios.{name}.phases.{i}.playbook: {ph.playbook} "
+                    "does not exist (create it or fix the path; paths are relative to the plan)"
+                )
+        if sc.rollback and not plan.resolve(sc.rollback).is_file():
+            line = lines.get(("scenarios", name, "rollback"), 0)
+            raise PlanError(
+                f"{plan.path}:{line} scenarios.{name}.rollback: {sc.rollback} does not exist"
+            )
+
+
+def json_schema() -> dict[str, Any]:
+    schema = PlanModel.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "drkit plan (drkit.yml)"
+    return schema
+
+
+@dataclass(frozen=True)
+class LabConfig:
+    """The lab's resolved settings: plan values, overridden by DRKIT_LAB_* variables."""
+
+    state_dir: Path
+    port_base: int
+    instances: int
+    replication: str
+    os_user: str
+    hostname: str
+    cert_validity_days: int
+    primary_region: str
+    secondary_region: str
+
+    @property
+    def ports(self) -> dict[str, int]:
+        b = self.port_base
+        ports = {"moto": b, "https": b + 1, "pg_primary": b + 2, "pg_secondary": b + 3,
+                 "stats": b + 4}
+        for i in range(1, self.instances + 1):
+            ports[f"api_primary_{i}"] = b + 10 + i
+            ports[f"api_secondary_{i}"] = b + 30 + i
+        return ports
+
+
+def lab_config(plan: Plan) -> LabConfig:
+    s = plan.model.lab
+    env = os.environ
+    try:
+        port_base = int(env.get("DRKIT_LAB_PORT_BASE", s.port_base))
+        instances = int(env.get("DRKIT_LAB_INSTANCES", s.instances))
+    except ValueError as e:
+        raise PlanError(f"DRKIT_LAB_PORT_BASE/DRKIT_LAB_INSTANCES: not a number: {e}") from None
+    if not 1024 <= port_base <= 65000:
+        raise PlanError(f"lab port base {port_base} is out of range (use 1024-65000)")
+    replication = env.get("DRKIT_LAB_REPLICATION", s.replication)
+    if replication not in ("sync", "async"):
+        raise PlanError(f"DRKIT_LAB_REPLICATION={replication!r}: use sync or async")
+    return LabConfig(
+        state_dir=Path(env.get("DRKIT_LAB_DIR", s.state_dir)).resolve(),
+        port_base=port_base,
+        instances=instances,
+        replication=replication,
+        os_user=s.os_user,
+        hostname=s.hostname,
+        cert_validity_days=max(1, int(parse_duration(s.cert_validity) // 86400)),
+        primary_region=plan.model.regions.primary,
+        secondary_region=plan.model.regions.secondary,
+    )

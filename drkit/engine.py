@@ -1,0 +1,385 @@
+"""The one door to Ansible: run a playbook through ansible-runner and return a typed result.
+
+Only this module imports ansible_runner. It streams events to a `RunListener` (live progress,
+evidence) and builds per-play and per-task timings from the events themselves, never from stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from drkit.errors import RunFailed
+
+# Events that end a task on one host; each carries start, end and duration in event_data.
+_TASK_END = {
+    "runner_on_ok": "ok",
+    "runner_on_failed": "failed",
+    "runner_on_skipped": "skipped",
+    "runner_on_unreachable": "unreachable",
+}
+
+
+class RunStatus(StrEnum):
+    SUCCESSFUL = "successful"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    TIMEOUT = "timeout"
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    play: str
+    task: str
+    host: str
+    status: str  # ok, changed, failed, skipped, unreachable
+    started_at: datetime
+    ended_at: datetime
+    duration_s: float
+    message: str = ""
+    ignored: bool = False
+    action: str = ""
+
+    @property
+    def changed(self) -> bool:
+        return self.status == "changed"
+
+
+@dataclass(frozen=True)
+class PlayResult:
+    name: str
+    started_at: datetime
+    ended_at: datetime
+
+    @property
+    def duration_s(self) -> float:
+        return (self.ended_at - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True)
+class Failure:
+    play: str
+    task: str
+    host: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"task '{self.task}' failed on {self.host}: {self.message}"
+
+
+@dataclass(frozen=True)
+class HostStats:
+    ok: int = 0
+    changed: int = 0
+    failures: int = 0
+    unreachable: int = 0
+    skipped: int = 0
+    rescued: int = 0
+    ignored: int = 0
+
+
+@dataclass(frozen=True)
+class RunResult:
+    playbook: Path
+    status: RunStatus
+    rc: int
+    started_at: datetime
+    ended_at: datetime
+    plays: tuple[PlayResult, ...]
+    tasks: tuple[TaskResult, ...]
+    stats: Mapping[str, HostStats]
+    artifacts_dir: Path
+    failure: Failure | None = None
+    facts: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == RunStatus.SUCCESSFUL and self.rc == 0
+
+    @property
+    def duration_s(self) -> float:
+        return (self.ended_at - self.started_at).total_seconds()
+
+    @property
+    def changed(self) -> int:
+        return sum(s.changed for s in self.stats.values())
+
+    @property
+    def stdout_path(self) -> Path:
+        return self.artifacts_dir / "stdout"
+
+    @property
+    def events_path(self) -> Path:
+        return self.artifacts_dir / "job_events.jsonl"
+
+    def stat_values(self, name: str) -> Any:
+        """Values a playbook published with `ansible.builtin.set_stats` (data: {name: ...})."""
+        return self.facts.get(name)
+
+
+class RunListener:
+    """Observer of one playbook run. Every hook does nothing by default; override what you need."""
+
+    def play_started(self, name: str, at: datetime) -> None:  # noqa: B027
+        pass
+
+    def task_started(self, play: str, task: str, at: datetime) -> None:  # noqa: B027
+        pass
+
+    def task_finished(self, result: TaskResult) -> None:  # noqa: B027
+        pass
+
+
+def _ts(value: str | None) -> datetime:
+    if not value:
+        return datetime.now(UTC)
+    dt = datetime.fromisoformat(value)
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def _message(res: Mapping[str, Any]) -> str:
+    if res.get("_ansible_no_log"):
+        return "(output hidden by no_log)"
+    for key in ("msg", "stderr", "reason"):
+        value = res.get(key)
+        if value:
+            text = value if isinstance(value, str) else json.dumps(value)
+            return text.strip().splitlines()[-1] if text.strip() else ""
+    return ""
+
+
+class _Collector:
+    """Turns the runner's event stream into plays, tasks and stats, and feeds the listener."""
+
+    def __init__(self, listener: RunListener | None, events_file: Path) -> None:
+        self.listener = listener
+        self.events = events_file.open("w", encoding="utf-8")
+        self.plays: list[tuple[str, datetime]] = []
+        self.tasks: list[TaskResult] = []
+        self.stats: dict[str, HostStats] = {}
+        self.set_stats: dict[str, Any] = {}
+        self.failure: Failure | None = None
+        self.lock = threading.Lock()
+
+    def __call__(self, event: dict[str, Any]) -> bool:
+        with self.lock:
+            self.events.write(json.dumps(event, default=str) + "\n")
+            name = event.get("event", "")
+            data = event.get("event_data", {})
+            at = _ts(event.get("created"))
+            if name == "playbook_on_play_start":
+                play = data.get("play", "")
+                self.plays.append((play, at))
+                if self.listener:
+                    self.listener.play_started(play, at)
+            elif name == "playbook_on_task_start":
+                if self.listener and not data.get("is_conditional"):
+                    self.listener.task_started(data.get("play", ""), data.get("task", ""), at)
+            elif name in _TASK_END:
+                self._task_end(name, data)
+            elif name == "playbook_on_stats":
+                self._stats(data)
+        return False  # ansible-runner writes its own job_events/ only if we ask: we keep ours
+
+    def _task_end(self, name: str, data: Mapping[str, Any]) -> None:
+        res = data.get("res") or {}
+        status = _TASK_END[name]
+        if status == "ok" and res.get("changed"):
+            status = "changed"
+        started, ended = _ts(data.get("start")), _ts(data.get("end"))
+        result = TaskResult(
+            play=data.get("play", ""),
+            task=data.get("task", ""),
+            host=data.get("host", ""),
+            status=status,
+            started_at=started,
+            ended_at=ended,
+            duration_s=float(data.get("duration") or (ended - started).total_seconds()),
+            message=_message(res) if status in ("failed", "unreachable") else "",
+            ignored=bool(data.get("ignore_errors")),
+            action=data.get("task_action", ""),
+        )
+        self.tasks.append(result)
+        if status in ("failed", "unreachable") and not result.ignored and self.failure is None:
+            self.failure = Failure(result.play, result.task, result.host, result.message)
+        if self.listener:
+            self.listener.task_finished(result)
+
+    def _stats(self, data: Mapping[str, Any]) -> None:
+        hosts: set[str] = set()
+        for key in ("ok", "changed", "failures", "dark", "skipped", "rescued", "ignored"):
+            hosts.update((data.get(key) or {}).keys())
+        for host in sorted(hosts):
+            self.stats[host] = HostStats(
+                ok=(data.get("ok") or {}).get(host, 0),
+                changed=(data.get("changed") or {}).get(host, 0),
+                failures=(data.get("failures") or {}).get(host, 0),
+                unreachable=(data.get("dark") or {}).get(host, 0),
+                skipped=(data.get("skipped") or {}).get(host, 0),
+                rescued=(data.get("rescued") or {}).get(host, 0),
+                ignored=(data.get("ignored") or {}).get(host, 0),
+            )
+        custom = data.get("artifact_data") or {}
+        self.set_stats.update(custom)
+
+    def close(self) -> None:
+        self.events.close()
+
+
+def _ansible_env(content_root: Path, extra: Mapping[str, str] | None) -> dict[str, str]:
+    bindir = str(Path(sys.executable).parent)
+    env = {
+        # ansible-playbook must come from the same environment as drkit (and its collections).
+        "PATH": bindir + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin"),
+        "ANSIBLE_PIPELINING": "True",
+        "ANSIBLE_GATHERING": "explicit",
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        "ANSIBLE_DEPRECATION_WARNINGS": "False",
+        "ANSIBLE_LOCALHOST_WARNING": "False",
+        "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False",
+        "ANSIBLE_NOCOLOR": "True",
+        # set_stats values reach playbook_on_stats' artifact_data only when this is on.
+        "ANSIBLE_SHOW_CUSTOM_STATS": "True",
+    }
+    cfg = content_root / "ansible.cfg"
+    if cfg.is_file():
+        env["ANSIBLE_CONFIG"] = str(cfg)
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run_playbook(
+    playbook: Path,
+    *,
+    inventory: Path,
+    content_root: Path,
+    extravars: Mapping[str, Any] | None = None,
+    artifacts_dir: Path,
+    check: bool = False,
+    limit: str | None = None,
+    tags: Sequence[str] = (),
+    listener: RunListener | None = None,
+    cancel: Callable[[], bool] | None = None,
+    envvars: Mapping[str, str] | None = None,
+    forks: int = 10,
+) -> RunResult:
+    """Run one playbook and return its result. Raises RunFailed only when Ansible cannot start.
+
+    Artifacts (stdout, job_events.jsonl) land in `artifacts_dir`. Extra vars travel through a
+    private temporary directory that is deleted afterwards, so secrets never reach the artifacts.
+    """
+    import ansible_runner  # heavy: imported only when a playbook really runs
+
+    if not playbook.is_file():
+        raise RunFailed(f"playbook {playbook} does not exist (check the plan's phases)", exit_code=2)
+    artifacts_dir.mkdir(parents=True, exist_ok=True)
+    collector = _Collector(listener, artifacts_dir / "job_events.jsonl")
+    cmdline = []
+    if check:
+        cmdline.append("--check")
+    if tags:
+        cmdline += ["--tags", ",".join(tags)]
+    private = Path(tempfile.mkdtemp(prefix="drkit-run-"))
+    os.chmod(private, 0o700)
+    started = datetime.now(UTC)
+    try:
+        runner = ansible_runner.run(
+            private_data_dir=str(private),
+            artifact_dir=str(private / "artifacts"),
+            ident="run",
+            playbook=str(playbook.resolve()),
+            inventory=str(inventory.resolve()),
+            extravars=dict(extravars or {}),
+            cmdline=" ".join(cmdline) or None,
+            limit=limit,
+            forks=forks,
+            envvars=_ansible_env(content_root, envvars),
+            project_dir=str(content_root),
+            quiet=True,
+            event_handler=collector,
+            cancel_callback=cancel,
+        )
+    except Exception as e:  # ansible-runner raises bare exceptions on a broken setup
+        raise RunFailed(f"could not start ansible-playbook for {playbook.name}: {e}") from e
+    finally:
+        collector.close()
+        ended = datetime.now(UTC)
+        produced = private / "artifacts" / "run"
+        stdout = produced / "stdout"
+        if stdout.is_file():
+            shutil.copyfile(stdout, artifacts_dir / "stdout")
+            os.chmod(artifacts_dir / "stdout", 0o600)
+        os.chmod(artifacts_dir / "job_events.jsonl", 0o600)
+        # The runner's private dir holds env/extravars (maybe secrets) and artifacts/run/command
+        # (the whole environment): neither may outlive the run.
+        shutil.rmtree(private, ignore_errors=True)
+
+    plays: list[PlayResult] = []
+    for i, (name, at) in enumerate(collector.plays):
+        end = collector.plays[i + 1][1] if i + 1 < len(collector.plays) else ended
+        plays.append(PlayResult(name, at, end))
+    status = RunStatus(runner.status) if runner.status in RunStatus._value2member_map_ else (
+        RunStatus.FAILED
+    )
+    failure = collector.failure
+    if status == RunStatus.FAILED and failure is None:
+        failure = Failure("", "", "", _tail(artifacts_dir / "stdout"))
+    return RunResult(
+        playbook=playbook,
+        status=status,
+        rc=runner.rc if runner.rc is not None else 1,
+        started_at=started,
+        ended_at=ended,
+        plays=tuple(plays),
+        tasks=tuple(collector.tasks),
+        stats=collector.stats,
+        artifacts_dir=artifacts_dir,
+        failure=failure,
+        facts=collector.set_stats,
+    )
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    """The last lines of stdout, for failures that happen before any task (syntax errors)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    except OSError:
+        return "ansible-playbook produced no output"
+    return " ".join(line.strip() for line in text[-lines:]) or "ansible-playbook failed"
+
+
+def versions() -> dict[str, str]:
+    """Versions of ansible-core and the collections drkit uses, for evidence records."""
+    from importlib import metadata
+
+    found: dict[str, str] = {}
+    for dist in ("ansible-core", "ansible-runner", "ansible"):
+        try:
+            found[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    try:
+        import ansible_collections  # namespace package shipped by the `ansible` distribution
+
+        roots = [Path(p) for p in ansible_collections.__path__]
+    except ImportError:
+        roots = []
+    for coll in ("amazon/aws", "community/aws", "community/crypto"):
+        for root in roots:
+            manifest = root / coll / "MANIFEST.json"
+            if manifest.is_file():
+                info = json.loads(manifest.read_text())["collection_info"]
+                found[coll.replace("/", ".")] = info["version"]
+                break
+    return found
