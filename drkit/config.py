@@ -98,6 +98,8 @@ class Environment(_Model):
     protected: bool = Field(False, description="needs --confirm NAME, a change id for runbooks")
     lab: bool = Field(False, description="this environment is the embedded lab")
     requires_approval: bool = False
+    entry_url: str | None = Field(None, description="public entry point (the lab derives it)")
+    ca_file: str | None = Field(None, description="CA bundle for the entry point, if private")
 
 
 SMOKE_FLOWS = ("authorize", "capture", "refund", "balance", "idempotent-replay", "ledger-verify")

@@ -282,7 +282,8 @@ def run_playbook(
     import ansible_runner  # heavy: imported only when a playbook really runs
 
     if not playbook.is_file():
-        raise RunFailed(f"playbook {playbook} does not exist (check the plan's phases)", exit_code=2)
+        raise RunFailed(f"playbook {playbook} does not exist (check the plan's phases)",
+                        exit_code=2)
     artifacts_dir.mkdir(parents=True, exist_ok=True)
     collector = _Collector(listener, artifacts_dir / "job_events.jsonl")
     cmdline = []

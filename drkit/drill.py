@@ -1,0 +1,696 @@
+"""A drill: the scenario's phases in order, the recovery clock, abort and rollback, the verdict.
+
+The recovery path (preflight up to the phase that stops the clock) runs as ONE ansible-runner run:
+a generated playbook imports each phase's playbook, and plays are mapped back to phases by their
+order. Ansible stops at the first failed task, so a failed preflight stops the drill before
+anything is broken. Failback is a second run, after the clock. Measured, not estimated:
+
+- RTO: from the start of the phase that starts the clock (the fault) to the moment the smoke
+  phase saw every flow pass through the public entry point (`green_at`, published by the smoke
+  playbook with set_stats).
+- RPO: a canary writes numbered payments through the entry point for the whole drill; after
+  failover, acknowledged payments missing from the new primary are lost (see drkit.flows).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from drkit import engine
+from drkit.config import Phase, Plan, Scenario
+from drkit.errors import BadInput, EnvironmentProblem, RunFailed
+
+
+class Verdict(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    ABORTED = "aborted"
+
+
+class PhaseStatus(StrEnum):
+    OK = "ok"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # not reached, or left out (--no-failback)
+    CANCELED = "canceled"
+    CHECKED = "checked"  # --dry-run: ran in check mode
+
+
+@dataclass(frozen=True)
+class PhaseResult:
+    name: str
+    status: PhaseStatus
+    started_at: datetime | None
+    ended_at: datetime | None
+    tasks: tuple[engine.TaskResult, ...] = ()
+    message: str = ""
+
+    @property
+    def duration_s(self) -> float:
+        if self.started_at is None or self.ended_at is None:
+            return 0.0
+        return round((self.ended_at - self.started_at).total_seconds(), 3)
+
+    @property
+    def changed(self) -> int:
+        return sum(1 for t in self.tasks if t.status == "changed")
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    severity: str  # high, medium, low
+    message: str
+
+
+@dataclass(frozen=True)
+class Targets:
+    rto_s: float
+    rpo_s: float
+
+
+@dataclass(frozen=True)
+class DrillOptions:
+    dry_run: bool = False
+    failback: bool = True
+    preflight_only: bool = False
+    smoke_timeout_s: float | None = None
+    canary_rate: float = 20.0
+    confirm: str | None = None
+    operator: str | None = None
+    change_id: str | None = None
+    approved_by: str | None = None
+
+
+@dataclass
+class DrillOutcome:
+    id: str
+    scenario: str
+    environment: str
+    verdict: Verdict
+    started_at: datetime
+    ended_at: datetime
+    targets: Targets
+    phases: list[PhaseResult]
+    dry_run: bool = False
+    rto_s: float | None = None
+    clock_started_at: datetime | None = None
+    clock_stopped_at: datetime | None = None
+    rpo_s: float | None = None
+    lost_payments: int | None = None
+    smoke: list[dict[str, Any]] = field(default_factory=list)
+    reconciliation: dict[str, Any] | None = None
+    after_failback: dict[str, Any] | None = None
+    canary: dict[str, Any] | None = None
+    preflight: dict[str, Any] | None = None
+    findings: list[Finding] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    evidence_id: str | None = None
+    artifacts_dir: Path | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return {Verdict.PASS: 0, Verdict.FAIL: 1, Verdict.ABORTED: 3}[self.verdict]
+
+    def to_json(self) -> dict[str, Any]:
+        def ts(d: datetime | None) -> str | None:
+            return d.isoformat().replace("+00:00", "Z") if d else None
+
+        return {
+            "id": self.id,
+            "scenario": self.scenario,
+            "environment": self.environment,
+            "verdict": str(self.verdict),
+            "dry_run": self.dry_run,
+            "reasons": self.reasons,
+            "started_at": ts(self.started_at),
+            "ended_at": ts(self.ended_at),
+            "rto": {"target_s": self.targets.rto_s, "actual_s": self.rto_s,
+                    "clock_started_at": ts(self.clock_started_at),
+                    "clock_stopped_at": ts(self.clock_stopped_at)},
+            "rpo": {"target_s": self.targets.rpo_s, "actual_s": self.rpo_s,
+                    "lost_payments": self.lost_payments},
+            "phases": [
+                {"name": p.name, "status": str(p.status), "started_at": ts(p.started_at),
+                 "duration_s": p.duration_s, "changed": p.changed, "message": p.message,
+                 "tasks": [_task_json(t) for t in p.tasks]}
+                for p in self.phases
+            ],
+            "smoke": self.smoke,
+            "reconciliation": self.reconciliation,
+            "after_failback": self.after_failback,
+            "canary": self.canary,
+            "preflight": self.preflight,
+            "findings": [asdict(f) for f in self.findings],
+            "evidence": {"id": self.evidence_id} if self.evidence_id else None,
+        }
+
+
+def _task_json(t: engine.TaskResult) -> dict[str, Any]:
+    return {"task": t.task, "host": t.host, "status": t.status,
+            "started_at": t.started_at.isoformat().replace("+00:00", "Z"),
+            "ended_at": t.ended_at.isoformat().replace("+00:00", "Z"),
+            "duration_s": round(t.duration_s, 3), "message": t.message}
+
+
+class DrillListener:
+    """Observer of a drill. Every hook does nothing by default."""
+
+    def drill_started(self, run_id: str, scenario: str, environment: str,  # noqa: B027
+                      targets: Targets, phases: Sequence[str]) -> None:
+        pass
+
+    def phase_started(self, name: str, at: datetime) -> None:  # noqa: B027
+        pass
+
+    def phase_finished(self, result: PhaseResult) -> None:  # noqa: B027
+        pass
+
+    def task_finished(self, phase: str, result: engine.TaskResult) -> None:  # noqa: B027
+        pass
+
+    def clock_started(self, at: datetime) -> None:  # noqa: B027
+        pass
+
+    def note(self, message: str) -> None:  # noqa: B027
+        """A warning or a step outside the playbooks (lock taken over, rollback started)."""
+
+    def drill_finished(self, outcome: DrillOutcome) -> None:  # noqa: B027
+        pass
+
+
+class CancelToken:
+    """Set by the CLI's signal handlers; the running phase stops and rollback runs."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reason = ""
+
+    def cancel(self, reason: str) -> None:
+        self.reason = reason
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+
+# ---------------------------------------------------------------------------------------------
+# Where things live, per environment
+
+
+@dataclass(frozen=True)
+class Target:
+    """What drkit needs to reach an environment from Python: its vars, its entry point."""
+
+    environment: str
+    inventory: Path
+    state_dir: Path
+    extravars: dict[str, Any]
+    envvars: dict[str, str]
+    entry_url: str | None
+    ca_file: str | None
+    secrets: tuple[str, ...] = ()
+
+
+def target(plan: Plan, env_name: str) -> Target:
+    env = plan.environment(env_name)
+    inventory = plan.inventory(env_name)
+    base = {"drkit_content_root": str(plan.root), "drkit_environment": env_name}
+    if env.lab:
+        from drkit import lab
+        from drkit.config import lab_config
+
+        cfg = lab_config(plan)
+        return Target(
+            environment=env_name,
+            inventory=inventory,
+            state_dir=cfg.state_dir,
+            extravars={**lab.extravars(plan), **base},
+            envvars=lab.envvars(plan),
+            entry_url=f"https://127.0.0.1:{cfg.ports['https']}",
+            ca_file=str(cfg.state_dir / "ca" / "ca.crt"),
+            secrets=tuple(getattr(lab, "secrets", lambda _p: ())(plan)),
+        )
+    state = plan.root / ".drkit"
+    return Target(environment=env_name, inventory=inventory, state_dir=state,
+                  extravars=base, envvars={}, entry_url=env.entry_url, ca_file=env.ca_file)
+
+
+# ---------------------------------------------------------------------------------------------
+# One drill per environment
+
+
+@contextmanager
+def drill_lock(state_dir: Path, env_name: str, notes: DrillListener) -> Iterator[None]:
+    """An flock the kernel releases when the holder dies, so a killed drill never leaves it stuck.
+
+    The file also names the holder, so a second drill can say who is running, and a drill that
+    takes over from a dead one says so.
+    """
+    locks = state_dir / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    path = locks / f"drill-{env_name}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
+            raise EnvironmentProblem(
+                f"another drill is running on environment {env_name!r} ({holder}); wait for it "
+                "to finish, or stop that process"
+            ) from None
+        previous = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+        if previous:
+            notes.note(f"took over the lock left by a drill that died ({previous})")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} since {_now().isoformat()}".encode(), 0)
+        yield
+        os.ftruncate(fd, 0)  # a clean exit leaves an empty file: nothing to take over
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------------------------------
+# Running phases
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _play_count(playbook: Path) -> int:
+    """How many plays a phase playbook has, to map the combined run's plays back to phases."""
+    try:
+        doc = yaml.safe_load(playbook.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise BadInput(f"{playbook}: cannot read the phase playbook: {e}") from None
+    if not isinstance(doc, list) or not doc:
+        raise BadInput(f"{playbook}: a phase playbook must be a non-empty list of plays")
+    count = 0
+    for play in doc:
+        if isinstance(play, dict) and "import_playbook" in play:
+            raise BadInput(f"{playbook}: phase playbooks cannot import playbooks (inline them)")
+        count += 1
+    return count
+
+
+class _PhaseTracker(engine.RunListener):
+    """Maps plays to phases by order and forwards progress to the drill listener."""
+
+    def __init__(self, phases: Sequence[tuple[str, int]], listener: DrillListener) -> None:
+        self.bounds: list[str] = []  # phase of each play, by play index
+        for name, plays in phases:
+            self.bounds += [name] * plays
+        self.listener = listener
+        self.play_index = -1
+        self.current: str | None = None
+        self.started: dict[str, datetime] = {}
+        self.tasks: dict[str, list[engine.TaskResult]] = {name: [] for name, _ in phases}
+        self.order = [name for name, _ in phases]
+
+    def play_started(self, name: str, at: datetime) -> None:
+        self.play_index += 1
+        if self.play_index >= len(self.bounds):
+            return
+        phase = self.bounds[self.play_index]
+        if phase != self.current:
+            self.current = phase
+            self.started[phase] = at
+            self.listener.phase_started(phase, at)
+
+    def task_finished(self, result: engine.TaskResult) -> None:
+        if self.current is not None:
+            self.tasks[self.current].append(result)
+            self.listener.task_finished(self.current, result)
+
+
+def _run_phases(
+    plan: Plan, tgt: Target, phases: Sequence[Phase], *, label: str, run_dir: Path,
+    extravars: dict[str, Any], check: bool, listener: DrillListener, cancel: CancelToken,
+) -> tuple[list[PhaseResult], engine.RunResult]:
+    """Run `phases` as one playbook run; return a result per phase, in order."""
+    combined = run_dir / f"{label}.yml"
+    counts = []
+    for ph in phases:
+        path = plan.resolve(ph.playbook)
+        counts.append((ph.name, _play_count(path)))
+    combined.write_text(
+        "---\n# Generated by drkit: the phases of one run, in order.\n"
+        + "".join(f"- name: {ph.name}\n  ansible.builtin.import_playbook: "
+                  f"{json.dumps(str(plan.resolve(ph.playbook)))}\n" for ph in phases),
+        encoding="utf-8",
+    )
+    tracker = _PhaseTracker(counts, listener)
+    result = engine.run_playbook(
+        combined, inventory=tgt.inventory, content_root=plan.root, extravars=extravars,
+        artifacts_dir=run_dir / label, check=check, listener=tracker, envvars=tgt.envvars,
+        cancel=lambda: cancel.cancelled,
+    )
+    out: list[PhaseResult] = []
+    names = [name for name, _ in counts]
+    for i, name in enumerate(names):
+        start = tracker.started.get(name)
+        if start is None:  # never reached: an earlier phase failed, or the run was cancelled
+            out.append(PhaseResult(name, PhaseStatus.SKIPPED, None, None))
+            listener.phase_finished(out[-1])
+            continue
+        nxt = next((tracker.started[n] for n in names[i + 1:] if n in tracker.started), None)
+        end = nxt or result.ended_at
+        tasks = tuple(tracker.tasks[name])
+        failed = [t for t in tasks if t.status in ("failed", "unreachable") and not t.ignored]
+        if failed:
+            status, msg = PhaseStatus.FAILED, f"{failed[0].task}: {failed[0].message}"
+        elif nxt is None and result.status == engine.RunStatus.CANCELED:
+            status, msg = PhaseStatus.CANCELED, cancel.reason or "cancelled"
+        elif nxt is None and not result.ok:
+            status, msg = PhaseStatus.FAILED, str(result.failure or "the playbook failed")
+        else:
+            status, msg = (PhaseStatus.CHECKED if check else PhaseStatus.OK), ""
+        out.append(PhaseResult(name, status, start, end, tasks, msg))
+        listener.phase_finished(out[-1])
+    return out, result
+
+
+# ---------------------------------------------------------------------------------------------
+# The drill
+
+
+def _targets(plan: Plan, scenario: Scenario) -> Targets:
+    services = [plan.model.services[s] for s in scenario.services]
+    return Targets(rto_s=min(s.rto for s in services), rpo_s=min(s.rpo for s in services))
+
+
+def _flows(plan: Plan, scenario: Scenario) -> list[str]:
+    flows: list[str] = []
+    for s in scenario.services:
+        for f in plan.model.services[s].smoke:
+            if f not in flows:
+                flows.append(f)
+    return flows
+
+
+def new_run_id() -> str:
+    return _now().strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+def run_drill(
+    plan: Plan,
+    scenario_name: str,
+    env_name: str,
+    *,
+    options: DrillOptions = DrillOptions(),
+    listener: DrillListener | None = None,
+    cancel: CancelToken | None = None,
+) -> DrillOutcome:
+    """Rehearse `scenario_name` on `env_name` and return the outcome. Raises only for bad input
+    or when the drill cannot start; anything that happens once it runs is in the outcome."""
+    listener = listener or DrillListener()
+    cancel = cancel or CancelToken()
+    scenario = plan.scenario(scenario_name)
+    env = plan.environment(env_name)
+    if env.protected and options.confirm != env_name and not options.dry_run:
+        raise BadInput(
+            f"environment {env_name!r} is protected: add --confirm {env_name} to run a drill on it"
+        )
+    tgt = target(plan, env_name)
+    targets = _targets(plan, scenario)
+    flows = _flows(plan, scenario)
+    phases = list(scenario.phases)
+    if options.preflight_only:
+        phases = phases[:1]
+    recovery = [p for p in phases if not p.failback]
+    failback = [p for p in phases if p.failback] if options.failback else []
+    left_out = [p for p in phases if p.failback and not options.failback]
+
+    run_id = new_run_id()
+    run_dir = tgt.state_dir / "runs" / f"{run_id}-{scenario_name}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    smoke_timeout = options.smoke_timeout_s or max(30.0, 2 * targets.rto_s)
+    extravars = {
+        **tgt.extravars,
+        "drkit_run_id": run_id,
+        "drkit_run_dir": str(run_dir),
+        "drkit_scenario": scenario_name,
+        "drkit_rto_target_s": targets.rto_s,
+        "drkit_rpo_target_s": targets.rpo_s,
+        "drkit_smoke_flows": flows,
+        "drkit_smoke_timeout_s": smoke_timeout,
+        "drkit_python": _python(),
+    }
+    started = _now()
+    outcome = DrillOutcome(
+        id=run_id, scenario=scenario_name, environment=env_name, verdict=Verdict.FAIL,
+        started_at=started, ended_at=started, targets=targets, phases=[],
+        dry_run=options.dry_run, artifacts_dir=run_dir,
+    )
+    with drill_lock(tgt.state_dir, env_name, listener):
+        listener.drill_started(run_id, scenario_name, env_name, targets,
+                               [p.name for p in recovery + failback])
+        canary = None
+        try:
+            if not options.dry_run and not options.preflight_only and tgt.entry_url:
+                canary = _start_canary(tgt, run_id, options.canary_rate)
+            _drive(plan, tgt, scenario, recovery, failback, left_out, outcome, extravars,
+                   options, listener, cancel, canary, run_dir)
+        finally:
+            if canary is not None:
+                canary.stop()
+                outcome.canary = {"rate_per_s": options.canary_rate,
+                                  "acknowledged": len(canary.acked),
+                                  "failed_attempts": canary.failures}
+            outcome.ended_at = _now()
+            _write_summary(run_dir, outcome)
+            listener.drill_finished(outcome)
+    return outcome
+
+
+def _python() -> str:
+    import sys
+
+    return sys.executable
+
+
+def _start_canary(tgt: Target, run_id: str, rate: float) -> Any:
+    from drkit import flows
+
+    canary = flows.Canary(tgt.entry_url, tgt.ca_file, run_id, rate_per_s=rate)
+    canary.start()
+    return canary
+
+
+def _drive(
+    plan: Plan, tgt: Target, scenario: Scenario, recovery: list[Phase], failback: list[Phase],
+    left_out: list[Phase], outcome: DrillOutcome, extravars: dict[str, Any],
+    options: DrillOptions, listener: DrillListener, cancel: CancelToken, canary: Any,
+    run_dir: Path,
+) -> None:
+    results, run = _run_phases(plan, tgt, recovery, label="recovery", run_dir=run_dir,
+                               extravars=extravars, check=options.dry_run,
+                               listener=listener, cancel=cancel)
+    outcome.phases = list(results)
+    stats = run.facts
+    outcome.preflight = stats.get("drkit_preflight")
+    smoke = stats.get("drkit_smoke") or {}
+    outcome.smoke = list(smoke.get("results") or [])
+
+    by_name = {p.name: p for p in results}
+    start_phase = next((p for p in recovery if p.starts_clock), None)
+    stop_phase = next((p for p in recovery if p.stops_clock), None)
+    if start_phase and by_name[start_phase.name].started_at:
+        outcome.clock_started_at = by_name[start_phase.name].started_at
+        listener.clock_started(outcome.clock_started_at)
+    green_at = smoke.get("green_at")
+    if stop_phase and by_name[stop_phase.name].status == PhaseStatus.OK:
+        stop_at = _parse_ts(green_at) if green_at else by_name[stop_phase.name].ended_at
+        if outcome.clock_started_at and stop_at:
+            outcome.clock_stopped_at = stop_at
+            outcome.rto_s = round((stop_at - outcome.clock_started_at).total_seconds(), 3)
+
+    destructive_started = outcome.clock_started_at is not None
+    failed = next((p for p in results if p.status == PhaseStatus.FAILED), None)
+    cancelled = cancel.cancelled or run.status == engine.RunStatus.CANCELED
+
+    if canary is not None and destructive_started and not cancelled and failed is None:
+        from drkit import flows
+
+        fault_at = outcome.clock_started_at
+        rec = flows.reconcile(tgt.entry_url, tgt.ca_file, outcome.id, list(canary.acked),
+                              fault_at)
+        outcome.reconciliation = _jsonable(rec)
+        outcome.rpo_s = rec.rpo_s
+        outcome.lost_payments = rec.lost
+
+    if options.preflight_only:
+        outcome.verdict = Verdict.PASS if failed is None and not cancelled else Verdict.FAIL
+        outcome.reasons.append("ready: every preflight check passed" if failed is None
+                               else f"not ready: {failed.message}")
+        if failed is not None:
+            outcome.findings.append(Finding("preflight", "high", failed.message))
+        return
+    if options.dry_run:
+        _verdict_dry_run(outcome, failed)
+        outcome.phases += [PhaseResult(p.name, PhaseStatus.SKIPPED, None, None, (),
+                                       "left out (--no-failback)") for p in left_out]
+        return
+
+    if cancelled or failed is not None:
+        if failed is not None and failed.name == recovery[0].name and not destructive_started:
+            # Preflight failed: nothing was broken, nothing to roll back.
+            outcome.verdict = Verdict.FAIL
+            outcome.reasons.append(f"preflight failed: {failed.message}")
+            outcome.findings.append(Finding("preflight", "high", failed.message))
+            outcome.phases += [PhaseResult(p.name, PhaseStatus.SKIPPED, None, None)
+                               for p in failback]
+            return
+        if destructive_started or cancelled:
+            _rollback(plan, tgt, scenario, outcome, extravars, listener, run_dir)
+        if cancelled:
+            outcome.verdict = Verdict.ABORTED
+            outcome.reasons.append(f"aborted: {cancel.reason or 'the run was cancelled'}")
+        else:
+            assert failed is not None
+            outcome.verdict = Verdict.FAIL
+            outcome.reasons.append(f"phase {failed.name} failed: {failed.message}")
+            outcome.findings.append(Finding(f"phase:{failed.name}", "high", failed.message))
+        outcome.phases += [PhaseResult(p.name, PhaseStatus.SKIPPED, None, None)
+                           for p in failback + left_out]
+        return
+
+    _judge(outcome, scenario)
+    if failback:
+        fb, _ = _run_phases(plan, tgt, failback, label="failback", run_dir=run_dir,
+                            extravars=extravars, check=False, listener=listener, cancel=cancel)
+        outcome.phases += fb
+        bad = next((p for p in fb if p.status != PhaseStatus.OK), None)
+        if bad is not None:
+            if cancel.cancelled:
+                _rollback(plan, tgt, scenario, outcome, extravars, listener, run_dir)
+                outcome.verdict = Verdict.ABORTED
+                outcome.reasons.append(f"aborted during failback: {cancel.reason}")
+            else:
+                outcome.verdict = Verdict.FAIL
+                outcome.reasons.append(f"failback failed: {bad.message}")
+                outcome.findings.append(Finding("failback", "medium", bad.message))
+        elif canary is not None:
+            from drkit import flows
+
+            after = flows.reconcile(tgt.entry_url, tgt.ca_file, outcome.id,
+                                    list(canary.acked), outcome.clock_started_at)
+            outcome.after_failback = _jsonable(after)
+            if after.lost:
+                outcome.verdict = Verdict.FAIL
+                outcome.reasons.append(
+                    f"failback lost {after.lost} acknowledged payments")
+                outcome.findings.append(Finding("failback-data", "high",
+                                                f"{after.lost} acknowledged payments lost"))
+    outcome.phases += [PhaseResult(p.name, PhaseStatus.SKIPPED, None, None, (),
+                                   "left out (--no-failback)") for p in left_out]
+
+
+def _verdict_dry_run(outcome: DrillOutcome, failed: PhaseResult | None) -> None:
+    if failed is not None:
+        outcome.verdict = Verdict.FAIL
+        outcome.reasons.append(f"dry run: phase {failed.name} would fail: {failed.message}")
+    else:
+        outcome.verdict = Verdict.PASS
+        outcome.reasons.append("dry run: every phase ran in check mode; nothing was changed")
+
+
+def _judge(outcome: DrillOutcome, scenario: Scenario) -> None:
+    """Pass when every flow passed and RTO and RPO are within target; else name what missed."""
+    reasons = outcome.reasons
+    failed_flows = [r.get("flow") for r in outcome.smoke if r.get("status") != "pass"]
+    if failed_flows:
+        reasons.append(f"smoke flows failed: {', '.join(map(str, failed_flows))}")
+        outcome.findings += [Finding(f"smoke:{f}", "high", f"smoke flow {f} did not pass")
+                             for f in failed_flows]
+    t = outcome.targets
+    if outcome.rto_s is None:
+        reasons.append(f"RTO missed: the service did not recover (target {t.rto_s:g}s)")
+        outcome.findings.append(Finding("rto", "high", "no recovery was measured"))
+    elif outcome.rto_s > t.rto_s:
+        reasons.append(f"RTO missed: {outcome.rto_s:.2f}s > target {t.rto_s:g}s")
+        outcome.findings.append(
+            Finding("rto", "high", f"RTO {outcome.rto_s:.2f}s exceeds the {t.rto_s:g}s target"))
+    if outcome.rpo_s is not None and (outcome.rpo_s > t.rpo_s or (
+            t.rpo_s == 0 and (outcome.lost_payments or 0) > 0)):
+        reasons.append(f"RPO missed: {outcome.rpo_s:.2f}s, {outcome.lost_payments} acknowledged "
+                       f"payments lost (target {t.rpo_s:g}s)")
+        outcome.findings.append(Finding("rpo", "high", reasons[-1]))
+    rec = outcome.reconciliation or {}
+    if rec and not rec.get("ledger_balanced", True):
+        reasons.append("reconciliation: the ledger does not balance after failover")
+        outcome.findings.append(Finding("ledger", "high", "debits differ from credits"))
+    outcome.verdict = Verdict.FAIL if reasons else Verdict.PASS
+    if not reasons:
+        reasons.append(f"all flows green in {outcome.rto_s:.2f}s (target {t.rto_s:g}s), "
+                       f"{outcome.lost_payments or 0} payments lost")
+
+
+def _rollback(plan: Plan, tgt: Target, scenario: Scenario, outcome: DrillOutcome,
+              extravars: dict[str, Any], listener: DrillListener, run_dir: Path) -> None:
+    """Bring payments back whatever state the phases left. Never cancelled itself."""
+    if not scenario.rollback:
+        listener.note("no rollback playbook in the plan: the environment is left as it is")
+        return
+    listener.note("rolling back: restoring service")
+    rb = Phase(name="rollback", playbook=scenario.rollback)
+    results, _ = _run_phases(plan, tgt, [rb], label="rollback", run_dir=run_dir,
+                             extravars=extravars, check=False, listener=listener,
+                             cancel=CancelToken())
+    outcome.phases += results
+    if results[0].status != PhaseStatus.OK:
+        outcome.reasons.append(f"rollback failed: {results[0].message}")
+        outcome.findings.append(Finding("rollback", "high", results[0].message))
+
+
+def _parse_ts(value: str) -> datetime:
+    d = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return d if d.tzinfo else d.replace(tzinfo=UTC)
+
+
+def _jsonable(obj: Any) -> dict[str, Any]:
+    if hasattr(obj, "to_json"):
+        return obj.to_json()
+    data = asdict(obj)
+    return json.loads(json.dumps(data, default=str))
+
+
+def _write_summary(run_dir: Path, outcome: DrillOutcome) -> None:
+    path = run_dir / "summary.json"
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(outcome.to_json(), f, indent=2, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(tmp, 0o600)
+    os.rename(tmp, path)
+
+
+def check(plan: Plan, env_name: str, scenario_name: str | None = None,
+          listener: DrillListener | None = None) -> DrillOutcome:
+    """The daily readiness check: the scenario's first phase (preflight) alone."""
+    name = scenario_name or next(iter(plan.model.scenarios), None)
+    if name is None:
+        raise BadInput(f"{plan.path.name}: no scenarios declared")
+    return run_drill(plan, name, env_name,
+                     options=DrillOptions(preflight_only=True, failback=False),
+                     listener=listener)
+
+
+__all__ = ["CancelToken", "DrillListener", "DrillOptions", "DrillOutcome", "PhaseResult",
+           "PhaseStatus", "RunFailed", "Verdict", "check", "run_drill", "target"]
