@@ -22,6 +22,10 @@ GROUPS = {
     "evidence": ("drkit.cli.evidence", "Signed, hash-chained DR evidence: list, verify, export."),
     "runbook": ("drkit.cli.runbook", "On-call runbooks with check mode, change ids, guard rails."),
     "certs": ("drkit.cli.certs", "Check the TLS certificates of the inventory's endpoints."),
+    "schedule": ("drkit.cli.schedule", "Systemd, cron or CI files that run a drill unattended."),
+    "status": ("drkit.cli.status", "Per service: last drill, verdict, RTO/RPO, overdue or not."),
+    "report": ("drkit.cli.report", "The audit pack: drill history, pass rate, RTO trend (HTML)."),
+    "findings": ("drkit.cli.findings", "Findings from failed checks: list, assign, accept."),
 }
 
 
