@@ -1,0 +1,291 @@
+"""Evidence stores: where records, artifacts and the index live.
+
+Layout (the same keys in a local directory and under an S3 prefix):
+
+    records/<seq:08d>-<id>.json   sealed records, immutable (local: mode 0600; S3: Object Lock)
+    artifacts/<id>/<name>         a record's artifacts, redacted, immutable
+    index.jsonl                   one summary line per sealed record (a cache for `list`)
+    open/<id>.json                records of runs in progress (outside the chain)
+    .lock                         local only: the fcntl lock that serialises sealing
+
+A store never reads or writes outside its root: every key is checked component by component,
+symlinks are refused (O_NOFOLLOW), and ids and artifact names with separators or `..` are
+rejected before they become keys.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import re
+import stat
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from drkit.errors import BadInput, RunFailed
+
+if TYPE_CHECKING:
+    from drkit.config import Plan
+
+MAX_RECORD_BYTES = 8 * 1024 * 1024  # a record is a few KiB; anything this big is hostile
+_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$")
+RECORD_FILE = re.compile(r"^(\d{8,})-([A-Za-z0-9][A-Za-z0-9._-]{0,127})\.json$")
+
+
+class FileProblem(Exception):
+    """A store file that cannot be trusted as it is: missing, a symlink, not a file, too big."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+def safe_name(name: str, what: str = "name") -> str:
+    """An id or artifact name that is one path component: no separators, no `..`, no dotfile."""
+    if not isinstance(name, str) or not _PART.match(name) or ".." in name:
+        raise BadInput(f"invalid evidence {what} {name!r} (use letters, digits, '.', '_', '-', "
+                       "'+'; no '/', no '..', not starting with '.')")
+    return name
+
+
+def check_key(key: str) -> str:
+    parts = key.split("/")
+    for p in parts:
+        if not _PART.match(p) or ".." in p:
+            if p in ("index.jsonl",) or (len(parts) == 1 and p == ".lock"):
+                continue
+            raise BadInput(f"invalid store key {key!r}")
+    return key
+
+
+def record_key(seq: int, rid: str) -> str:
+    return f"records/{seq:08d}-{rid}.json"
+
+
+def atomic_write(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+    """Write, fsync, rename, fsync the directory: a reader sees the old file or the new one."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    try:
+        os.fchmod(fd, mode)  # O_CREAT's mode is filtered by the umask; this is not
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.rename(tmp, path)
+    except OSError:
+        os.unlink(tmp)
+        raise
+    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+class Store(ABC):
+    """The small interface the ledger needs; LocalStore and S3Store implement it."""
+
+    url: str
+    retention_s: float | None = None
+
+    @abstractmethod
+    def read(self, key: str, *, limit: int | None = MAX_RECORD_BYTES) -> bytes:
+        """The bytes at key; raises FileProblem (missing, symlink, not a file, too large)."""
+
+    @abstractmethod
+    def write(self, key: str, data: bytes, *, immutable: bool = True) -> None:
+        """Store data at key. Immutable keys are never overwritten (and WORM-locked on S3)."""
+
+    @abstractmethod
+    def delete_open(self, key: str) -> None:
+        """Remove a key under open/ (the only thing a store ever deletes)."""
+
+    @abstractmethod
+    def list(self, prefix: str) -> list[str]:
+        """Names directly under a folder key (records, open, artifacts/<id>)."""
+
+    @abstractmethod
+    def append_index(self, data: bytes) -> None:
+        """Append lines to index.jsonl."""
+
+    @abstractmethod
+    def lock(self) -> AbstractContextManager[None]:
+        """Exclusive lock held while a record is sealed (sequence number + prev_hash)."""
+
+    def digest(self, key: str) -> tuple[str, int]:
+        """SHA-256 hex and size of the object at key."""
+        data = self.read(key, limit=None)
+        return hashlib.sha256(data).hexdigest(), len(data)
+
+    def describe(self) -> str:
+        return self.url
+
+
+class LocalStore(Store):
+    def __init__(self, root: Path, *, retention_s: float | None = None) -> None:
+        self.root = Path(os.path.abspath(root))
+        self.url = str(self.root)
+        self.retention_s = retention_s
+        self._dirs_ok: set[str] = set()
+
+    # -- safety: every folder between the root and a file must be a real folder, no symlink
+    def _dir(self, rel: str, *, create: bool = False) -> str:
+        full = os.path.join(self.root, rel) if rel else str(self.root)
+        if rel in self._dirs_ok:
+            return full
+        path = str(self.root)
+        for part in [""] + (rel.split("/") if rel else []):
+            if part:
+                path = os.path.join(path, part)
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                if not create:
+                    raise FileProblem(rel or ".", "missing") from None
+                os.makedirs(path, mode=0o700, exist_ok=True)
+                st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                raise FileProblem(rel or ".", f"{path} is a symlink (evidence folders must be "
+                                  "real folders inside the store)")
+            if not stat.S_ISDIR(st.st_mode):
+                raise FileProblem(rel or ".", f"{path} is not a folder")
+        self._dirs_ok.add(rel)
+        return full
+
+    def _open(self, key: str) -> tuple[int, os.stat_result]:
+        check_key(key)
+        folder, _, _name = key.rpartition("/")
+        full = os.path.join(self._dir(folder), _name)
+        try:
+            fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except FileNotFoundError:
+            raise FileProblem(key, "missing") from None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise FileProblem(key, "is a symlink (evidence files must be regular files "
+                                  "inside the store)") from None
+            raise FileProblem(key, f"cannot be read: {e.strerror}") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise FileProblem(key, "is not a regular file")
+        return fd, st
+
+    def read(self, key: str, *, limit: int | None = MAX_RECORD_BYTES) -> bytes:
+        fd, st = self._open(key)
+        try:
+            if limit is not None and st.st_size > limit:
+                raise FileProblem(key, f"is {st.st_size} bytes, more than a record can be "
+                                  f"({limit})")
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                return f.read() if limit is None else f.read(limit + 1)
+        finally:
+            os.close(fd)
+
+    def digest(self, key: str) -> tuple[str, int]:
+        fd, _st = self._open(key)
+        try:
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                h = hashlib.file_digest(f, "sha256")
+                return h.hexdigest(), f.tell()
+        finally:
+            os.close(fd)
+
+    def write(self, key: str, data: bytes, *, immutable: bool = True) -> None:
+        check_key(key)
+        folder, _, name = key.rpartition("/")
+        try:
+            path = Path(self._dir(folder, create=True)) / name
+        except OSError as e:
+            raise RunFailed(f"evidence store {self.root}: cannot create {folder or 'it'}: "
+                            f"{e.strerror}") from e
+        except FileProblem as e:
+            raise RunFailed(f"evidence store {self.root}: {e}") from None
+        if immutable and (path.exists() or path.is_symlink()):
+            raise RunFailed(f"evidence store {self.root}: {key} already exists and evidence is "
+                            "never overwritten")
+        try:
+            atomic_write(path, data, mode=0o600)
+        except OSError as e:
+            raise RunFailed(f"evidence store {self.root}: cannot write {key}: {e.strerror}") from e
+
+    def delete_open(self, key: str) -> None:
+        if not key.startswith("open/"):
+            raise RunFailed(f"evidence store: refusing to delete {key} (only open records go)")
+        check_key(key)
+        try:
+            os.unlink(os.path.join(self._dir("open"), key.removeprefix("open/")))
+        except FileNotFoundError:
+            pass
+
+    def list(self, prefix: str) -> list[str]:
+        try:
+            return os.listdir(self._dir(prefix))
+        except FileProblem as e:
+            if e.reason == "missing":
+                return []
+            raise
+
+    def append_index(self, data: bytes) -> None:
+        try:
+            fd = os.open(os.path.join(self._dir("", create=True), "index.jsonl"),
+                         os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o600)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise RunFailed(f"evidence store {self.root}: cannot append to index.jsonl: "
+                            f"{e.strerror}") from e
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        try:
+            fd = os.open(os.path.join(self._dir("", create=True), ".lock"),
+                         os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            raise RunFailed(f"evidence store {self.root}: cannot lock it: {e.strerror} (is it "
+                            "read-only?)") from e
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+
+def open_store(url_or_path: str | Path | None = None, *, plan: Plan | None = None,
+               endpoint_url: str | None = None) -> Store:
+    """The store a URL names: `s3://bucket/prefix`, or a local directory (plan-relative).
+
+    With no URL, the plan's `evidence.store` (default ./evidence). S3 retention is the plan's
+    `evidence.retention`; `endpoint_url` (or $AWS_ENDPOINT_URL) points boto3 elsewhere.
+    """
+    ev = plan.model.evidence if plan is not None else None
+    url = str(url_or_path) if url_or_path else (ev.store if ev else "./evidence")
+    retention = ev.retention if ev else None
+    if url.startswith("s3://"):
+        from drkit.evidence.s3 import S3Store
+
+        bucket, _, prefix = url.removeprefix("s3://").partition("/")
+        if not bucket:
+            raise BadInput(f"evidence store {url!r}: no bucket (use s3://bucket/prefix)")
+        return S3Store(bucket, prefix.strip("/"), retention_s=retention,
+                       endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL"))
+    if "://" in url:
+        raise BadInput(f"evidence store {url!r}: unknown scheme (use a directory or s3://)")
+    # Relative paths are relative to the plan's directory, like every path in the plan (the CLI
+    # makes a --store given on the command line absolute first).
+    path = plan.resolve(url) if plan is not None else Path(os.path.expanduser(url))
+    return LocalStore(path, retention_s=retention)
