@@ -1,0 +1,304 @@
+"""`drkit evidence`: keys, and the ledger of signed, hash-chained DR test records."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from drkit.cli._common import JsonOption, PlanOption, call, errors, fail, new_app, print_json
+
+if TYPE_CHECKING:
+    from drkit.config import Plan
+    from drkit.evidence.store import Store
+
+app = new_app("Signed, hash-chained DR evidence: keygen, list, show, verify, export.")
+
+StoreOption = Annotated[
+    str | None,
+    typer.Option("--store", "-s", help="Evidence store: a directory or s3://bucket/prefix "
+                 "(default: the plan's evidence.store).", show_default=False),
+]
+PublicKeyOption = Annotated[
+    Path | None,
+    typer.Option("--public-key", "-k", help="Trusted Ed25519 public key (PEM). Default: the "
+                 "plan's evidence.public_key, else the .pub beside its signing key.",
+                 show_default=False),
+]
+
+
+def _plan(plan: Path | None, store: str | None) -> Plan | None:
+    """The plan is needed unless --store names the store (an auditor has no plan)."""
+    if store is not None and plan is None:
+        return None
+    from drkit.cli._common import load_plan
+
+    return load_plan(plan)
+
+
+def _store(plan: Plan | None, url: str | None) -> Store:
+    from drkit.evidence.store import open_store
+
+    if url is not None and "://" not in url:
+        url = str(Path(url).expanduser().absolute())  # relative to where the user stands
+    return call(open_store, url, plan=plan)
+
+
+def _recover(store: Store, plan: Plan | None) -> None:
+    """Seal runs whose writer died (every command that uses the store does this first)."""
+    from drkit.errors import DrkitError
+    from drkit.evidence.recorder import recover_interrupted
+
+    try:
+        rec = recover_interrupted(store, plan=plan)
+    except DrkitError as e:  # a read-only store (an auditor's copy) must stay readable
+        typer.echo(f"drkit: note: could not recover interrupted runs: {e}", err=True)
+        return
+    for r in rec.sealed:
+        typer.echo(f"drkit: sealed interrupted run #{r.seq} {r.id} ({r.name}, {r.environment})",
+                   err=True)
+
+
+def _public_key(plan: Plan | None, given: Path | None) -> Path:
+    from drkit.errors import BadInput
+    from drkit.evidence.signing import public_path
+
+    if given is not None:
+        return given
+    if plan is not None:
+        ev = plan.model.evidence
+        if ev.public_key:
+            return plan.resolve(ev.public_key)
+        if ev.signing_key:
+            return public_path(plan.resolve(ev.signing_key))
+    with errors():
+        raise BadInput("no public key to verify with: pass --public-key FILE (or --plan with "
+                       "evidence.public_key)")
+    raise AssertionError  # unreachable: errors() turned the BadInput into an exit
+
+
+@app.command()
+def keygen(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Private key path; the public "
+                                         "key goes beside it with .pub.")] = Path(
+                                             "keys/evidence.key"),
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing pair.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Write an Ed25519 key pair for signing evidence (private key mode 0600)."""
+    from drkit.evidence.signing import generate_keypair
+
+    kp = call(generate_keypair, output, force=force)
+    if as_json:
+        print_json({"private_key": str(kp.private), "public_key": str(kp.public),
+                    "key_id": kp.key_id})
+        return
+    typer.echo(f"wrote {kp.private} (private, mode 0600) and {kp.public} (public)\n"
+               f"key id {kp.key_id}\nhand {kp.public} to auditors; keep {kp.private} secret")
+
+
+def _since(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    from drkit.errors import BadInput
+
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        with errors():
+            raise BadInput(f"--since {value!r} is not a date (use 2025-03-01 or "
+                           "2025-03-01T12:00:00Z)") from None
+        raise
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+@app.command("list")
+def list_(
+    kind: Annotated[str | None, typer.Option("--kind", help="drill or runbook.")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="Only runs started on or after "
+                                              "this date (UTC).")] = None,
+    scenario: Annotated[str | None, typer.Option("--scenario", "--name",
+                                                 help="Scenario or runbook name.")] = None,
+    environment: Annotated[str | None, typer.Option("--env", help="Environment.")] = None,
+    store: StoreOption = None,
+    plan: PlanOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List sealed records, newest last (reads index.jsonl only)."""
+    from drkit.evidence import ledger
+
+    if kind is not None and kind not in ("drill", "runbook"):
+        raise fail(f"--kind {kind!r}: use drill or runbook", 2)
+    cutoff = _since(since)
+    p = _plan(plan, store)
+    st = _store(p, store)
+    _recover(st, p)
+    entries = ledger.select(call(ledger.read_index, st), kind=kind, since=cutoff, name=scenario,
+                            environment=environment)
+    if as_json:
+        from dataclasses import asdict
+
+        print_json({"store": st.describe(), "records": [asdict(e) for e in entries]})
+        return
+    if not entries:
+        typer.echo(f"no evidence records in {st.describe()}" + (" match" if any(
+            (kind, since, scenario, environment)) else ""))
+        return
+    rows = [("SEQ", "ID", "KIND", "NAME", "ENV", "VERDICT", "STARTED (UTC)", "RTO")]
+    rows += [(str(e.seq), e.id, e.kind, e.name, e.environment, e.verdict.upper(),
+              e.started_at[:19].replace("T", " "),
+              "-" if e.rto_ms is None else f"{e.rto_ms / 1000:g}s") for e in entries]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    typer.echo("\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                         for r in rows))
+
+
+@app.command()
+def show(
+    record: Annotated[str, typer.Argument(help="Record id, unique id prefix, or sequence number.")],
+    store: StoreOption = None,
+    plan: PlanOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show one record."""
+    from drkit.evidence.ledger import load_record
+
+    p = _plan(plan, store)
+    st = _store(p, store)
+    _recover(st, p)
+    r = call(load_record, st, record)
+    if as_json:
+        print_json(r.to_dict())
+        return
+    lines = [
+        f"record #{r.seq}  {r.id}  schema v{r.schema_version}",
+        f"{r.kind} {r.name} in {r.environment}: {str(r.verdict).upper()}",
+        f"operator {r.operator}; approved by {r.approved_by or '-'}; change {r.change_id or '-'}",
+        f"started {r.started_at}  ended {r.ended_at}  ({_d(r.duration_ms)})",
+        f"git {r.git.commit or 'unknown'}{' (dirty)' if r.git.dirty else ''}; plan sha256 "
+        f"{r.plan_sha256 or '-'}",
+        "targets:" if r.targets else "targets: none",
+    ]
+    for t in r.targets:
+        lines.append(f"  {t.service}: RTO {_d(t.rto_measured_ms)} / {_d(t.rto_target_ms)} "
+                     f"{_met(t.rto_met)}; RPO {_d(t.rpo_measured_ms)} / {_d(t.rpo_target_ms)} "
+                     f"{_met(t.rpo_met)}; lost payments "
+                     f"{'-' if t.lost_payments is None else t.lost_payments}")
+    lines.append("phases:")
+    for ph in r.phases:
+        lines.append(f"  {ph.name:<20} {ph.status:<12} {_d(ph.duration_ms):>9}  "
+                     f"{len(ph.tasks)} tasks{'  (RTO clock)' if ph.counts_for_rto else ''}")
+    if r.smoke:
+        lines.append("smoke: " + ", ".join(f"{s.flow} {'pass' if s.status == 'ok' else s.status}"
+                                           for s in r.smoke))
+    lines.append("findings:" if r.findings else "findings: none")
+    lines += [f"  [{f.severity}] {f.check}: {f.detail}" for f in r.findings]
+    lines.append("controls: " + (", ".join(r.controls) or "-"))
+    lines.append("artifacts:")
+    lines += [f"  {a.name}  {a.size} bytes  sha256 {a.sha256}" for a in r.artifacts]
+    lines.append(f"hash {r.hash}\nprev {r.prev_hash}\nkey  {r.key_id}")
+    typer.echo("\n".join(lines))
+
+
+def _d(v: int | None) -> str:
+    return "-" if v is None else f"{v / 1000:g}s"
+
+
+def _met(v: bool | None) -> str:
+    return "(not measured)" if v is None else ("met" if v else "MISSED")
+
+
+@app.command()
+def verify(
+    store: StoreOption = None,
+    public_key: PublicKeyOption = None,
+    plan: PlanOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Check every record's hash, the chain, the sequence, signatures and artifact digests.
+
+    Exit 0 when intact; 1 naming the first broken record and what is wrong.
+    """
+    from drkit.evidence.verify import verify as _verify
+
+    p = _plan(plan, store)
+    st = _store(p, store)
+    key = _public_key(p, public_key)
+    _recover(st, p)
+    report = call(_verify, st, key)
+    if as_json:
+        print_json(report.to_dict())
+    elif report.ok:
+        typer.echo(f"{report.store}: intact: {report.records} records, {report.artifacts} "
+                   f"artifacts, chain and signatures valid (key {report.key_id[:16]}...)")
+        for n in report.notes:
+            typer.echo(f"note: {n}")
+    else:
+        first = report.first
+        typer.echo(f"{report.store}: TAMPERED or damaged: {len(report.issues)} problem(s) in "
+                   f"{report.records} records", err=True)
+        typer.echo(f"first broken: {first}", err=True)
+        for i in report.issues[1:20]:
+            typer.echo(f"  also: {i}", err=True)
+        if len(report.issues) > 20:
+            typer.echo(f"  ... and {len(report.issues) - 20} more (use --json)", err=True)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def export(
+    record: Annotated[str, typer.Argument(help="Record id, unique id prefix, or sequence number.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="html, md, json or junit.")] = "html",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write "
+                                                "(default: stdout).")] = None,
+    store: StoreOption = None,
+    public_key: PublicKeyOption = None,
+    plan: PlanOption = None,
+) -> None:
+    """Export one record as an offline HTML report, Markdown, JSON or JUnit XML."""
+    from drkit.evidence.ledger import load_record
+    from drkit.evidence.report import Format, Integrity, render
+    from drkit.evidence.signing import public_path
+    from drkit.evidence.verify import verify as _verify
+
+    if fmt not in {f.value for f in Format}:
+        raise fail(f"--format {fmt!r}: use html, md, json or junit", 2)
+    p = _plan(plan, store)
+    st = _store(p, store)
+    _recover(st, p)
+    r = call(load_record, st, record)
+    key = public_key
+    if key is None and p is not None:
+        ev = p.model.evidence
+        key = p.resolve(ev.public_key) if ev.public_key else (
+            public_path(p.resolve(ev.signing_key)) if ev.signing_key else None)
+    if key is not None and key.is_file():
+        rep = call(_verify, st, key)
+        mine = tuple(str(i) for i in rep.issues if i.seq == r.seq or i.record == r.id)
+        ok = not mine and rep.ok
+        summary = (f"Verified: hash, signature (key {rep.key_id[:16]}...), chain link and "
+                   f"{len(r.artifacts)} artifact digests are intact; the ledger holds "
+                   f"{rep.records} records.") if ok else (
+            "NOT intact: " + (f"{len(mine)} problem(s) with this record" if mine else
+                              f"the ledger has {len(rep.issues)} problem(s) elsewhere"))
+        integrity = Integrity(True, ok, summary, mine or tuple(str(i) for i in rep.issues[:5]))
+    else:
+        integrity = Integrity(False, False, "Not verified when exported (no public key given): "
+                              "verify it as shown below.")
+    hint = f"drkit evidence verify --store {st.describe()} --public-key evidence.pub"
+    text = call(render, r, fmt, integrity, hint)
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    from drkit.evidence.store import atomic_write
+
+    with errors():
+        try:
+            atomic_write(output, text.encode("utf-8"), mode=0o644)
+        except OSError as e:
+            raise fail(f"cannot write {output}: {e.strerror}", 3) from None
+    typer.echo(f"wrote {output} ({fmt}, record #{r.seq} {r.id})", err=True)
+
