@@ -64,7 +64,7 @@ from drkit.evidence.redact import (
     redact_text,
 )
 from drkit.evidence.signing import key_id, load_private_key, sign
-from drkit.evidence.store import Store, record_key, safe_name
+from drkit.evidence.store import AlreadyExists, Store, record_key, safe_name
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -601,20 +601,29 @@ def _seal(store: Store, key: Ed25519PrivateKey, rec: Record) -> Record | None:
 
     None when the record is already in the chain (sealed, then killed before cleaning up).
     """
-    with store.lock():
-        files, _ = ledger.record_files(store)
-        if any(f.id == rec.id for f in files):
+    for attempt in range(5):
+        with store.lock():
+            files, _ = ledger.record_files(store)
+            if any(f.id == rec.id for f in files):
+                store.delete_open(f"open/{rec.id}.json")
+                return None
+            seq, prev = ledger.head(store)
+            rec = replace(rec, seq=seq + 1, prev_hash=prev, hash=None, signature=None)
+            canon = canonical(rec.to_dict())
+            rec = replace(rec, hash=digest(canon), signature=sign(key, canon))
+            body = json.dumps(rec.to_dict(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+            try:
+                store.write(record_key(rec.seq or 0, rec.id), body.encode("utf-8"))
+            except AlreadyExists:
+                # Another host sealed this sequence number first (S3: the lock is per host;
+                # the conditional put is what really guards the chain): take the next one.
+                if attempt == 4:
+                    raise
+                continue
+            _index_append(store, rec)
             store.delete_open(f"open/{rec.id}.json")
-            return None
-        seq, prev = ledger.head(store)
-        rec = replace(rec, seq=seq + 1, prev_hash=prev, hash=None, signature=None)
-        canon = canonical(rec.to_dict())
-        rec = replace(rec, hash=digest(canon), signature=sign(key, canon))
-        store.write(record_key(rec.seq or 0, rec.id), (json.dumps(
-            rec.to_dict(), indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8"))
-        _index_append(store, rec)
-        store.delete_open(f"open/{rec.id}.json")
-    return rec
+            return rec
+    raise AssertionError("unreachable")
 
 
 def _index_append(store: Store, rec: Record) -> None:

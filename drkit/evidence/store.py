@@ -46,6 +46,10 @@ class FileProblem(Exception):
         self.reason = reason
 
 
+class AlreadyExists(RunFailed):
+    """An immutable key is taken (another writer sealed that sequence number first)."""
+
+
 def safe_name(name: str, what: str = "name") -> str:
     """An id or artifact name that is one path component: no separators, no `..`, no dotfile."""
     if not isinstance(name, str) or not _PART.match(name) or ".." in name:
@@ -130,6 +134,9 @@ class Store(ABC):
     def describe(self) -> str:
         return self.url
 
+    def refresh(self) -> None:
+        """Forget anything cached about the store's files (before verifying it)."""
+
 
 class LocalStore(Store):
     def __init__(self, root: Path, *, retention_s: float | None = None) -> None:
@@ -138,10 +145,13 @@ class LocalStore(Store):
         self.retention_s = retention_s
         self._dirs_ok: set[str] = set()
 
+    def refresh(self) -> None:
+        self._dirs_ok.clear()
+
     # -- safety: every folder between the root and a file must be a real folder, no symlink
     def _dir(self, rel: str, *, create: bool = False) -> str:
         full = os.path.join(self.root, rel) if rel else str(self.root)
-        if rel in self._dirs_ok:
+        if rel in self._dirs_ok and not create:  # writes always re-check: they must not escape
             return full
         path = str(self.root)
         for part in [""] + (rel.split("/") if rel else []):
@@ -212,7 +222,7 @@ class LocalStore(Store):
         except FileProblem as e:
             raise RunFailed(f"evidence store {self.root}: {e}") from None
         if immutable and (path.exists() or path.is_symlink()):
-            raise RunFailed(f"evidence store {self.root}: {key} already exists and evidence is "
+            raise AlreadyExists(f"evidence store {self.root}: {key} already exists and evidence is "
                             "never overwritten")
         try:
             atomic_write(path, data, mode=0o600)

@@ -67,6 +67,7 @@ def verify(store: Store, public_key: Path) -> VerifyReport:
     kid = key_id(key)
     issues: list[Issue] = []
     notes: list[str] = []
+    store.refresh()
     try:
         files, strays = ledger.record_files(store)
     except FileProblem as e:

@@ -1,0 +1,221 @@
+"""The hash chain, signatures and tamper detection, on real files."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import multiprocessing
+import os
+from pathlib import Path
+
+import pytest
+
+from drkit.errors import BadInput
+from drkit.evidence import LocalStore, Recorder, generate_keypair, load_record, read_index, verify
+from drkit.evidence.record import GENESIS, canonical
+from drkit.evidence.signing import load_private_key, sign
+from drkit.evidence.store import record_key, safe_name
+
+from .conftest import seal_n, seal_one
+
+
+def _file(store: LocalStore, rec) -> Path:
+    return store.root / record_key(rec.seq, rec.id)
+
+
+def _first(store, keys):
+    report = verify(store, keys.public)
+    assert not report.ok, "tampering went undetected"
+    return report.first
+
+
+def test_records_chain_and_verify(store, plan, keys, tmp_path):
+    recs = seal_n(store, plan, tmp_path, 4)
+    assert [r.seq for r in recs] == [1, 2, 3, 4]
+    assert recs[0].prev_hash == GENESIS
+    for a, b in zip(recs, recs[1:], strict=False):
+        assert b.prev_hash == a.hash
+    d = json.loads(_file(store, recs[2]).read_text())
+    assert hashlib.sha256(canonical(d)).hexdigest() == d["hash"] == recs[2].hash
+    assert d["schema_version"] == 1 and d["verdict"] == "pass" and d["kind"] == "drill"
+    assert d["targets"][0]["rto_measured_ms"] == 12500 and d["targets"][0]["rto_met"] is True
+    assert {a["name"] for a in d["artifacts"]} >= {"summary.json", "smoke.stdout",
+                                                   "smoke.job_events.jsonl"}
+    assert any(f["path"] == "pb/smoke.yml" for f in d["files"])
+    assert d["controls"] == ["SOC 2 A1.3", "ISO 27001 A.5.30"]
+    assert len(d["phases"][1]["tasks"]) == 2 and d["phases"][1]["tasks"][1]["duration_ms"] == 1500
+    assert os.stat(_file(store, recs[2])).st_mode & 0o777 == 0o600
+    report = verify(store, keys.public)
+    assert report.ok, report.issues
+    assert report.records == 4 and report.artifacts == 4 * 7
+    assert [e.seq for e in read_index(store)] == [1, 2, 3, 4]
+    assert not store.list("open")
+
+
+def test_one_byte_of_a_record_changed(store, plan, keys, tmp_path):
+    recs = seal_n(store, plan, tmp_path, 3)
+    f = _file(store, recs[1])
+    raw = f.read_bytes()
+    i = raw.index(b'"operator": "') + len(b'"operator": "')
+    f.write_bytes(raw[:i] + bytes([raw[i] ^ 0x01]) + raw[i + 1:])
+    first = _first(store, keys)
+    assert (first.seq, first.kind) == (2, "modified")
+    assert "changed after it was sealed" in first.message
+
+
+def test_one_byte_of_an_artifact_changed(store, plan, keys, tmp_path):
+    recs = seal_n(store, plan, tmp_path, 3)
+    art = store.root / "artifacts" / recs[2].id / "smoke.stdout"
+    raw = bytearray(art.read_bytes())
+    raw[0] ^= 0x20
+    art.write_bytes(bytes(raw))
+    first = _first(store, keys)
+    assert (first.seq, first.kind) == (3, "artifact-changed")
+    assert "smoke.stdout" in first.message
+
+
+def test_a_record_deleted(store, plan, keys, tmp_path):
+    recs = seal_n(store, plan, tmp_path, 4)
+    _file(store, recs[1]).unlink()
+    report = verify(store, keys.public)
+    assert (report.first.seq, report.first.kind) == (2, "missing")
+    assert "#2 is missing" in report.first.message
+    assert len(report.issues) == 1  # the broken link after the gap is not reported twice
+
+
+def test_two_records_swapped(store, plan, keys, tmp_path):
+    recs = seal_n(store, plan, tmp_path, 4)
+    a, b = _file(store, recs[1]), _file(store, recs[2])
+    da, db = a.read_bytes(), b.read_bytes()
+    a.write_bytes(db)
+    b.write_bytes(da)
+    first = _first(store, keys)
+    assert (first.seq, first.kind) == (2, "reordered")
+    assert "swapped" in first.message
+
+
+def test_ledger_truncated(store, plan, keys, tmp_path):
+    recs = seal_n(store, plan, tmp_path, 5)
+    _file(store, recs[3]).unlink()
+    _file(store, recs[4]).unlink()
+    first = _first(store, keys)
+    assert (first.seq, first.kind) == (4, "truncated")
+    assert "index.jsonl lists 5 records" in first.message and "#4-#5 are gone" in first.message
+
+
+def test_record_re_signed_with_another_key(store, plan, keys, tmp_path):
+    recs = seal_n(store, plan, tmp_path, 3)
+    other = generate_keypair(tmp_path / "mallory" / "k.key")
+    f = _file(store, recs[1])
+    d = json.loads(f.read_text())
+    d["verdict"] = "pass"
+    d["operator"] = "someone-else"
+    canon = canonical(d)
+    d["hash"] = hashlib.sha256(canon).hexdigest()
+    d["signature"] = sign(load_private_key(other.private), canon)
+    f.write_text(json.dumps(d, indent=2))
+    report = verify(store, keys.public)
+    # The re-hashed record breaks the next link too, but the first broken one is #2.
+    assert (report.first.seq, report.first.kind) == (2, "bad-signature")
+    assert "re-signed or forged" in report.first.message
+
+
+def test_hostile_files_are_reported_not_raised(store, plan, keys, tmp_path):
+    recs = seal_n(store, plan, tmp_path, 5)
+    _file(store, recs[0]).write_bytes(b"\x00\xffnot json at all")
+    raw = _file(store, recs[1]).read_bytes()
+    _file(store, recs[1]).write_bytes(raw[: len(raw) // 2])  # truncated mid-file
+    outside = tmp_path / "outside.json"
+    outside.write_bytes(_file(store, recs[2]).read_bytes())
+    _file(store, recs[2]).unlink()
+    _file(store, recs[2]).symlink_to(outside)
+    with open(_file(store, recs[3]), "wb") as f:  # huge
+        f.truncate(9 * 1024 * 1024)
+    d = json.loads(_file(store, recs[4]).read_text())
+    d["surprise"] = {"nested": [1, 2, 3]}
+    canon = canonical(d)
+    d["hash"] = hashlib.sha256(canon).hexdigest()
+    d["signature"] = sign(load_private_key(keys.private), canon)
+    _file(store, recs[4]).write_text(json.dumps(d))
+    (store.root / "records" / "notes.txt").write_text("hi")
+    (store.root / "index.jsonl").open("a").write("{garbage\n")
+    art_dir = store.root / "artifacts" / recs[4].id
+    (art_dir / "summary.json").unlink()
+    (art_dir / "summary.json").symlink_to("/etc/passwd")
+    report = verify(store, keys.public)
+    kinds = [(i.seq, i.kind) for i in report.issues]
+    assert kinds[:5] == [(1, "corrupt"), (2, "corrupt"), (3, "corrupt"), (4, "corrupt"),
+                         (5, "unexpected-field")]
+    assert "symlink" in report.issues[2].message
+    assert "more than a record can be" in report.issues[3].message
+    assert (None, "unexpected-file") in kinds and (None, "index") in kinds
+
+
+def test_symlinked_folder_is_refused(store, plan, keys, tmp_path):
+    recs = seal_n(store, plan, tmp_path, 1)
+    art = store.root / "artifacts" / recs[0].id
+    elsewhere = tmp_path / "elsewhere"
+    art.rename(elsewhere)
+    art.symlink_to(elsewhere)
+    report = verify(store, keys.public)
+    assert report.first.kind == "artifact-changed" and "symlink" in report.first.message
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "..", ".hidden", "", "x\x00y", "a\\..\\b/c"])
+def test_names_that_could_escape_the_store_are_rejected(name):
+    with pytest.raises(BadInput, match="invalid evidence"):
+        safe_name(name)
+
+
+def test_artifact_name_cannot_escape(store, plan, tmp_path):
+    rec = Recorder.open(store, kind="runbook", name="cert-rotation", environment="lab", plan=plan)
+    src = tmp_path / "f.txt"
+    src.write_text("x")
+    with pytest.raises(BadInput, match="invalid evidence artifact name"):
+        rec.add_artifact(src, "../../../../tmp/escaped")
+    assert not (tmp_path.parent / "escaped").exists()
+    rec.seal("pass")
+
+
+def test_show_by_seq_prefix_and_id(store, plan, tmp_path):
+    recs = seal_n(store, plan, tmp_path, 2)
+    assert load_record(store, "2").id == recs[1].id
+    assert load_record(store, recs[0].id).seq == 1
+    assert load_record(store, recs[0].id[:-1]).seq == 1  # a unique prefix
+    assert load_record(store, "#1").id == recs[0].id
+    with pytest.raises(BadInput, match="no evidence record"):
+        load_record(store, "nope")
+
+
+def test_signature_is_base64_ed25519_over_canonical_bytes(store, plan, keys, tmp_path):
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    rec = seal_one(store, plan, tmp_path)
+    d = json.loads(_file(store, rec).read_text())
+    load_pem_public_key(keys.public.read_bytes()).verify(base64.b64decode(d["signature"]),
+                                                         canonical(d))
+
+
+def _seal_in_child(root: str, plan_path: str, n: int) -> None:
+    from drkit.config import load_plan
+
+    p = load_plan(plan_path)
+    st = LocalStore(Path(root))
+    for _ in range(n):
+        Recorder.open(st, kind="runbook", name="patch", environment="lab", plan=p).seal("pass")
+
+
+def test_concurrent_sealing_keeps_the_sequence(store, plan, keys):
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_seal_in_child, args=(str(store.root), str(plan.path), 8))
+             for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    report = verify(store, keys.public)
+    assert report.ok, report.issues
+    assert report.records == 24
+    assert [e.seq for e in read_index(store)] == list(range(1, 25))
