@@ -69,7 +69,9 @@ def timeline(r: Record) -> Timeline | None:
     if not phases:
         return None
     t0 = min(p.started_at for p in phases if p.started_at)
-    ends = [p.ended_at or p.started_at for p in phases] + [r.ended_at or t0]
+    # The phases, not the record's own start and end: the record is opened before and sealed
+    # after them, and the chart is about the recovery.
+    ends = [p.ended_at or p.started_at for p in phases]
     span = max(_secs(t0, e) or 0.0 for e in ends)
     budget = r.rto_budget_ms
     clock0 = _secs(t0, r.clock.started_at)

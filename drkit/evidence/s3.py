@@ -114,8 +114,8 @@ class S3Store(Store):
         args: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(key), "Body": data,
                                 "ContentType": "application/json" if key.endswith(".json")
                                 else "application/octet-stream"}
+        self._check_object_lock()  # on the first write, which is the open record: fail early
         if immutable:
-            self._check_object_lock()
             args["IfNoneMatch"] = "*"  # never replace evidence, even as a new version
             if self.retention_s:
                 args["ObjectLockMode"] = "COMPLIANCE"

@@ -134,7 +134,7 @@ class Store(ABC):
     def describe(self) -> str:
         return self.url
 
-    def refresh(self) -> None:
+    def refresh(self) -> None:  # noqa: B027 - optional hook: most stores cache nothing
         """Forget anything cached about the store's files (before verifying it)."""
 
 

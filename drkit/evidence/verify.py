@@ -31,7 +31,10 @@ class Issue:
     message: str
 
     def __str__(self) -> str:
-        where = f"record #{self.seq} ({self.record})" if self.seq is not None else self.record
+        if self.seq is None:
+            where = self.record
+        else:
+            where = f"record #{self.seq}" + (f" ({self.record})" if self.record != "?" else "")
         return f"{where}: {self.kind}: {self.message}"
 
 

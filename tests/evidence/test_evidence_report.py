@@ -1,0 +1,81 @@
+"""Reports: one self-contained HTML file, Markdown, JSON, JUnit XML."""
+
+from __future__ import annotations
+
+import json
+import re
+import xml.etree.ElementTree as ET
+
+from drkit.evidence import verify
+from drkit.evidence.report import Integrity, render, timeline
+
+from .conftest import SUMMARY, seal_one
+
+OK = Integrity(True, True, "Verified: hash, signature, chain link and artifacts are intact")
+
+
+def _failing(store, plan, tmp_path):
+    summary = {**SUMMARY, "rto": {"target_s": 30, "measured_s": 41.25},
+               "smoke": [{"flow": "authorize", "ok": True},
+                         {"flow": "refund", "ok": False, "message": "HTTP 502"}],
+               "findings": [{"severity": "low", "check": "runbook-drift", "detail": "x"}]}
+    return seal_one(store, plan, tmp_path, verdict="fail", summary=summary,
+                    approved_by="cab-chair@example.com", change_id="CHG-1042")
+
+
+def test_html_report_content(store, plan, keys, tmp_path):
+    rec = _failing(store, plan, tmp_path)
+    assert verify(store, keys.public).ok
+    html = render(rec, "html", OK)
+    assert '<span class="verdict v-fail" id="verdict">FAIL</span>' in html
+    # targets against measured
+    assert "41.25s" in html and "30s" in html and '<span class="bad">missed</span>' in html
+    # inline SVG timeline: one bar per phase, the RTO budget line, the clock
+    svg = re.search(r'<svg id="timeline".*?</svg>', html, re.S).group(0)
+    assert svg.count('class="phase"') == 3
+    assert 'id="rto-budget"' in svg and "RTO budget 30s" in svg and ">fault<" in svg
+    # smoke, findings, who/when/approvals, controls, integrity and how to verify
+    assert "refund" in html and "HTTP 502" in html
+    assert "rto:payments" in html and "smoke:refund" in html and "runbook-drift" in html
+    assert "cab-chair@example.com" in html and "CHG-1042" in html and rec.started_at in html
+    assert "SOC 2 A1.3" in html and "ISO 27001 A.5.30" in html
+    assert OK.summary in html and rec.hash in html and "openssl pkeyutl -verify" in html
+    for a in rec.artifacts:
+        assert a.sha256 in html
+    # self-contained: nothing fetched, no script
+    assert not re.search(r'(src|href)\s*=\s*"(https?:)?//', html)
+    assert "<script" not in html and "<link" not in html and "@import" not in html
+
+
+def test_html_escapes_record_text(store, plan, tmp_path):
+    rec = seal_one(store, plan, tmp_path, approved_by="<script>alert(1)</script>")
+    html = render(rec, "html", OK)
+    assert "<script>alert(1)" not in html and "&lt;script&gt;" in html
+
+
+def test_timeline_places_budget_after_the_fault(store, plan, tmp_path):
+    rec = seal_one(store, plan, tmp_path)
+    tl = timeline(rec)
+    assert tl is not None and tl.clock_start_x is not None and tl.budget_x is not None
+    assert tl.budget_x > tl.clock_start_x and len(tl.bars) == 3
+    assert tl.bars[0].x < tl.bars[1].x < tl.bars[2].x
+
+
+def test_junit_maps_phases_and_smoke_flows(store, plan, tmp_path):
+    rec = _failing(store, plan, tmp_path)
+    root = ET.fromstring(render(rec, "junit", OK))
+    cases = root.findall(".//testcase")
+    assert [c.get("name") for c in cases] == ["preflight", "inject-fault", "smoke",
+                                              "authorize", "refund"]
+    failed = [c.get("name") for c in cases if c.find("failure") is not None]
+    assert failed == ["refund"]
+    assert root.get("failures") == "1" and root.get("tests") == "5"
+    assert "HTTP 502" in cases[-1].find("failure").get("message")
+
+
+def test_md_and_json(store, plan, tmp_path):
+    rec = _failing(store, plan, tmp_path)
+    md = render(rec, "md", OK)
+    assert md.startswith("# DR test evidence: region-failover") and "FAIL" in md
+    assert "| payments | 30s | 41.25s | **no** |" in md
+    assert json.loads(render(rec, "json", OK))["hash"] == rec.hash
