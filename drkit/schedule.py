@@ -91,7 +91,9 @@ class CronSchedule:
         out: list[datetime] = []
         after = after.astimezone(UTC) if after.tzinfo else after.replace(tzinfo=UTC)
         day = after.date()
-        for _ in range(366 * 8):  # a valid expression fires within 8 years (Feb 29 on a Monday)
+        # A valid expression fires at least every 8 years (Feb 29 on a Monday is the worst).
+        give_up = day + timedelta(days=366 * 8)
+        while day <= give_up:
             if self.matches_day(day):
                 for h in self.hours:
                     for m in self.minutes:
@@ -100,6 +102,7 @@ class CronSchedule:
                             out.append(t)
                             if len(out) == count:
                                 return out
+                            give_up = day + timedelta(days=366 * 8)
             day += timedelta(days=1)
         return out
 
@@ -391,7 +394,7 @@ After=network-online.target
 
 [Service]
 Type=oneshot
-WorkingDirectory={_systemd_quote(job.workdir)}
+WorkingDirectory={job.workdir.replace("%", "%%")}
 ExecStartPre=/bin/mkdir -p {_systemd_quote(job.reports_dir)}
 ExecStart={exec_start}
 # The JSON summary is drkit's stdout; progress and errors (stderr) go to the journal.
