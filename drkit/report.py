@@ -266,7 +266,7 @@ per 30 days over {{ trend.points }} drills){% endif %}.</p>
  width="{{ tc.width }}" height="{{ tc.height }}" viewBox="0 0 {{ tc.width }} {{ tc.height }}">
 {% for y, label in tc.ticks -%}
 <line x1="56" x2="{{ tc.width - 12 }}" y1="{{ y }}" y2="{{ y }}" stroke="#eee"/>
-<text x="50" y="{{ y + 4 }}" text-anchor="end">{{ label }}</text>
+<text x="50" y="{{ (y + 4)|round(1) }}" text-anchor="end">{{ label }}</text>
 {% endfor -%}
 {% if tc.target_y is not none -%}
 <line x1="56" x2="{{ tc.width - 12 }}" y1="{{ tc.target_y }}" y2="{{ tc.target_y }}"
@@ -325,16 +325,17 @@ _CHART = """{% macro chart(c, metric) -%}
  width="{{ c.width }}" height="{{ c.height }}" viewBox="0 0 {{ c.width }} {{ c.height }}">
 {% for y, label in c.ticks -%}
 <line x1="{{ c.left }}" x2="{{ c.width - 12 }}" y1="{{ y }}" y2="{{ y }}" stroke="#eee"/>
-<text x="{{ c.left - 6 }}" y="{{ y + 4 }}" text-anchor="end">{{ label }}</text>
+<text x="{{ c.left - 6 }}" y="{{ (y + 4)|round(1) }}" text-anchor="end">{{ label }}</text>
 {% endfor -%}
 {% for b in c.bars -%}
 <g><title>{{ b.label }}</title>
-{%- if b.missing %}<text x="{{ b.x + b.w / 2 }}" y="{{ b.y - 4 }}" text-anchor="middle"
- class="bad">&#215;</text>
+{%- if b.missing %}<text x="{{ (b.x + b.w / 2)|round(1) }}" y="{{ (b.y - 4)|round(1) }}"
+ text-anchor="middle" class="bad">&#215;</text>
 {%- else %}<rect x="{{ b.x }}" y="{{ b.y }}" width="{{ b.w }}" height="{{ b.h }}"
  class="{{ 'ok' if b.ok else 'bad' }}"/>{% endif %}
-{%- if b.target_y is not none %}<line x1="{{ b.x - 3 }}" x2="{{ b.x + b.w + 3 }}"
- y1="{{ b.target_y }}" y2="{{ b.target_y }}" stroke="#1b1f23" stroke-width="2"/>{% endif %}</g>
+{%- if b.target_y is not none %}<line x1="{{ (b.x - 3)|round(1) }}"
+ x2="{{ (b.x + b.w + 3)|round(1) }}" y1="{{ b.target_y }}" y2="{{ b.target_y }}"
+ stroke="#1b1f23" stroke-width="2"/>{% endif %}</g>
 {% endfor -%}
 {% for x, label in c.xlabels -%}
 <text x="{{ x }}" y="{{ c.height - c.bottom + 16 }}" text-anchor="middle">{{ label }}</text>
