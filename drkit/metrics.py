@@ -152,6 +152,10 @@ def render(families: Mapping[str, Family]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _mapping(v: Any) -> Mapping[str, Any]:
+    return v if isinstance(v, Mapping) else {}
+
+
 def _num(v: Any) -> float:
     if isinstance(v, int | float) and not isinstance(v, bool):
         return float(v)
@@ -166,8 +170,7 @@ def samples_for(outcome: Mapping[str, Any], *, plan: Plan | None = None) -> list
     """
     scenario = str(outcome.get("scenario") or "")
     env = str(outcome.get("environment") or "")
-    rto = outcome.get("rto") if isinstance(outcome.get("rto"), Mapping) else {}
-    rpo = outcome.get("rpo") if isinstance(outcome.get("rpo"), Mapping) else {}
+    rto, rpo = _mapping(outcome.get("rto")), _mapping(outcome.get("rpo"))
     ended = outcome.get("ended_at") or outcome.get("started_at")
     try:
         ts = datetime.fromisoformat(str(ended).replace("Z", "+00:00")).timestamp()

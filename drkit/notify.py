@@ -73,6 +73,10 @@ def _slack_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def _mapping(v: Any) -> Mapping[str, Any]:
+    return v if isinstance(v, Mapping) else {}
+
+
 def _secs(v: Any) -> str:
     return "n/a" if not isinstance(v, int | float) or isinstance(v, bool) else f"{v:g}s"
 
@@ -83,10 +87,8 @@ def message(summary: Mapping[str, Any]) -> dict[str, Any]:
     name = str(summary.get("scenario") or summary.get("runbook") or summary.get("name") or "?")
     env = str(summary.get("environment") or "?")
     verdict = str(summary.get("verdict") or "unknown")
-    rto = summary.get("rto") if isinstance(summary.get("rto"), Mapping) else {}
-    rpo = summary.get("rpo") if isinstance(summary.get("rpo"), Mapping) else {}
-    ev = summary.get("evidence")
-    evidence_id = ev.get("id") if isinstance(ev, Mapping) else summary.get("evidence_id")
+    rto, rpo, ev = (_mapping(summary.get(k)) for k in ("rto", "rpo", "evidence"))
+    evidence_id = ev.get("id") or summary.get("evidence_id")
     lost = rpo.get("lost_payments", summary.get("lost_payments"))
     parts = [f"drkit {kind} {name} on {env}: {verdict.upper()}"]
     if kind == "drill":
