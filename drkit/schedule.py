@@ -328,8 +328,10 @@ def job_for(plan: Plan, scenario: str, environment: str, *, fmt: Format,
         # The unit or crontab runs from anywhere: absolute plan and working directory.
         plan_path, workdir = str(plan.path), str(plan.root)
     else:
-        # A CI job runs in a checkout of the repository that holds the plan.
-        plan_path, workdir = plan.path.name, "."
+        # A CI job runs at the root of a checkout of the repository that holds the plan: run
+        # from the plan's directory, named relative to that root.
+        workdir = _repo_relative(plan.root)
+        plan_path = plan.path.name
     reports = reports_dir or REPORTS_DIR
     metrics = metrics_file
     if local:
@@ -340,6 +342,14 @@ def job_for(plan: Plan, scenario: str, environment: str, *, fmt: Format,
     return DrillJob(scenario=scenario, environment=environment, plan=plan_path, workdir=workdir,
                     drkit=drkit, reports_dir=reports, metrics_file=metrics,
                     confirm=confirm if env.protected else None)
+
+
+def _repo_relative(directory: Path) -> str:
+    for parent in (directory, *directory.parents):
+        if (parent / ".git").exists():
+            rel = directory.relative_to(parent).as_posix()
+            return rel or "."
+    return "."
 
 
 # --------------------------------------------------------------------------- rendering
@@ -437,6 +447,13 @@ def _cron(job: DrillJob, when: CronSchedule) -> str:
             f"{when.expr} {cmd}\n")
 
 
+def _from_root(job: DrillJob, path: str) -> str:
+    """A path the CI job writes, as artifact uploaders see it: relative to the checkout root."""
+    if job.workdir in ("", ".") or PurePosixPath(path).is_absolute():
+        return path
+    return str(PurePosixPath(job.workdir) / path)
+
+
 def _yaml_str(value: str) -> str:
     # JSON strings are valid YAML scalars: quoting without a YAML library.
     import json
@@ -480,7 +497,7 @@ jobs:
         uses: actions/upload-artifact@v4
         with:
           name: {q(f"drkit-drill-{job.slug}")}
-          path: {q(job.reports_dir)}
+          path: {q(_from_root(job, job.reports_dir))}
           if-no-files-found: warn
 """
 
@@ -504,14 +521,15 @@ def _gitlab(job: DrillJob, when: CronSchedule, runner: str, timeout_minutes: int
   resource_group: {q(f"drkit-drill-{job.environment}")}
   timeout: {timeout_minutes} minutes
   script:
+    - {q(f"cd {shlex.quote(job.workdir)}")}
     - {q(f"mkdir -p {shlex.quote(job.reports_dir)}")}
     - {q(f"{job.shell()} > {shlex.quote(job.summary_file)}")}
   artifacts:
     when: always
     paths:
-      - {q(job.reports_dir)}
+      - {q(_from_root(job, job.reports_dir))}
     reports:
-      junit: {q(job.junit_file)}
+      junit: {q(_from_root(job, job.junit_file))}
 """
 
 

@@ -325,3 +325,20 @@ def test_every_format_runs_the_same_command(plan: Plan) -> None:
         assert job.plan == str(plan.path) and job.workdir == str(plan.root)
         text = "".join(f.content for f in render(job, when, fmt))
         assert "region-failover --env lab" in text and "/opt/drkit/bin/drkit" in text
+
+
+def test_ci_files_for_a_plan_in_a_subdirectory_of_the_repository(plan: Plan) -> None:
+    (plan.root.parent / ".git").mkdir()  # the repository root is one level above the plan
+    when = parse_every("weekly")
+    job = job_for(plan, "region-failover", "lab", fmt=Format.GITLAB_CI)
+    gl = yaml.safe_load(render(job, when, Format.GITLAB_CI)[0].content)
+    (j,) = gl.values()
+    assert j["script"][0] == "cd 'dr plans%1'"
+    assert j["artifacts"]["paths"] == ["dr plans%1/drkit-reports"]
+    assert j["artifacts"]["reports"]["junit"] == \
+        "dr plans%1/drkit-reports/region-failover-lab.junit.xml"
+    job = job_for(plan, "region-failover", "lab", fmt=Format.GITHUB_ACTIONS)
+    gh = yaml.safe_load(render(job, when, Format.GITHUB_ACTIONS)[0].content)
+    steps = gh["jobs"]["drill"]["steps"]
+    assert steps[2]["working-directory"] == "dr plans%1"
+    assert steps[-1]["with"]["path"] == "dr plans%1/drkit-reports"
