@@ -1,0 +1,967 @@
+"""Client-side traffic for the payments API: smoke flows, the RPO canary, reconciliation, load.
+
+Used by the drill (the recovery clock stops at the first all-green smoke round), by runbooks
+(zero failed requests during a rolling patch) and by tests. Stdlib HTTP only: `http.client`
+with an `ssl` context that verifies against a given CA file (or the system CAs), so the public
+entry point is checked exactly as a customer would reach it. Both http:// and https:// work.
+
+Nothing here prints or exits; `python -m drkit.flows smoke ...` is the thin CLI for Ansible
+command tasks (see `main`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import json
+import ssl
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from drkit.errors import BadInput, RunFailed
+
+# The smoke loop is on the recovery clock: a short per-request timeout keeps one hung
+# connection from eating seconds of measured RTO.
+DEFAULT_REQUEST_TIMEOUT_S = 1.0
+
+FLOWS: tuple[str, ...] = (
+    "authorize",
+    "capture",
+    "refund",
+    "balance",
+    "idempotent-replay",
+    "ledger-verify",
+)
+
+
+class FlowStatus(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class FlowResult:
+    flow: str
+    status: FlowStatus
+    duration_s: float
+    detail: str
+
+    @property
+    def passed(self) -> bool:
+        return self.status is FlowStatus.PASS
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "flow": self.flow,
+            "status": str(self.status),
+            "duration_s": round(self.duration_s, 6),
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True)
+class SmokeOutcome:
+    """The result of `smoke_until_green`. `green_at` is None when no round was all green."""
+
+    started_at: datetime
+    green_at: datetime | None
+    attempts: int
+    results: tuple[FlowResult, ...]
+
+    @property
+    def green(self) -> bool:
+        return self.green_at is not None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "green": self.green,
+            "started_at": _iso(self.started_at),
+            "green_at": _iso(self.green_at) if self.green_at else None,
+            "attempts": self.attempts,
+            "results": [r.to_json() for r in self.results],
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# HTTP
+
+
+class FlowError(Exception):
+    """A step of a flow did not get the answer it needed; the message is the FlowResult
+    detail."""
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: Any
+    headers: dict[str, str]
+
+
+class Client:
+    """A tiny JSON client over one entry URL. A new connection per request: after a failover
+    the next request must go wherever the entry point now sends it, not down a kept-alive
+    connection to the old backend. Thread-safe (no shared connection state)."""
+
+    def __init__(
+        self,
+        entry_url: str,
+        ca_file: str | None = None,
+        timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+    ) -> None:
+        parts = urlsplit(entry_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise BadInput(f"entry URL {entry_url!r} must look like https://host[:port][/prefix]")
+        self.entry_url = entry_url
+        self.scheme = parts.scheme
+        self.host = parts.hostname
+        try:
+            self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError as e:
+            raise BadInput(f"entry URL {entry_url!r}: {e}") from None
+        self.prefix = parts.path.rstrip("/")
+        self.timeout_s = timeout_s
+        self.context: ssl.SSLContext | None = None
+        if parts.scheme == "https":
+            try:
+                # Built once: loading a CA bundle per request would cost more than the request.
+                self.context = ssl.create_default_context(cafile=ca_file)
+            except (OSError, ssl.SSLError) as e:
+                raise BadInput(f"CA file {ca_file}: cannot load it ({e})") from None
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        timeout_s: float | None = None,
+    ) -> Response:
+        """Send one request. Raises OSError (incl. ssl errors, timeouts) or
+        http.client.HTTPException on transport failures; HTTP statuses are returned."""
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        conn: http.client.HTTPConnection
+        if self.context is not None:
+            conn = http.client.HTTPSConnection(
+                self.host, self.port, timeout=timeout, context=self.context
+            )
+        else:
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        try:
+            hdrs = {"Accept": "application/json", "Connection": "close", **(headers or {})}
+            payload = None
+            if body is not None:
+                payload = json.dumps(body).encode("utf-8")
+                hdrs["Content-Type"] = "application/json"
+            conn.request(method, self.prefix + path, body=payload, headers=hdrs)
+            resp = conn.getresponse()
+            raw = resp.read()
+            try:
+                decoded = json.loads(raw) if raw else None
+            except ValueError:
+                decoded = raw[:200].decode("utf-8", "replace")
+            return Response(resp.status, decoded, {k.lower(): v for k, v in resp.getheaders()})
+        finally:
+            conn.close()
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        expect: Sequence[int] = (200,),
+        headers: dict[str, str] | None = None,
+        timeout_s: float | None = None,
+    ) -> Response:
+        """Like `request`, but turns transport failures and unexpected statuses into a
+        FlowError whose message says which step failed and why."""
+        what = f"{method} {path.split('?')[0]}"
+        try:
+            resp = self.request(method, path, body, headers, timeout_s)
+        except TimeoutError:
+            raise FlowError(f"{what}: timed out") from None
+        except ssl.SSLCertVerificationError as e:
+            raise FlowError(f"{what}: certificate verify failed: {e.verify_message}") from None
+        except ssl.SSLError as e:
+            raise FlowError(f"{what}: TLS error: {e.reason or e}") from None
+        except (OSError, http.client.HTTPException) as e:
+            raise FlowError(f"{what}: {_transport_error(e)}") from None
+        if resp.status not in expect:
+            raise FlowError(f"{what}: HTTP {resp.status} {_error_text(resp.body)}".rstrip())
+        return resp
+
+
+def _transport_error(e: BaseException) -> str:
+    if isinstance(e, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(e, ssl.SSLCertVerificationError):
+        return f"certificate verify failed: {e.verify_message}"
+    text = str(e) or type(e).__name__
+    return text[:200]
+
+
+def _error_text(body: Any) -> str:
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        return body["error"][:200]
+    if isinstance(body, str):
+        return body[:200]
+    return ""
+
+
+def _iso(ts: datetime) -> str:
+    return ts.astimezone(UTC).isoformat()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --------------------------------------------------------------------------------------------
+# smoke flows
+#
+# Each flow is self-contained (its own payments, its own fresh accounts), so flows can run in any
+# subset and order, and a balance check is exact even while other traffic moves money.
+
+SMOKE_AMOUNT_CENTS = 1234
+
+
+def _accounts() -> tuple[str, str]:
+    token = uuid.uuid4().hex[:16]
+    return f"smoke-{token}-payer", f"smoke-{token}-payee"
+
+
+def _new_payment(
+    client: Client, payer: str, payee: str, key: str | None = None, expect: Sequence[int] = (201,)
+) -> Response:
+    headers = {"Idempotency-Key": key} if key else None
+    resp = client.call(
+        "POST",
+        "/payments",
+        {
+            "amount_cents": SMOKE_AMOUNT_CENTS,
+            "currency": "EUR",
+            "from_account": payer,
+            "to_account": payee,
+            "reference": f"smoke:{payer}",
+        },
+        expect=expect,
+        headers=headers,
+    )
+    body = resp.body
+    if not isinstance(body, dict) or not isinstance(body.get("id"), str):
+        raise FlowError("POST /payments: the answer has no payment id")
+    return resp
+
+
+def _expect_status(resp: Response, step: str, status: str) -> None:
+    got = resp.body.get("status") if isinstance(resp.body, dict) else None
+    if got != status:
+        raise FlowError(f"{step}: payment status is {got!r}, expected {status!r}")
+
+
+def _balance(client: Client, account: str) -> int:
+    resp = client.call("GET", f"/accounts/{quote(account, safe='')}/balance")
+    value = resp.body.get("balance_cents") if isinstance(resp.body, dict) else None
+    if not isinstance(value, int):
+        raise FlowError(f"GET /accounts/{account}/balance: no balance_cents in the answer")
+    return value
+
+
+def _flow_authorize(client: Client) -> str:
+    payer, payee = _accounts()
+    resp = _new_payment(client, payer, payee)
+    _expect_status(resp, "POST /payments", "authorized")
+    if resp.body.get("amount_cents") != SMOKE_AMOUNT_CENTS:
+        raise FlowError("POST /payments: the amount was not echoed back")
+    return f"payment {resp.body['id']} authorized"
+
+
+def _flow_capture(client: Client) -> str:
+    payer, payee = _accounts()
+    pid = _new_payment(client, payer, payee).body["id"]
+    resp = client.call("POST", f"/payments/{pid}/capture")
+    _expect_status(resp, "POST /payments/{id}/capture", "captured")
+    return f"payment {pid} captured"
+
+
+def _flow_refund(client: Client) -> str:
+    payer, payee = _accounts()
+    pid = _new_payment(client, payer, payee).body["id"]
+    client.call("POST", f"/payments/{pid}/capture")
+    resp = client.call("POST", f"/payments/{pid}/refund")
+    _expect_status(resp, "POST /payments/{id}/refund", "refunded")
+    return f"payment {pid} refunded"
+
+
+def _flow_balance(client: Client) -> str:
+    payer, payee = _accounts()
+    before = _balance(client, payer)
+    pid = _new_payment(client, payer, payee).body["id"]
+    after = _balance(client, payer)
+    if after != before - SMOKE_AMOUNT_CENTS:
+        raise FlowError(
+            f"balance of {payer} went {before} -> {after} after authorizing "
+            f"{SMOKE_AMOUNT_CENTS} (payment {pid})"
+        )
+    return f"balance moved by -{SMOKE_AMOUNT_CENTS} for payment {pid}"
+
+
+def _flow_idempotent_replay(client: Client) -> str:
+    payer, payee = _accounts()
+    key = f"smoke-replay-{uuid.uuid4()}"
+    # The first attempt may itself be a retry in the server's eyes; either answer is fine.
+    first = _new_payment(client, payer, payee, key, expect=(200, 201)).body["id"]
+    replay = _new_payment(client, payer, payee, key, expect=(200,))
+    if replay.body["id"] != first:
+        raise FlowError(f"replay returned payment {replay.body['id']}, expected {first}")
+    after = _balance(client, payer)
+    if after != -SMOKE_AMOUNT_CENTS:
+        raise FlowError(f"balance of {payer} is {after}: money moved more than once")
+    return f"replay returned payment {first}; money moved once"
+
+
+def _flow_ledger_verify(client: Client) -> str:
+    body = client.call("GET", "/ledger/verify").body
+    if not isinstance(body, dict) or body.get("balanced") is not True:
+        raise FlowError(f"ledger is not balanced: {body}")
+    return f"ledger balanced over {body.get('entries')} entries"
+
+
+_FLOW_FUNCS = {
+    "authorize": _flow_authorize,
+    "capture": _flow_capture,
+    "refund": _flow_refund,
+    "balance": _flow_balance,
+    "idempotent-replay": _flow_idempotent_replay,
+    "ledger-verify": _flow_ledger_verify,
+}
+
+
+def _check_flows(flows: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(flows, str):  # a bare string is a sequence of letters: refuse it clearly
+        raise BadInput(f"flows must be a list of flow names, not the string {flows!r}")
+    unknown = [f for f in flows if f not in _FLOW_FUNCS]
+    if unknown:
+        raise BadInput(f"unknown smoke flow(s) {', '.join(unknown)} (known: {', '.join(FLOWS)})")
+    if not flows:
+        raise BadInput(f"no smoke flows given (known: {', '.join(FLOWS)})")
+    return tuple(flows)
+
+
+def _run_round(
+    client: Client, flows: Sequence[str], stop_at_first_failure: bool
+) -> list[FlowResult]:
+    results: list[FlowResult] = []
+    for i, name in enumerate(flows):
+        started = time.monotonic()
+        try:
+            detail = _FLOW_FUNCS[name](client)
+            status = FlowStatus.PASS
+        except FlowError as e:
+            detail, status = str(e), FlowStatus.FAIL
+        results.append(FlowResult(name, status, time.monotonic() - started, detail))
+        if status is FlowStatus.FAIL and stop_at_first_failure:
+            # This round cannot be all green any more; retry sooner instead of spending up to
+            # a request timeout per remaining flow.
+            results.extend(
+                FlowResult(rest, FlowStatus.FAIL, 0.0, f"not run: {name} failed in this round")
+                for rest in flows[i + 1 :]
+            )
+            break
+    return results
+
+
+def run_smoke(
+    entry_url: str,
+    ca_file: str | None,
+    flows: Sequence[str],
+    *,
+    request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+) -> list[FlowResult]:
+    """Run each named flow once through `entry_url`, in order; every flow runs (a failing one
+    does not stop the others). Raises BadInput for an unknown flow or a bad URL/CA file."""
+    names = _check_flows(flows)
+    client = Client(entry_url, ca_file, request_timeout_s)
+    return _run_round(client, names, stop_at_first_failure=False)
+
+
+def smoke_until_green(
+    entry_url: str,
+    ca_file: str | None,
+    flows: Sequence[str],
+    timeout_s: float,
+    interval_s: float = 0.05,
+    *,
+    request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+) -> SmokeOutcome:
+    """Repeat the whole set of flows until one round passes them all, or `timeout_s` runs out.
+
+    `green_at` is the UTC time at the end of the first all-green round: the moment the recovery
+    clock stops. A round stops at its first failing flow (the rest are reported as failed, "not
+    run") so the loop retries at most `interval_s` after the entry point comes back. The last
+    round's results are returned either way."""
+    names = _check_flows(flows)
+    client = Client(entry_url, ca_file, request_timeout_s)
+    started_at = _now()
+    deadline = time.monotonic() + timeout_s
+    attempts = 0
+    results: list[FlowResult] = []
+    while True:
+        attempts += 1
+        results = _run_round(client, names, stop_at_first_failure=True)
+        if all(r.passed for r in results):
+            return SmokeOutcome(started_at, _now(), attempts, tuple(results))
+        if time.monotonic() + interval_s >= deadline:
+            return SmokeOutcome(started_at, None, attempts, tuple(results))
+        time.sleep(interval_s)
+
+
+# --------------------------------------------------------------------------------------------
+# canary and reconciliation
+
+
+@dataclass(frozen=True)
+class CanaryAck:
+    """One payment the API acknowledged (HTTP 201, or 200 for an idempotent replay)."""
+
+    seq: int
+    payment_id: str
+    reference: str
+    acked_at: datetime
+
+
+def canary_reference(run_id: str, seq: int) -> str:
+    return f"canary:{run_id}:{seq:08d}"
+
+
+class _Paced(threading.Thread):
+    """A daemon thread calling `tick()` at `rate_per_s` until stopped. When a tick runs long
+    (an outage: request timeouts) the schedule restarts instead of bursting to catch up."""
+
+    def __init__(self, rate_per_s: float, name: str) -> None:
+        if rate_per_s <= 0:
+            raise BadInput(f"rate_per_s must be > 0, not {rate_per_s}")
+        super().__init__(name=name, daemon=True)
+        self._period = 1.0 / rate_per_s
+        self._stop_event = threading.Event()
+
+    def tick(self) -> None:
+        raise NotImplementedError
+
+    def run(self) -> None:
+        next_at = time.monotonic()
+        while not self._stop_event.is_set():
+            self.tick()
+            next_at += self._period
+            delay = next_at - time.monotonic()
+            if delay < -self._period:
+                next_at = time.monotonic()
+            elif delay > 0 and self._stop_event.wait(delay):
+                break
+
+    def halt(self, timeout_s: float) -> None:
+        self._stop_event.set()
+        if self.is_alive():
+            self.join(timeout_s)
+
+
+class Canary:
+    """Writes numbered payments (reference `canary:{run_id}:{seq:08d}`) through the entry point
+    in a background thread, and records every acknowledged one.
+
+    Each sequence number is retried, with the same Idempotency-Key, until it is acknowledged,
+    so acknowledged sequence numbers have no gaps and a retry after an outage can never create
+    a second payment. Failed attempts (transport errors, 5xx) are counted in `failures`, never
+    raised: the canary must keep writing across the outage it measures. A 4xx answer (the
+    request itself is wrong) is counted too, and the canary moves to the next number."""
+
+    def __init__(
+        self,
+        entry_url: str,
+        ca_file: str | None,
+        run_id: str,
+        rate_per_s: float = 20,
+        *,
+        request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+        amount_cents: int = 100,
+    ) -> None:
+        self._client = Client(entry_url, ca_file, request_timeout_s)
+        self.run_id = run_id
+        self.rate_per_s = rate_per_s
+        self.amount_cents = amount_cents
+        self._lock = threading.Lock()
+        self._acked: list[CanaryAck] = []
+        self._failures = 0
+        self._rejected = 0
+        self._seq = 1
+        self._thread: _Paced | None = None
+
+    @property
+    def acked(self) -> list[CanaryAck]:
+        with self._lock:
+            return list(self._acked)
+
+    @property
+    def failures(self) -> int:
+        with self._lock:
+            return self._failures
+
+    @property
+    def rejected(self) -> int:
+        """4xx answers (included in `failures`)."""
+        with self._lock:
+            return self._rejected
+
+    def start(self) -> Canary:
+        if self._thread is not None:
+            raise RuntimeError("the canary was already started")
+        canary = self
+
+        class _Thread(_Paced):
+            def tick(self) -> None:
+                canary._write_one()
+
+        self._thread = _Thread(self.rate_per_s, f"canary-{self.run_id}")
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        if self._thread is not None:
+            self._thread.halt(timeout_s)
+
+    def __enter__(self) -> Canary:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _write_one(self) -> None:
+        seq = self._seq
+        reference = canary_reference(self.run_id, seq)
+        try:
+            resp = self._client.request(
+                "POST",
+                "/payments",
+                {
+                    "amount_cents": self.amount_cents,
+                    "currency": "EUR",
+                    "from_account": f"canary-{self.run_id}-payer"[:128],
+                    "to_account": f"canary-{self.run_id}-payee"[:128],
+                    "reference": reference,
+                },
+                headers={"Idempotency-Key": reference},
+            )
+        except (OSError, http.client.HTTPException):
+            with self._lock:
+                self._failures += 1
+            return
+        acked_at = _now()
+        body = resp.body
+        if resp.status in (200, 201) and isinstance(body, dict) and isinstance(body.get("id"), str):
+            with self._lock:
+                self._acked.append(CanaryAck(seq, body["id"], reference, acked_at))
+            self._seq += 1
+            return
+        with self._lock:
+            self._failures += 1
+            if 400 <= resp.status < 500 and resp.status not in (408, 409, 429):
+                self._rejected += 1
+                self._seq += 1
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """What survived, measured from data through the entry point.
+
+    - `acked_digest` / `present_digest`: SHA-256 (hex) of the sorted references joined by "\\n"
+      (UTF-8, no trailing newline) of, respectively, the acknowledged canary payments and every
+      payment present with the prefix `canary:{run_id}:`. Anyone holding the two lists can
+      recompute them.
+    - `missing`: acknowledged references that are not present (sorted); `lost_count` = their
+      number. `unacked_present` counts present references never acknowledged (a write whose
+      answer was lost in the outage): not a loss.
+    - `rpo_s`: 0 when nothing was lost. Otherwise the ack time of the newest lost payment minus
+      the ack time of the newest *present* payment acknowledged before it: the span of
+      acknowledged writes that vanished. When no present payment was acknowledged before it,
+      the oldest acknowledgement of the run is used instead (everything from the start of the
+      run was lost, so the window is at least that long).
+    - `lost_after_fault`: lost payments acknowledged after `fault_at`; non-zero means writes
+      were lost after the failover itself (split brain, a bad failback), not by replication lag.
+    """
+
+    run_id: str
+    fault_at: datetime
+    acked_count: int
+    present_count: int
+    acked_digest: str
+    present_digest: str
+    missing: tuple[str, ...]
+    lost_count: int
+    lost_after_fault: int
+    unacked_present: int
+    rpo_s: float
+    newest_lost_acked_at: datetime | None
+    last_durable_acked_at: datetime | None
+    ledger_balanced: bool
+    ledger_debits_cents: int
+    ledger_credits_cents: int
+    ledger_entries: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "fault_at": _iso(self.fault_at),
+            "acked_count": self.acked_count,
+            "present_count": self.present_count,
+            "acked_digest": self.acked_digest,
+            "present_digest": self.present_digest,
+            "missing": list(self.missing),
+            "lost_count": self.lost_count,
+            "lost_after_fault": self.lost_after_fault,
+            "unacked_present": self.unacked_present,
+            "rpo_s": self.rpo_s,
+            "newest_lost_acked_at": _iso(self.newest_lost_acked_at)
+            if self.newest_lost_acked_at
+            else None,
+            "last_durable_acked_at": _iso(self.last_durable_acked_at)
+            if self.last_durable_acked_at
+            else None,
+            "ledger": {
+                "balanced": self.ledger_balanced,
+                "debits_cents": self.ledger_debits_cents,
+                "credits_cents": self.ledger_credits_cents,
+                "entries": self.ledger_entries,
+            },
+        }
+
+
+def references_digest(references: Sequence[str]) -> str:
+    """SHA-256 hex of the sorted references joined by "\\n" (UTF-8, no trailing newline)."""
+    return hashlib.sha256("\n".join(sorted(references)).encode("utf-8")).hexdigest()
+
+
+def _get_with_retries(client: Client, path: str, timeout_s: float, attempts: int = 3) -> Any:
+    last: FlowError | None = None
+    for i in range(attempts):
+        try:
+            return client.call("GET", path, timeout_s=timeout_s).body
+        except FlowError as e:
+            last = e
+            time.sleep(0.2 * (i + 1))
+    raise RunFailed(f"reconcile through {client.entry_url}: {last}")
+
+
+def reconcile(
+    entry_url: str,
+    ca_file: str | None,
+    run_id: str,
+    acked: Sequence[CanaryAck],
+    fault_at: datetime,
+    *,
+    request_timeout_s: float = 10.0,
+) -> Reconciliation:
+    """Compare the acknowledged canary payments with those present behind `entry_url` now, and
+    check the ledger. See `Reconciliation` for the definitions (digests, RPO window). Raises
+    RunFailed when the entry point cannot answer."""
+    client = Client(entry_url, ca_file, request_timeout_s)
+    prefix = f"canary:{run_id}:"
+    listing = _get_with_retries(
+        client, f"/payments?reference_prefix={quote(prefix, safe='')}", request_timeout_s
+    )
+    if not isinstance(listing, list):
+        raise RunFailed(f"reconcile: GET /payments returned {type(listing).__name__}, not a list")
+    present = {item["reference"] for item in listing if isinstance(item, dict)}
+    ledger = _get_with_retries(client, "/ledger/verify", request_timeout_s)
+    if not isinstance(ledger, dict):
+        raise RunFailed("reconcile: GET /ledger/verify did not return an object")
+
+    by_time = sorted(acked, key=lambda a: a.acked_at)
+    acked_refs = {a.reference for a in by_time}
+    lost = [a for a in by_time if a.reference not in present]
+    rpo_s = 0.0
+    newest_lost_at: datetime | None = None
+    durable_at: datetime | None = None
+    if lost:
+        newest_lost_at = lost[-1].acked_at
+        before = [a for a in by_time if a.acked_at <= newest_lost_at and a.reference in present]
+        durable_at = before[-1].acked_at if before else by_time[0].acked_at
+        rpo_s = (newest_lost_at - durable_at).total_seconds()
+    elif by_time:
+        durable_at = by_time[-1].acked_at
+
+    return Reconciliation(
+        run_id=run_id,
+        fault_at=fault_at,
+        acked_count=len(acked),
+        present_count=len(present),
+        acked_digest=references_digest(list(acked_refs)),
+        present_digest=references_digest(list(present)),
+        missing=tuple(sorted(a.reference for a in lost)),
+        lost_count=len(lost),
+        lost_after_fault=sum(1 for a in lost if a.acked_at > fault_at),
+        unacked_present=len(present - acked_refs),
+        rpo_s=rpo_s,
+        newest_lost_acked_at=newest_lost_at,
+        last_durable_acked_at=durable_at,
+        ledger_balanced=ledger.get("balanced") is True,
+        ledger_debits_cents=int(ledger.get("debits_cents") or 0),
+        ledger_credits_cents=int(ledger.get("credits_cents") or 0),
+        ledger_entries=int(ledger.get("entries") or 0),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# load
+
+
+@dataclass(frozen=True)
+class LoadStats:
+    ok: int
+    failed: int
+    errors: tuple[tuple[str, int], ...]  # (error detail, count), most frequent first
+    p50_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "failed": self.failed,
+            "errors": [{"error": e, "count": n} for e, n in self.errors],
+            "p50_ms": self.p50_ms,
+            "p99_ms": self.p99_ms,
+            "max_ms": self.max_ms,
+        }
+
+
+class LoadMode(StrEnum):
+    WRITE = "write"  # POST /payments (authorize), the path a patch must not break
+    READ = "read"  # GET /healthz
+
+
+@dataclass
+class _LoadState:
+    ok: int = 0
+    failed: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    latencies_ms: list[float] = field(default_factory=list)
+
+
+class LoadGenerator:
+    """Steady traffic through the entry point, counting ok and failed requests ("zero failed
+    requests" during a rolling patch). A request fails on a transport error or any status other
+    than 2xx; with `workers` threads each pacing at rate_per_s / workers, one slow request does
+    not stall the whole stream."""
+
+    def __init__(
+        self,
+        entry_url: str,
+        ca_file: str | None,
+        rate_per_s: float = 50,
+        *,
+        mode: LoadMode | str = LoadMode.WRITE,
+        workers: int = 2,
+        run_id: str | None = None,
+        request_timeout_s: float = 2.0,
+    ) -> None:
+        if workers < 1:
+            raise BadInput(f"workers must be >= 1, not {workers}")
+        if rate_per_s <= 0:
+            raise BadInput(f"rate_per_s must be > 0, not {rate_per_s}")
+        try:
+            self.mode = LoadMode(mode)
+        except ValueError:
+            raise BadInput(f"unknown load mode {mode!r} (use write or read)") from None
+        self._client = Client(entry_url, ca_file, request_timeout_s)
+        self.rate_per_s = rate_per_s
+        self.workers = workers
+        self.run_id = run_id or uuid.uuid4().hex[:12]
+        self._state = _LoadState()
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._threads: list[_Paced] = []
+
+    @property
+    def ok(self) -> int:
+        with self._lock:
+            return self._state.ok
+
+    @property
+    def failed(self) -> int:
+        with self._lock:
+            return self._state.failed
+
+    def stats(self) -> LoadStats:
+        with self._lock:
+            lat = sorted(self._state.latencies_ms)
+            errors = tuple(self._state.errors.most_common())
+            ok, failed = self._state.ok, self._state.failed
+
+        def pct(p: float) -> float | None:
+            return round(lat[min(len(lat) - 1, int(p * len(lat)))], 3) if lat else None
+
+        return LoadStats(
+            ok, failed, errors, pct(0.50), pct(0.99), round(lat[-1], 3) if lat else None
+        )
+
+    def start(self) -> LoadGenerator:
+        if self._threads:
+            raise RuntimeError("the load generator was already started")
+        gen = self
+
+        class _Thread(_Paced):
+            def tick(self) -> None:
+                gen._one()
+
+        self._threads = [
+            _Thread(self.rate_per_s / self.workers, f"load-{self.run_id}-{i}")
+            for i in range(self.workers)
+        ]
+        for t in self._threads:
+            t.start()
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> LoadStats:
+        for t in self._threads:
+            t._stop_event.set()
+        for t in self._threads:
+            t.halt(timeout_s)
+        return self.stats()
+
+    def __enter__(self) -> LoadGenerator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _one(self) -> None:
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
+        started = time.monotonic()
+        error: str | None = None
+        try:
+            if self.mode is LoadMode.WRITE:
+                resp = self._client.request(
+                    "POST",
+                    "/payments",
+                    {
+                        "amount_cents": 1,
+                        "currency": "EUR",
+                        "from_account": f"load-{self.run_id}-payer",
+                        "to_account": f"load-{self.run_id}-payee",
+                        "reference": f"load:{self.run_id}:{seq:08d}",
+                    },
+                    headers={"Idempotency-Key": f"load:{self.run_id}:{seq}"},
+                )
+            else:
+                resp = self._client.request("GET", "/healthz")
+            if not 200 <= resp.status < 300:
+                error = f"HTTP {resp.status} {_error_text(resp.body)}".rstrip()
+        except TimeoutError:
+            error = "timed out"
+        except (OSError, http.client.HTTPException) as e:
+            error = _transport_error(e)
+        elapsed_ms = (time.monotonic() - started) * 1000
+        with self._lock:
+            if error is None:
+                self._state.ok += 1
+                self._state.latencies_ms.append(elapsed_ms)
+            else:
+                self._state.failed += 1
+                self._state.errors[error] += 1
+
+
+# --------------------------------------------------------------------------------------------
+# CLI: python -m drkit.flows smoke --entry URL [--ca FILE] [--flows a,b] [--until-green
+#      --timeout 60] [--json]
+
+
+class _ArgError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # never let argparse exit from under main()
+        raise _ArgError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m drkit.flows", description="payments smoke flows")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    s = sub.add_parser("smoke", help="run the smoke flows through the entry point")
+    s.add_argument("--entry", required=True, help="entry URL, e.g. https://127.0.0.1:17443")
+    s.add_argument("--ca", help="CA file to verify the entry point's certificate against")
+    s.add_argument("--flows", default=",".join(FLOWS), help="comma-separated flow names")
+    s.add_argument("--until-green", action="store_true", help="retry until all flows pass")
+    s.add_argument("--timeout", type=float, default=60.0, help="seconds, with --until-green")
+    s.add_argument("--interval", type=float, default=0.05, help="seconds between rounds")
+    s.add_argument("--request-timeout", type=float, default=DEFAULT_REQUEST_TIMEOUT_S)
+    s.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Exit 0 when every flow passed, 1 otherwise, 2 on bad arguments, 3 if interrupted."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    as_json = "--json" in args_list
+    try:
+        try:
+            args = _parser().parse_args(args_list)
+            if args.timeout <= 0 or args.interval < 0 or args.request_timeout <= 0:
+                raise _ArgError("--timeout and --request-timeout must be > 0, --interval >= 0")
+            flows = [f.strip() for f in args.flows.split(",") if f.strip()]
+            started_at = _now()
+            if args.until_green:
+                outcome = smoke_until_green(
+                    args.entry,
+                    args.ca,
+                    flows,
+                    args.timeout,
+                    args.interval,
+                    request_timeout_s=args.request_timeout,
+                )
+            else:
+                results = run_smoke(
+                    args.entry, args.ca, flows, request_timeout_s=args.request_timeout
+                )
+                green = all(r.passed for r in results)
+                outcome = SmokeOutcome(started_at, _now() if green else None, 1, tuple(results))
+        except (_ArgError, BadInput) as e:
+            _emit_error(str(e), as_json)
+            return 2
+    except KeyboardInterrupt:
+        _emit_error("interrupted", as_json)
+        return 3
+    data = {"entry": args.entry, **outcome.to_json()}
+    if as_json:
+        sys.stdout.write(json.dumps(data) + "\n")
+    else:
+        for r in outcome.results:
+            sys.stdout.write(
+                f"{r.status:4}  {r.flow:18} {r.duration_s * 1000:8.1f} ms  {r.detail}\n"
+            )
+        verdict = f"green at {data['green_at']}" if outcome.green else "NOT green"
+        sys.stdout.write(f"{verdict} after {outcome.attempts} attempt(s)\n")
+    return 0 if outcome.green else 1
+
+
+def _emit_error(message: str, as_json: bool) -> None:
+    sys.stderr.write(f"drkit.flows: {message}\n")
+    if as_json:
+        sys.stdout.write(json.dumps({"error": message}) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
