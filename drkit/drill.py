@@ -532,7 +532,7 @@ def _drive(
                               fault_at)
         outcome.reconciliation = _jsonable(rec)
         outcome.rpo_s = rec.rpo_s
-        outcome.lost_payments = rec.lost
+        outcome.lost_payments = rec.lost_count
 
     if options.preflight_only:
         outcome.verdict = Verdict.PASS if failed is None and not cancelled else Verdict.FAIL
@@ -591,12 +591,12 @@ def _drive(
             after = flows.reconcile(tgt.entry_url, tgt.ca_file, outcome.id,
                                     list(canary.acked), outcome.clock_started_at)
             outcome.after_failback = _jsonable(after)
-            if after.lost:
+            if after.lost_count > (outcome.lost_payments or 0):
+                lost = after.lost_count - (outcome.lost_payments or 0)
                 outcome.verdict = Verdict.FAIL
-                outcome.reasons.append(
-                    f"failback lost {after.lost} acknowledged payments")
+                outcome.reasons.append(f"failback lost {lost} acknowledged payments")
                 outcome.findings.append(Finding("failback-data", "high",
-                                                f"{after.lost} acknowledged payments lost"))
+                                                f"{lost} acknowledged payments lost"))
     outcome.phases += [PhaseResult(p.name, PhaseStatus.SKIPPED, None, None, (),
                                    "left out (--no-failback)") for p in left_out]
 
@@ -632,7 +632,7 @@ def _judge(outcome: DrillOutcome, scenario: Scenario) -> None:
                        f"payments lost (target {t.rpo_s:g}s)")
         outcome.findings.append(Finding("rpo", "high", reasons[-1]))
     rec = outcome.reconciliation or {}
-    if rec and not rec.get("ledger_balanced", True):
+    if rec and not (rec.get("ledger") or {}).get("balanced", True):
         reasons.append("reconciliation: the ledger does not balance after failover")
         outcome.findings.append(Finding("ledger", "high", "debits differ from credits"))
     outcome.verdict = Verdict.FAIL if reasons else Verdict.PASS

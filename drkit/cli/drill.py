@@ -113,8 +113,10 @@ def _render(outcome: Any, out: TextIO) -> None:
           f"(target {rpo['target_s']:g}s)\n")
     rec = data.get("reconciliation")
     if rec:
-        w(f"reconciliation: {rec.get('acked')} acknowledged, {rec.get('present')} present, "
-          f"ledger {'balanced' if rec.get('ledger_balanced') else 'NOT balanced'}\n")
+        balanced = (rec.get("ledger") or {}).get("balanced")
+        w(f"reconciliation: {rec.get('acked_count')} acknowledged, {rec.get('present_count')} "
+          f"present, {rec.get('lost_count')} lost, ledger "
+          f"{'balanced' if balanced else 'NOT balanced'}\n")
     if data["smoke"]:
         flows = ", ".join(f"{s['flow']} {s['status']}" for s in data["smoke"])
         w(f"smoke: {flows}\n")

@@ -23,7 +23,7 @@ def outcome(**kw: object) -> drill.DrillOutcome:
         started_at=T0, ended_at=T0, targets=drill.Targets(rto_s=30, rpo_s=0), phases=[],
         rto_s=4.2, rpo_s=0.0, lost_payments=0,
         smoke=[{"flow": "authorize", "status": "pass"}, {"flow": "refund", "status": "pass"}],
-        reconciliation={"ledger_balanced": True},
+        reconciliation={"ledger": {"balanced": True}},
     )
     base.update(kw)
     return drill.DrillOutcome(**base)  # type: ignore[arg-type]
@@ -61,7 +61,7 @@ def test_lost_payments_miss_a_zero_rpo_target() -> None:
 
 
 def test_unbalanced_ledger_fails_the_drill() -> None:
-    o = outcome(reconciliation={"ledger_balanced": False})
+    o = outcome(reconciliation={"ledger": {"balanced": False}})
     drill._judge(o, None)  # type: ignore[arg-type]
     assert any("ledger does not balance" in r for r in o.reasons)
 
