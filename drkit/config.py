@@ -196,11 +196,22 @@ class Policy(_Model):
 
 
 class Blackout(_Model):
+    """A time when runs must not start; formats per `every` in drkit.governance.blackout."""
+
     name: str
     start: str
     end: str
     timezone: str = "UTC"
-    every: Literal["once", "month", "year", "week"] = "once"
+    every: Literal["once", "day", "week", "month", "year"] = "once"
+    business_days: bool = Field(False, description="every: month counts Monday-Friday days")
+
+    @model_validator(mode="after")
+    def _rule(self) -> Blackout:
+        # Checked at load so a bad window is a plan error (file, line), not a surprise at 3 a.m.
+        from drkit.governance.blackout import validate
+
+        validate(self)
+        return self
 
 
 class PlanModel(_Model):

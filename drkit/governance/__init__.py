@@ -1,0 +1,1 @@
+"""Governed runs: four-eyes approvals, blackout windows, and a findings register."""
