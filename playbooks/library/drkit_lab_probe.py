@@ -1,0 +1,287 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+"""drkit_lab_probe: what of the lab already runs, in one read-only task."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: drkit_lab_probe
+short_description: Probe every component of the drkit lab at once (read-only)
+description:
+  - Reports, for the lab's state directory and ports, which components exist and run, so the
+    lab's playbook can skip whole units that are already in place (a second C(drkit lab up) on
+    a running lab must finish in seconds; each Ansible task costs about 0.3 s).
+  - The control plane (moto) is asked for the CloudFormation stacks and the Route53 records.
+  - Never changes anything; runs in check mode.
+options:
+  state_dir: {description: The lab's state directory., type: path, required: true}
+  ports: {description: The lab's ports (drkit_lab_ports)., type: dict, required: true}
+  instances: {description: Payments API instances per region., type: int, required: true}
+  primary_region: {description: Primary region., type: str, required: true}
+  secondary_region: {description: Secondary region., type: str, required: true}
+  hostname: {description: The payments DNS name., type: str, required: true}
+  zone: {description: The Route53 zone holding O(hostname)., type: str, required: true}
+  stack_name: {description: The regional CloudFormation stack's name., type: str, required: true}
+  template: {description: The regional stack's template file., type: path, required: true}
+  aws_endpoint_url: {description: The moto server's URL., type: str, required: true}
+  min_cert_days: {description: The entry certificate must be valid this many more days., type: int,
+    default: 1}
+  haproxy_template:
+    description: The HAProxy configuration's template (to tell whether haproxy.cfg is current).
+    type: path
+  parts:
+    description: What to probe; C(aws) asks moto, C(services) the rest. Keys of parts not probed
+      are returned as false.
+    type: list
+    elements: str
+    choices: [aws, services]
+    default: [aws, services]
+author: drkit
+"""
+
+EXAMPLES = r"""
+- name: Probe what of the lab is already up
+  drkit_lab_probe:
+    state_dir: "{{ drkit_lab_state_dir }}"
+    ports: "{{ drkit_lab_ports }}"
+    instances: "{{ drkit_lab_instances }}"
+    primary_region: "{{ drkit_lab_primary_region }}"
+    secondary_region: "{{ drkit_lab_secondary_region }}"
+    hostname: "{{ drkit_lab_hostname }}"
+    zone: "{{ drkit_lab_zone }}"
+    stack_name: "{{ drkit_stack_name }}"
+    template: "{{ drkit_stack_template }}"
+    aws_endpoint_url: "{{ drkit_aws_endpoint_url }}"
+  register: drkit_lab_now
+"""
+
+RETURN = r"""
+layout: {description: The state directory's sub-directories exist., returned: always, type: bool}
+moto: {description: The moto server runs., returned: always, type: bool}
+aws: {description: Both stacks are complete with the current template and the Route53 failover
+  records exist., returned: always, type: bool}
+aws_detail: {description: What is missing in the control plane., returned: always, type: str}
+pg: {description: "{primary: {running, initialized, in_recovery}, secondary: {running,
+  initialized, in_recovery, streaming}}", returned: always, type: dict}
+db_ready: {description: The app role, database and schema exist and the standby streams.,
+  returned: always, type: bool}
+tls: {description: CA and entry certificate exist, match and are valid., returned: always,
+  type: bool}
+map: {description: The active-region map file exists., returned: always, type: bool}
+haproxy: {description: HAProxy runs., returned: always, type: bool}
+haproxy_cfg: {description: haproxy.cfg is rendered from the current template for these ports.,
+  returned: always, type: bool}
+services: {description: "{name: running} for every payments instance.", returned: always,
+  type: dict}
+all_up: {description: Everything above is in place., returned: always, type: bool}
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.drkit_daemonutil import current_pid
+from ansible.module_utils.drkit_pgutil import (
+    PgError,
+    is_initialized,
+    postmaster_pid,
+    query,
+    standby_signal,
+)
+from ansible.module_utils.drkit_runtime import port_open
+
+LAYOUT = ("aws", "ca", "tls", "secrets", "pg", "services", "haproxy", "moto", "runs")
+
+
+def daemon_running(pidfile):
+    return current_pid(pidfile) is not None
+
+
+def probe_pg(state_dir, region, port, want_standby):
+    pgdata = os.path.join(state_dir, "pg", region, "data")
+    pid = postmaster_pid(pgdata)
+    res = {"running": pid is not None, "initialized": is_initialized(pgdata),
+           "in_recovery": standby_signal(pgdata) if pid else None, "streaming": False}
+    if pid and want_standby and res["in_recovery"]:
+        try:
+            rows = query(port, "SELECT status FROM pg_stat_wal_receiver", timeout=2)
+            res["streaming"] = bool(rows) and rows[0]["status"] == "streaming"
+        except PgError:
+            pass
+    return res
+
+
+def probe_db(port):
+    """The payments role and database exist and hold a schema."""
+    try:
+        rows = query(port, "SELECT 1 FROM pg_roles WHERE rolname IN ('payments', 'replication')",
+                     timeout=2)
+        if len(rows) != 2:
+            return False
+        rows = query(port, "SELECT count(*) AS n FROM pg_tables WHERE tableowner = 'payments'",
+                     dbname="payments", timeout=2)
+        return rows[0]["n"] > 0
+    except PgError:
+        return False
+    except Exception:
+        return False
+
+
+def probe_tls(state_dir, hostname, min_days):
+    """CA and entry certificate exist, chain, cover the lab's names and are valid long enough."""
+    from datetime import datetime, timedelta, timezone
+
+    try:
+        from cryptography import x509
+    except ImportError:
+        return False
+    paths = {n: os.path.join(state_dir, *n.split("/")) for n in
+             ("ca/ca.crt", "ca/ca.key", "tls/entry.pem", "tls/entry.pem.key")}
+    if not all(os.path.isfile(p) for p in paths.values()):
+        return False
+    try:
+        with open(paths["ca/ca.crt"], "rb") as f:
+            ca = x509.load_pem_x509_certificate(f.read())
+        with open(paths["tls/entry.pem"], "rb") as f:
+            cert = x509.load_pem_x509_certificate(f.read())
+        now = datetime.now(timezone.utc)
+        if cert.not_valid_after_utc < now + timedelta(days=min_days):
+            return False
+        if cert.issuer != ca.subject or ca.not_valid_after_utc < now:
+            return False
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = set(san.get_values_for_type(x509.DNSName))
+        ips = set(str(i) for i in san.get_values_for_type(x509.IPAddress))
+        return hostname in names and "localhost" in names and "127.0.0.1" in ips
+    except Exception:
+        return False
+
+
+def probe_haproxy_cfg(p, template):
+    """haproxy.cfg was rendered from the current template, for these ports and instances.
+
+    Rendering it again costs a task (about a second on a busy 2-core box): a second `lab up`
+    checks the file instead. The template's hash is in the file's header.
+    """
+    import hashlib
+
+    sd, ports = p["state_dir"], p["ports"]
+    try:
+        with open(template, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+        with open(os.path.join(sd, "haproxy", "haproxy.cfg"), "r", encoding="utf-8") as f:
+            cfg = f.read()
+    except OSError:
+        return False
+    lines = set(line.strip() for line in cfg.splitlines())
+    wanted = ["# drkit-template-sha256: %s" % digest,
+              "bind 127.0.0.1:%s ssl crt %s/tls/entry.pem alpn http/1.1" % (ports["https"], sd),
+              "bind 127.0.0.1:%s" % ports["stats"]]
+    servers = 0
+    for role, region in (("primary", p["primary_region"]), ("secondary", p["secondary_region"])):
+        for i in range(1, p["instances"] + 1):
+            wanted.append("server %s-%d 127.0.0.1:%s check" % (region, i,
+                                                                ports["api_%s_%d" % (role, i)]))
+    servers = sum(1 for line in lines if line.startswith("server "))
+    return all(w in lines for w in wanted) and servers == 2 * p["instances"] and \
+        ("%s/haproxy/active.map" % sd) in cfg
+
+
+def probe_aws(p):
+    try:
+        import boto3
+        from botocore.config import Config
+    except ImportError:
+        return False, "boto3 is missing"
+    cfg = Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 1})
+    try:
+        with open(p["template"], "r", encoding="utf-8") as f:
+            template = f.read()
+    except OSError as e:
+        return False, "template %s: %s" % (p["template"], e.strerror)
+    try:
+        for region in (p["primary_region"], p["secondary_region"]):
+            cfn = boto3.client("cloudformation", region_name=region,
+                               endpoint_url=p["aws_endpoint_url"], config=cfg)
+            stacks = cfn.describe_stacks(StackName=p["stack_name"])["Stacks"]
+            if not stacks or stacks[0]["StackStatus"] not in ("CREATE_COMPLETE",
+                                                              "UPDATE_COMPLETE"):
+                return False, "stack %s in %s is not complete" % (p["stack_name"], region)
+            body = cfn.get_template(StackName=p["stack_name"])["TemplateBody"]
+            if not isinstance(body, str) or body.strip() != template.strip():
+                return False, "stack %s in %s has an older template" % (p["stack_name"], region)
+        r53 = boto3.client("route53", region_name="us-east-1",
+                           endpoint_url=p["aws_endpoint_url"], config=cfg)
+        zones = [z for z in r53.list_hosted_zones_by_name(DNSName=p["zone"])["HostedZones"]
+                 if z["Name"].rstrip(".") == p["zone"]]
+        if not zones:
+            return False, "zone %s missing" % p["zone"]
+        rrs = r53.list_resource_record_sets(HostedZoneId=zones[0]["Id"])["ResourceRecordSets"]
+        failover = {r.get("Failover") for r in rrs
+                    if r["Name"].rstrip(".") == p["hostname"] and r.get("Failover")}
+        if failover != {"PRIMARY", "SECONDARY"}:
+            return False, "failover records for %s missing" % p["hostname"]
+        if not os.path.isfile(os.path.join(p["state_dir"], "aws", "outputs.json")):
+            return False, "stack outputs not saved"
+    except Exception as e:  # botocore errors: the control plane is not as expected
+        return False, str(e).splitlines()[0]
+    return True, ""
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            state_dir=dict(type="path", required=True),
+            ports=dict(type="dict", required=True),
+            instances=dict(type="int", required=True),
+            primary_region=dict(type="str", required=True),
+            secondary_region=dict(type="str", required=True),
+            hostname=dict(type="str", required=True),
+            zone=dict(type="str", required=True),
+            stack_name=dict(type="str", required=True),
+            template=dict(type="path", required=True),
+            aws_endpoint_url=dict(type="str", required=True),
+            min_cert_days=dict(type="int", default=1),
+            haproxy_template=dict(type="path"),
+            parts=dict(type="list", elements="str", choices=["aws", "services"],
+                       default=["aws", "services"]),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    sd, ports = p["state_dir"], p["ports"]
+    r = dict(layout=False, moto=False, aws=False, aws_detail="not probed", pg={},
+             db_ready=False, tls=False, map=False, haproxy=False, haproxy_cfg=False,
+             services={})
+    r["layout"] = all(os.path.isdir(os.path.join(sd, d)) for d in LAYOUT)
+    if "aws" in p["parts"]:
+        r["moto"] = (daemon_running(os.path.join(sd, "moto", "moto.pid"))
+                     and port_open(ports["moto"]))
+        r["aws"], r["aws_detail"] = probe_aws(p) if r["moto"] else (False, "moto is not running")
+    if "services" in p["parts"]:
+        primary = probe_pg(sd, p["primary_region"], ports["pg_primary"], False)
+        secondary = probe_pg(sd, p["secondary_region"], ports["pg_secondary"], True)
+        r["pg"] = {"primary": primary, "secondary": secondary}
+        dsn_ok = all(
+            os.path.isfile(os.path.join(sd, "services", "%s.dsn" % reg))
+            for reg in (p["primary_region"], p["secondary_region"]))
+        r["db_ready"] = bool(
+            primary["running"] and not primary["in_recovery"] and secondary["streaming"]
+            and dsn_ok and probe_db(ports["pg_primary"]))
+        r["tls"] = probe_tls(sd, p["hostname"], p["min_cert_days"])
+        r["map"] = os.path.isfile(os.path.join(sd, "haproxy", "active.map"))
+        r["haproxy"] = daemon_running(os.path.join(sd, "haproxy", "haproxy.pid"))
+        if p["haproxy_template"]:
+            r["haproxy_cfg"] = probe_haproxy_cfg(p, p["haproxy_template"])
+        for region in (p["primary_region"], p["secondary_region"]):
+            for i in range(1, p["instances"] + 1):
+                name = "%s-%d" % (region, i)
+                r["services"][name] = daemon_running(
+                    os.path.join(sd, "services", name + ".pid"))
+    r["all_up"] = bool(r["layout"] and r["moto"] and r["aws"] and r["db_ready"] and r["tls"]
+                       and r["map"] and r["haproxy"] and r["services"]
+                       and all(r["services"].values()))
+    module.exit_json(changed=False, **r)
+
+
+if __name__ == "__main__":
+    main()
