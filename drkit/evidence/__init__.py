@@ -41,16 +41,38 @@ json, junit), `generate_keypair(path)`, `redact_text(text, secrets)`.
 
 from __future__ import annotations
 
-from drkit.evidence.ledger import load_record, read_index, select
-from drkit.evidence.record import Kind, Record, Verdict
-from drkit.evidence.recorder import Recorder, Recovery, recover_interrupted
-from drkit.evidence.redact import redact_text
-from drkit.evidence.signing import generate_keypair
-from drkit.evidence.store import LocalStore, Store, open_store
-from drkit.evidence.verify import VerifyReport, verify
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
+# name -> submodule. Imported on first use (PEP 562), so `drkit evidence list` does not pay
+# for the recorder, verify and signing modules it does not need.
+_EXPORTS = {
+    "Kind": "record", "Record": "record", "Verdict": "record",
+    "Recorder": "recorder", "Recovery": "recorder", "recover_interrupted": "recorder",
+    "load_record": "ledger", "read_index": "ledger", "select": "ledger",
+    "redact_text": "redact", "generate_keypair": "signing",
+    "LocalStore": "store", "Store": "store", "open_store": "store",
+    "VerifyReport": "verify", "verify": "verify",
+}
 __all__ = [
     "Kind", "LocalStore", "Record", "Recorder", "Recovery", "Store", "Verdict", "VerifyReport",
     "generate_keypair", "load_record", "open_store", "read_index", "recover_interrupted",
     "redact_text", "select", "verify",
 ]
+
+if TYPE_CHECKING:
+    from drkit.evidence.ledger import load_record, read_index, select
+    from drkit.evidence.record import Kind, Record, Verdict
+    from drkit.evidence.recorder import Recorder, Recovery, recover_interrupted
+    from drkit.evidence.redact import redact_text
+    from drkit.evidence.signing import generate_keypair
+    from drkit.evidence.store import LocalStore, Store, open_store
+    from drkit.evidence.verify import VerifyReport, verify
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'drkit.evidence' has no attribute {name!r}")
+    value = getattr(import_module(f"drkit.evidence.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value

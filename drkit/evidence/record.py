@@ -330,6 +330,15 @@ def canonical(d: Mapping[str, Any]) -> bytes:
                       allow_nan=False).encode("utf-8")
 
 
+def record_file_bytes(rec: Record) -> bytes:
+    """What a record file holds: the canonical JSON of the WHOLE record (hash and signature
+    included, in their sorted places) and a newline. Removing the `"hash":"...",` and
+    `"signature":"...",` members from it gives the canonical bytes again, which lets verify
+    skip re-encoding (see verify.py); any JSON layout of the same content still verifies."""
+    return json.dumps(rec.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode("utf-8") + b"\n"
+
+
 def digest(canon: bytes) -> str:
     return hashlib.sha256(canon).hexdigest()
 

@@ -53,6 +53,7 @@ from drkit.evidence.record import (
     digest,
     json_safe,
     ms,
+    record_file_bytes,
     utc,
 )
 from drkit.evidence.redact import (
@@ -611,9 +612,9 @@ def _seal(store: Store, key: Ed25519PrivateKey, rec: Record) -> Record | None:
             rec = replace(rec, seq=seq + 1, prev_hash=prev, hash=None, signature=None)
             canon = canonical(rec.to_dict())
             rec = replace(rec, hash=digest(canon), signature=sign(key, canon))
-            body = json.dumps(rec.to_dict(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+            body = record_file_bytes(rec)
             try:
-                store.write(record_key(rec.seq or 0, rec.id), body.encode("utf-8"))
+                store.write(record_key(rec.seq or 0, rec.id), body)
             except AlreadyExists:
                 # Another host sealed this sequence number first (S3: the lock is per host;
                 # the conditional put is what really guards the chain): take the next one.

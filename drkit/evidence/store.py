@@ -37,6 +37,21 @@ _PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$")
 RECORD_FILE = re.compile(r"^(\d{8,})-([A-Za-z0-9][A-Za-z0-9._-]{0,127})\.json$")
 
 
+SMALL_FILE = 1024 * 1024
+
+
+def _read_all(fd: int, size_hint: int) -> bytes:
+    """Everything from fd (the file may have grown or shrunk since fstat)."""
+    want = max(size_hint, 0) + 1
+    first = os.read(fd, want)
+    if len(first) < want:  # a short read of a regular file is its end: no second syscall
+        return first
+    chunks = [first]
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 class FileProblem(Exception):
     """A store file that cannot be trusted as it is: missing, a symlink, not a file, too big."""
 
@@ -153,10 +168,15 @@ class LocalStore(Store):
         full = os.path.join(self.root, rel) if rel else str(self.root)
         if rel in self._dirs_ok and not create:  # writes always re-check: they must not escape
             return full
-        path = str(self.root)
-        for part in [""] + (rel.split("/") if rel else []):
-            if part:
+        parent, _, last = rel.rpartition("/")
+        if rel and (parent in self._dirs_ok) and not create:
+            todo = [(full, last)]  # the parent was checked: only the last step is new
+        else:
+            todo, path = [(str(self.root), "")], str(self.root)
+            for part in rel.split("/") if rel else []:
                 path = os.path.join(path, part)
+                todo.append((path, part))
+        for path, _part in todo:
             try:
                 st = os.lstat(path)
             except FileNotFoundError:
@@ -170,6 +190,8 @@ class LocalStore(Store):
             if not stat.S_ISDIR(st.st_mode):
                 raise FileProblem(rel or ".", f"{path} is not a folder")
         self._dirs_ok.add(rel)
+        if parent or rel:
+            self._dirs_ok.add(parent)
         return full
 
     def _open(self, key: str) -> tuple[int, os.stat_result]:
@@ -197,14 +219,16 @@ class LocalStore(Store):
             if limit is not None and st.st_size > limit:
                 raise FileProblem(key, f"is {st.st_size} bytes, more than a record can be "
                                   f"({limit})")
-            with os.fdopen(fd, "rb", closefd=False) as f:
-                return f.read() if limit is None else f.read(limit + 1)
+            return _read_all(fd, st.st_size)
         finally:
             os.close(fd)
 
     def digest(self, key: str) -> tuple[str, int]:
-        fd, _st = self._open(key)
+        fd, st = self._open(key)
         try:
+            if st.st_size <= SMALL_FILE:  # one read, no buffered-file overhead (verify's hot path)
+                data = _read_all(fd, st.st_size)
+                return hashlib.sha256(data).hexdigest(), len(data)
             with os.fdopen(fd, "rb", closefd=False) as f:
                 h = hashlib.file_digest(f, "sha256")
                 return h.hexdigest(), f.tell()

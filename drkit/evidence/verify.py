@@ -12,6 +12,7 @@ import base64
 import binascii
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 from drkit.evidence import ledger
 from drkit.evidence.record import FIELDS, GENESIS, SCHEMA_VERSION
 from drkit.evidence.signing import key_id, load_public_key
-from drkit.evidence.store import _PART, FileProblem, Store
+from drkit.evidence.store import _PART, FileProblem, LocalStore, Store
 
 
 @dataclass(frozen=True)
@@ -62,10 +63,139 @@ class VerifyReport:
                 "issues": [asdict(i) for i in self.issues], "notes": list(self.notes)}
 
 
-def verify(store: Store, public_key: Path) -> VerifyReport:
-    """Check the whole ledger against a trusted public key. Never raises for a bad store."""
+@dataclass(frozen=True)
+class _Checked:
+    """One record file checked on its own; the chain is checked across them afterwards."""
+
+    seq: int
+    id: str
+    hash: str | None  # the hash it states (None: unreadable)
+    prev_hash: object
+    own: tuple[Issue, ...]  # problems of the record itself (hash, place, schema, signature)
+    artifacts: tuple[Issue, ...]
+    n_artifacts: int
+
+
+def _canon_fast(raw: bytes, h: str, sig: str) -> bytes | None:
+    """The canonical bytes, cut out of a record file written by drkit, without re-encoding.
+
+    A file drkit writes is the canonical JSON of the whole record, so removing the members
+    `"hash":"<h>",` and `"signature":"<s>",` leaves the canonical bytes. This is safe for any
+    file, hostile ones included: the result is only used if its SHA-256 equals the stated hash,
+    i.e. if it IS the sealed canonical form C; then the file is C plus exactly those two members,
+    and since the parsed file has them as top-level keys, they were inserted at top-level member
+    boundaries, which leaves every other member (what verify then checks) as C has it.
+    """
+    data = raw.rstrip(b"\n")
+    for member in (b'"hash":' + json.dumps(h).encode() + b",",
+                   b'"signature":' + json.dumps(sig).encode() + b","):
+        i = data.find(member)
+        if i < 0:
+            return None
+        data = data[:i] + data[i + len(member):]
+    return data
+
+
+def _check(store: Store, f: ledger.RecordFile, key: Any, kid: str) -> _Checked:
     from cryptography.exceptions import InvalidSignature
 
+    def out(*own: Issue, h: str | None = None, prev: object = None,
+            arts: tuple[Issue, ...] = (), n: int = 0) -> _Checked:
+        return _Checked(f.seq, f.id, h, prev, own, arts, n)
+
+    def bad(kind: str, msg: str) -> Issue:
+        return Issue(f.seq, f.id, kind, msg)
+
+    try:
+        raw = store.read(f.key)
+    except FileProblem as e:
+        return out(bad("corrupt", e.reason))
+    try:
+        d = json.loads(raw)
+    except (ValueError, RecursionError) as e:
+        return out(bad("corrupt", f"not valid JSON ({type(e).__name__}: {str(e)[:80]}); the "
+                       "file was truncated or edited"))
+    if not isinstance(d, dict):
+        return out(bad("corrupt", "not a JSON object"))
+    stated, sig = d.pop("hash", None), d.pop("signature", None)
+    if not isinstance(stated, str) or not isinstance(sig, str):
+        return out(bad("corrupt", "has no hash or no signature"))
+    canon = _canon_fast(raw, stated, sig)
+    if canon is None or hashlib.sha256(canon).hexdigest() != stated:
+        try:  # not in drkit's own layout (reformatted?): the content is what counts
+            canon = json.dumps(d, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                               allow_nan=False).encode("utf-8")
+        except (ValueError, RecursionError) as e:
+            return out(bad("corrupt", f"cannot be put in canonical form ({e})"))
+    actual = hashlib.sha256(canon).hexdigest()
+    prev = d.get("prev_hash")
+    if actual != stated:
+        return out(bad("modified", f"its content does not match its hash (stored "
+                       f"{stated[:16]}..., computed {actual[:16]}...): the record was changed "
+                       "after it was sealed"), h=stated, prev=prev)
+    if d.get("seq") != f.seq or d.get("id") != f.id:
+        return out(bad("reordered", f"the file for #{f.seq} ({f.name}) holds record "
+                       f"#{d.get('seq')} ({d.get('id')}): records were moved or swapped"),
+                   h=stated, prev=prev)
+    extra = d.keys() - FIELDS
+    if extra:
+        return out(bad("unexpected-field", f"fields not in schema_version {SCHEMA_VERSION}: "
+                       f"{', '.join(sorted(extra))}"), h=stated, prev=prev)
+    if d.get("schema_version") != SCHEMA_VERSION:
+        return out(bad("corrupt", f"schema_version {d.get('schema_version')!r} (this drkit "
+                       "reads 1)"), h=stated, prev=prev)
+    try:
+        key.verify(base64.b64decode(sig, validate=True), canon)
+    except (InvalidSignature, binascii.Error, ValueError):
+        named = d.get("key_id")
+        other = f"; it names key {str(named)[:16]}..." if named != kid else ""
+        return out(bad("bad-signature", f"the signature is not valid for the trusted key "
+                       f"{kid[:16]}...{other} (re-signed or forged)"), h=stated, prev=prev)
+    arts: list[Issue] = []
+    n = _artifacts(store, f.seq, f.id, d.get("artifacts"), arts)
+    return out(h=stated, prev=prev, arts=tuple(arts), n=n)
+
+
+def _check_chunk(root: str, files: list[ledger.RecordFile], pub: bytes) -> list[_Checked]:
+    """Worker side of a parallel verify (a forked process, over a local store)."""
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    from drkit.evidence.store import LocalStore
+
+    key = load_pem_public_key(pub)
+    kid = key_id(key)  # type: ignore[arg-type]
+    st = LocalStore(Path(root))
+    return [_check(st, f, key, kid) for f in files]
+
+
+PARALLEL_MIN = 2000  # below this, forking costs more than it saves
+
+
+def _check_all(store: Store, files: list[ledger.RecordFile], key: Any, kid: str,
+               public_key: Path) -> list[_Checked]:
+    workers = min(os.cpu_count() or 1, 8)
+    if workers < 2 or len(files) < PARALLEL_MIN or not isinstance(store, LocalStore):
+        return [_check(store, f, key, kid) for f in files]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # Signatures and JSON are CPU-bound and hold the GIL: use the cores. fork, because the
+    # workers need nothing but what this process already imported.
+    size = -(-len(files) // workers)
+    chunks = [files[i:i + size] for i in range(0, len(files), size)]
+    pub = public_key.read_bytes()
+    try:
+        with ProcessPoolExecutor(len(chunks),
+                                 mp_context=multiprocessing.get_context("fork")) as ex:
+            parts = list(ex.map(_check_chunk, [str(store.root)] * len(chunks), chunks,
+                                [pub] * len(chunks)))
+    except (OSError, RuntimeError):  # no fork here (a sandbox): do it in this process
+        return [_check(store, f, key, kid) for f in files]
+    return [c for part in parts for c in part]
+
+
+def verify(store: Store, public_key: Path) -> VerifyReport:
+    """Check the whole ledger against a trusted public key. Never raises for a bad store."""
     key = load_public_key(public_key)
     kid = key_id(key)
     issues: list[Issue] = []
@@ -81,74 +211,26 @@ def verify(store: Store, public_key: Path) -> VerifyReport:
                             "not a record file (records are named <seq:08d>-<id>.json)"))
     expected, prev, n_art = 1, GENESIS, 0
     hashes: dict[int, str] = {}
-    dumps, loads = json.dumps, json.loads
-    for f in files:
-        def bad(kind: str, msg: str, seq: int = f.seq, rid: str = f.id) -> None:
-            issues.append(Issue(seq, rid, kind, msg))
-
-        if f.seq > expected:  # a gap: the records in between are gone
-            gone = f"#{expected}" if f.seq == expected + 1 else f"#{expected}-#{f.seq - 1}"
-            bad("missing", f"record {gone} is missing: the sequence jumps from #{expected - 1} "
-                f"to #{f.seq}", seq=expected, rid="?")
-            expected, prev = f.seq, None  # do not report the broken link twice
-        elif f.seq < expected:
-            bad("reordered", f"a second record with sequence number #{f.seq}")
-        try:
-            raw = store.read(f.key)
-        except FileProblem as e:
-            bad("corrupt", e.reason)
-            expected, prev = f.seq + 1, None
-            continue
-        try:
-            d = loads(raw)
-        except (ValueError, RecursionError) as e:
-            bad("corrupt", f"not valid JSON ({type(e).__name__}: {str(e)[:80]}); the file was "
-                "truncated or edited")
-            expected, prev = f.seq + 1, None
-            continue
-        if not isinstance(d, dict):
-            bad("corrupt", "not a JSON object")
-            expected, prev = f.seq + 1, None
-            continue
-        stated, sig = d.pop("hash", None), d.pop("signature", None)
-        if not isinstance(stated, str) or not isinstance(sig, str):
-            bad("corrupt", "has no hash or no signature")
-            expected, prev = f.seq + 1, None
-            continue
-        extra = d.keys() - FIELDS
-        try:
-            canon = dumps(d, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                          allow_nan=False).encode("utf-8")
-        except (ValueError, RecursionError) as e:
-            bad("corrupt", f"cannot be put in canonical form ({e})")
-            expected, prev = f.seq + 1, None
-            continue
-        actual = hashlib.sha256(canon).hexdigest()
-        hashes[f.seq] = stated
-        if actual != stated:
-            bad("modified", f"its content does not match its hash (stored {stated[:16]}..., "
-                f"computed {actual[:16]}...): the record was changed after it was sealed")
-        elif d.get("seq") != f.seq or d.get("id") != f.id:
-            bad("reordered", f"the file for #{f.seq} ({f.name}) holds record #{d.get('seq')} "
-                f"({d.get('id')}): records were moved or swapped")
-        elif prev is not None and d.get("prev_hash") != prev:
-            bad("chain-broken", f"prev_hash {str(d.get('prev_hash'))[:16]}... is not the hash of "
-                f"record #{f.seq - 1} ({prev[:16]}...): a record before it was replaced")
-        elif extra:
-            bad("unexpected-field", f"fields not in schema_version {SCHEMA_VERSION}: "
-                f"{', '.join(sorted(extra))}")
-        elif d.get("schema_version") != SCHEMA_VERSION:
-            bad("corrupt", f"schema_version {d.get('schema_version')!r} (this drkit reads 1)")
-        else:
-            try:
-                key.verify(base64.b64decode(sig, validate=True), canon)
-            except (InvalidSignature, binascii.Error, ValueError):
-                named = d.get("key_id")
-                other = (f"; it names key {str(named)[:16]}..." if named != kid else "")
-                bad("bad-signature", f"the signature is not valid for the trusted key "
-                    f"{kid[:16]}...{other} (re-signed or forged)")
-            n_art += _artifacts(store, f.seq, f.id, d.get("artifacts"), issues)
-        expected, prev = f.seq + 1, stated
+    for c in _check_all(store, files, key, kid, public_key):
+        if c.seq > expected:  # a gap: the records in between are gone
+            gone = f"#{expected}" if c.seq == expected + 1 else f"#{expected}-#{c.seq - 1}"
+            issues.append(Issue(expected, "?", "missing", f"record {gone} is missing: the "
+                                f"sequence jumps from #{expected - 1} to #{c.seq}"))
+            prev = None  # do not report the broken link twice
+        elif c.seq < expected:
+            issues.append(Issue(c.seq, c.id, "reordered",
+                                f"a second record with sequence number #{c.seq}"))
+        if c.own:
+            issues.extend(c.own)
+        elif prev is not None and c.prev_hash != prev:
+            issues.append(Issue(c.seq, c.id, "chain-broken",
+                                f"prev_hash {str(c.prev_hash)[:16]}... is not the hash of record "
+                                f"#{c.seq - 1} ({prev[:16]}...): a record before it was replaced"))
+        issues.extend(c.artifacts)
+        n_art += c.n_artifacts
+        if c.hash is not None:
+            hashes[c.seq] = c.hash
+        expected, prev = c.seq + 1, c.hash
     _index(store, hashes, files[-1].seq if files else 0, issues, notes)
     open_runs = [n for n in store.list("open") if n.endswith(".json")]
     if open_runs:
@@ -195,10 +277,9 @@ def _index(store: Store, hashes: dict[int, str], last: int, issues: list[Issue],
             notes.append("index.jsonl is missing (`drkit evidence list` needs it)")
         return
     listed: dict[int, str] = {}
-    for i, line in enumerate(raw.splitlines(), 1):
+    for i, e in enumerate(ledger.parse_lines(raw), 1):
         try:
-            e = json.loads(line)
-            listed[int(e["seq"])] = str(e["hash"])
+            listed[int(e["seq"])] = str(e["hash"])  # type: ignore[index]
         except (ValueError, KeyError, TypeError):
             issues.append(Issue(None, "index.jsonl", "index", f"line {i} is not an index entry"))
     beyond = sorted(s for s in listed if s > last)

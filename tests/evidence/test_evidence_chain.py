@@ -57,7 +57,7 @@ def test_one_byte_of_a_record_changed(store, plan, keys, tmp_path):
     recs = seal_n(store, plan, tmp_path, 3)
     f = _file(store, recs[1])
     raw = f.read_bytes()
-    i = raw.index(b'"operator": "') + len(b'"operator": "')
+    i = raw.index(b'"operator":"') + len(b'"operator":"')
     f.write_bytes(raw[:i] + bytes([raw[i] ^ 0x01]) + raw[i + 1:])
     first = _first(store, keys)
     assert (first.seq, first.kind) == (2, "modified")
@@ -219,3 +219,34 @@ def test_concurrent_sealing_keeps_the_sequence(store, plan, keys):
     assert report.ok, report.issues
     assert report.records == 24
     assert [e.seq for e in read_index(store)] == list(range(1, 25))
+
+
+def test_reformatted_record_still_verifies_and_spliced_members_do_not(store, plan, keys,
+                                                                      tmp_path):
+    recs = seal_n(store, plan, tmp_path, 3)
+    f1, f2 = _file(store, recs[0]), _file(store, recs[1])
+    # Same content, another layout (someone pretty-printed it): still intact.
+    f1.write_text(json.dumps(json.loads(f1.read_text()), indent=4))
+    assert verify(store, keys.public).ok
+    # The hash member moved into a nested object: the content changed, and it is caught.
+    raw = f2.read_bytes()
+    member = b'"hash":"' + recs[1].hash.encode() + b'",'
+    moved = raw.replace(member, b"").replace(b'"git":{', b'"git":{' + member)
+    f2.write_bytes(moved)
+    first = verify(store, keys.public).first
+    assert (first.seq, first.kind) == (2, "corrupt")
+
+
+def test_parallel_verify_reports_the_same(store, plan, keys, tmp_path, monkeypatch):
+    import importlib
+
+    verify_mod = importlib.import_module("drkit.evidence.verify")  # the module, not the function
+    recs = seal_n(store, plan, tmp_path, 6)
+    _file(store, recs[3]).unlink()
+    art = store.root / "artifacts" / recs[4].id / "summary.json"
+    art.write_text("{}")
+    serial = verify(store, keys.public)
+    monkeypatch.setattr(verify_mod, "PARALLEL_MIN", 2)
+    parallel = verify(store, keys.public)
+    assert parallel.issues == serial.issues and [i.kind for i in serial.issues] == [
+        "missing", "artifact-changed"]

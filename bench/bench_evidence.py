@@ -1,0 +1,190 @@
+"""Benchmark: `drkit evidence verify` and `drkit evidence list` over 10,000 signed records.
+
+Generates a ledger of N realistic records (6 phases, 24 task results, 3 artifacts each: a
+stdout, a job_events.jsonl and a summary.json), signed with a fresh Ed25519 key, in a temporary
+store; then times the installed `drkit` command as a subprocess (median of 5 runs, so Python's
+start-up and imports are counted, as a user sees them) and writes the figures to the
+"## Evidence" section of BENCHMARKS.md (between <!-- evidence:start --> / <!-- evidence:end -->).
+
+    .venv/bin/python bench/bench_evidence.py [--records 10000] [--runs 5] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from drkit.evidence.record import (  # noqa: E402
+    GENESIS,
+    SCHEMA_VERSION,
+    Artifact,
+    Clock,
+    FileDigest,
+    Git,
+    IndexEntry,
+    Kind,
+    Phase,
+    Record,
+    Redaction,
+    Smoke,
+    Status,
+    Target,
+    Task,
+    Verdict,
+    canonical,
+    digest,
+    record_file_bytes,
+    utc,
+)
+from drkit.evidence.redact import RULES  # noqa: E402
+from drkit.evidence.signing import generate_keypair, key_id, load_private_key, sign  # noqa: E402
+
+BUDGET_VERIFY_S = 2.0
+BUDGET_LIST_S = 0.5
+PHASES = ("preflight", "inject-fault", "recreate-stack", "promote-data", "failover-traffic",
+          "smoke")
+
+
+def build(root: Path, n: int) -> Path:
+    """Write n sealed records (and their artifacts, and the index) straight to disk."""
+    keys = generate_keypair(root / "keys" / "evidence.key")
+    key = load_private_key(keys.private)
+    kid = key_id(key.public_key())
+    store = root / "evidence"
+    (store / "records").mkdir(parents=True)
+    prev, t = GENESIS, datetime(2024, 1, 1, tzinfo=UTC)
+    index = []
+    for seq in range(1, n + 1):
+        rid = f"{t:%Y%m%dT%H%M%SZ}-{seq:08x}"
+        phases = []
+        pt = t
+        for name in PHASES:
+            tasks = tuple(Task("play", f"{name} step {i}", "localhost", Status.OK, utc(pt),
+                               utc(pt + timedelta(milliseconds=270)), 270) for i in range(4))
+            phases.append(Phase(name, Status.OK, utc(pt), utc(pt + timedelta(seconds=2)), 2000,
+                                counts_for_rto=name != "preflight",
+                                playbook=f"playbooks/drill/{name}.yml", tasks=tasks))
+            pt += timedelta(seconds=2)
+        art_dir = store / "artifacts" / rid
+        art_dir.mkdir(parents=True)
+        arts = []
+        for name, body in (("smoke.stdout", f"PLAY [smoke] run {seq}\nok: [localhost]\n" * 20),
+                           ("smoke.job_events.jsonl", json.dumps({"event": "runner_on_ok",
+                                                                  "counter": seq}) + "\n"),
+                           ("summary.json", json.dumps({"rto": {"measured_s": 9.5}}))):
+            data = body.encode()
+            (art_dir / name).write_bytes(data)
+            arts.append(Artifact(name, hashlib.sha256(data).hexdigest(), len(data)))
+        rec = Record(
+            schema_version=SCHEMA_VERSION, id=rid, seq=seq, kind=Kind.DRILL,
+            name="region-failover", scenario_type="region-failover", environment="lab",
+            operator="scheduler", approved_by=None, change_id=f"CHG-{seq}", host="bench",
+            pid=1000 + seq, started_at=utc(t) or "", ended_at=utc(pt), duration_ms=12000,
+            verdict=Verdict.PASS, clock=Clock(phases[1].started_at, phases[-1].ended_at),
+            targets=(Target("payments", 30000, 10000, True, 0, 0, True, 0),),
+            phases=tuple(phases),
+            smoke=tuple(Smoke(f, Status.OK, 120) for f in ("authorize", "capture", "refund",
+                                                            "balance", "idempotent-replay",
+                                                            "ledger-verify")),
+            reconciliation={"acknowledged": 400 + seq, "present": 400 + seq},
+            findings=(), git=Git("0" * 40, False),
+            files=tuple(FileDigest(f"playbooks/drill/{p}.yml", "ab" * 32) for p in PHASES),
+            versions={"drkit": "0.1.0", "ansible-core": "2.19.0"}, plan_name="bench",
+            plan_sha256="cd" * 32, retention_class="dr-test-evidence", retention_days=2555,
+            controls=("SOC 2 A1.3",), redaction=Redaction(rules=RULES),
+            artifacts=tuple(arts), key_id=kid, prev_hash=prev,
+        )
+        canon = canonical(rec.to_dict())
+        rec = replace(rec, hash=digest(canon), signature=sign(key, canon))
+        (store / "records" / f"{seq:08d}-{rid}.json").write_bytes(record_file_bytes(rec))
+        index.append(IndexEntry.of(rec).line())
+        prev = rec.hash or ""
+        t += timedelta(hours=6)
+    (store / "index.jsonl").write_bytes(b"".join(index))
+    return store
+
+
+def timed(cmd: list[str], runs: int) -> tuple[float, list[float]]:
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        times.append(time.perf_counter() - t0)
+        if out.returncode != 0:
+            raise SystemExit(f"{' '.join(cmd)} exited {out.returncode}: {out.stderr[-500:]}")
+    return statistics.median(times), times
+
+
+def write_section(text: str) -> None:
+    path = ROOT / "BENCHMARKS.md"
+    start, end = "<!-- evidence:start -->", "<!-- evidence:end -->"
+    block = f"{start}\n{text.rstrip()}\n{end}"
+    doc = path.read_text() if path.exists() else "# Benchmarks\n"
+    if start in doc and end in doc:
+        doc = doc[:doc.index(start)] + block + doc[doc.index(end) + len(end):]
+    else:
+        doc = doc.rstrip("\n") + "\n\n" + block + "\n"
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(doc)
+    os.replace(tmp, path)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--records", type=int, default=10_000)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    drkit = str(Path(sys.executable).parent / "drkit")
+    with tempfile.TemporaryDirectory(prefix="drkit-bench-evidence-") as tmp:
+        t0 = time.perf_counter()
+        store = build(Path(tmp), args.records)
+        gen = time.perf_counter() - t0
+        pub = str(Path(tmp) / "keys" / "evidence.pub")
+        verify_s, vt = timed([drkit, "evidence", "verify", "--store", str(store),
+                              "--public-key", pub], args.runs)
+        list_s, lt = timed([drkit, "evidence", "list", "--store", str(store)], args.runs)
+        list_json_s, _ = timed([drkit, "evidence", "list", "--store", str(store), "--json"],
+                               args.runs)
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
+                .splitlines() if line.startswith("model name")), platform.processor())
+    ok = lambda v, b: "ok" if v <= b else "OVER BUDGET"  # noqa: E731
+    text = f"""## Evidence
+
+`bench/bench_evidence.py`: a ledger of {args.records:,} signed records (6 phases, 24 task
+results, 3 artifacts each: {args.records * 3:,} artifact files), timed as the installed `drkit`
+command (a subprocess: start-up and imports included), median of {args.runs} runs.
+
+| Command | Median | Budget | Runs (s) |
+|---|---|---|---|
+| `drkit evidence verify` (hashes, chain, signatures, artifact digests) | {verify_s:.3f} s | \
+{BUDGET_VERIFY_S} s ({ok(verify_s, BUDGET_VERIFY_S)}) | {", ".join(f"{x:.3f}" for x in vt)} |
+| `drkit evidence list` (index.jsonl only) | {list_s:.3f} s | {BUDGET_LIST_S} s \
+({ok(list_s, BUDGET_LIST_S)}) | {", ".join(f"{x:.3f}" for x in lt)} |
+| `drkit evidence list --json` | {list_json_s:.3f} s | - | - |
+
+Generating the ledger took {gen:.1f} s. Machine: {cpu}, {os.cpu_count()} CPUs, Python \
+{platform.python_version()}, {datetime.now(UTC):%Y-%m-%d}.
+"""
+    print(text)
+    if not args.no_write:
+        write_section(text)
+        print(f"updated {ROOT / 'BENCHMARKS.md'}")
+
+
+if __name__ == "__main__":
+    main()
