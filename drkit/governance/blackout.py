@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from drkit.errors import BadInput
+from drkit.governance import who
 
 if TYPE_CHECKING:
     from drkit.config import Blackout, Plan
@@ -374,12 +375,8 @@ def check(plan: Plan, at: datetime | None = None, override_reason: str | None = 
     if reason is None:
         raise BadInput(f"inside blackout window {occ.window.name!r} (until {occ.local(occ.end)}); "
                        "pass --override-blackout REASON to run anyway")
-    if operator is None:
-        from drkit.evidence.recorder import operator as _op
-
-        operator = _op()
     return BlackoutDecision(allowed=True, at=at, window=occ.window, occurrence=occ,
-                            overridden=True, reason=reason, operator=operator)
+                            overridden=True, reason=reason, operator=who(operator))
 
 
 def next_windows(plan: Plan, start: datetime, days: float) -> list[Occurrence]:
