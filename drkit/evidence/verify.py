@@ -13,6 +13,7 @@ import binascii
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -96,7 +97,8 @@ def _canon_fast(raw: bytes, h: str, sig: str) -> bytes | None:
     return data
 
 
-def _check(store: Store, f: ledger.RecordFile, key: Any, kid: str) -> _Checked:
+def _check(store: Store, read: Callable[[str], bytes], f: ledger.RecordFile, key: Any,
+           kid: str) -> _Checked:
     from cryptography.exceptions import InvalidSignature
 
     def out(*own: Issue, h: str | None = None, prev: object = None,
@@ -107,7 +109,7 @@ def _check(store: Store, f: ledger.RecordFile, key: Any, kid: str) -> _Checked:
         return Issue(f.seq, f.id, kind, msg)
 
     try:
-        raw = store.read(f.key)
+        raw = read(f.name)
     except FileProblem as e:
         return out(bad("corrupt", e.reason))
     try:
@@ -164,8 +166,17 @@ def _check_chunk(root: str, files: list[ledger.RecordFile], pub: bytes) -> list[
 
     key = load_pem_public_key(pub)
     kid = key_id(key)  # type: ignore[arg-type]
-    st = LocalStore(Path(root))
-    return [_check(st, f, key, kid) for f in files]
+    return _check_serial(LocalStore(Path(root)), files, key, kid)
+
+
+def _check_serial(store: Store, files: list[ledger.RecordFile], key: Any,
+                  kid: str) -> list[_Checked]:
+    try:
+        with store.reader("records") as read:
+            return [_check(store, read, f, key, kid) for f in files]
+    except FileProblem as e:
+        return [_Checked(f.seq, f.id, None, None, (Issue(f.seq, f.id, "corrupt", e.reason),),
+                         (), 0) for f in files]
 
 
 PARALLEL_MIN = 2000  # below this, forking costs more than it saves
@@ -175,7 +186,7 @@ def _check_all(store: Store, files: list[ledger.RecordFile], key: Any, kid: str,
                public_key: Path) -> list[_Checked]:
     workers = min(os.cpu_count() or 1, 8)
     if workers < 2 or len(files) < PARALLEL_MIN or not isinstance(store, LocalStore):
-        return [_check(store, f, key, kid) for f in files]
+        return _check_serial(store, files, key, kid)
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -190,7 +201,7 @@ def _check_all(store: Store, files: list[ledger.RecordFile], key: Any, kid: str,
             parts = list(ex.map(_check_chunk, [str(store.root)] * len(chunks), chunks,
                                 [pub] * len(chunks)))
     except (OSError, RuntimeError):  # no fork here (a sandbox): do it in this process
-        return [_check(store, f, key, kid) for f in files]
+        return _check_serial(store, files, key, kid)
     return [c for part in parts for c in part]
 
 
@@ -244,18 +255,24 @@ def _artifacts(store: Store, seq: int, rid: str, arts: Any, issues: list[Issue])
     if not isinstance(arts, list):
         issues.append(Issue(seq, rid, "corrupt", "artifacts is not a list"))
         return 0
-    n = 0
+    good = []
     for a in arts:
         name = a.get("name") if isinstance(a, dict) else None
         if not isinstance(name, str) or not _PART.match(name) or ".." in name:
             issues.append(Issue(seq, rid, "corrupt", f"artifact entry {str(a)[:60]!r} is invalid"))
+        else:
+            good.append(a)
+    if not good:
+        return 0
+    n = 0
+    for a, got in zip(good, store.digest_many(f"artifacts/{rid}", [a["name"] for a in good]),
+                      strict=True):
+        name = a["name"]
+        if isinstance(got, FileProblem):
+            kind = "artifact-missing" if got.reason == "missing" else "artifact-changed"
+            issues.append(Issue(seq, rid, kind, f"artifact {name} {got.reason}"))
             continue
-        try:
-            sha, size = store.digest(f"artifacts/{rid}/{name}")
-        except FileProblem as e:
-            kind = "artifact-missing" if e.reason == "missing" else "artifact-changed"
-            issues.append(Issue(seq, rid, kind, f"artifact {name} {e.reason}"))
-            continue
+        sha, size = got
         n += 1
         if sha != a.get("sha256") or size != a.get("size"):
             issues.append(Issue(seq, rid, "artifact-changed",
