@@ -86,11 +86,27 @@ class Request:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Request:
-        fields = {k: data.get(k) for k in cls.__dataclass_fields__}
-        for k in ("requested_at", "approved_at", "expires_at", "used_at"):
-            fields[k] = parse_iso(fields[k])
-        fields["plan_sha256"] = fields["plan_sha256"] or ""
-        return cls(**fields)
+        def text(key: str) -> str:
+            value = data.get(key)
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"{key} is missing")
+            return value
+
+        def opt(key: str) -> str | None:
+            value = data.get(key)
+            return str(value) if value is not None else None
+
+        requested_at = parse_iso(text("requested_at"))
+        assert requested_at is not None
+        return cls(
+            id=text("id"), scenario=text("scenario"), environment=text("environment"),
+            reason=text("reason"), requested_by=text("requested_by"), requested_at=requested_at,
+            plan_sha256=opt("plan_sha256") or "",
+            approved_by=opt("approved_by"), approved_at=parse_iso(opt("approved_at")),
+            expires_at=parse_iso(opt("expires_at")),
+            used_at=parse_iso(opt("used_at")), used_by=opt("used_by"),
+            used_by_run=opt("used_by_run"), evidence_id=opt("evidence_id"),
+        )
 
 
 def requests_dir(plan: Plan, store_dir: str | Path | None = None) -> Path:
@@ -133,6 +149,9 @@ def _read(path: Path) -> Request:
     except (ValueError, TypeError) as e:
         raise RunFailed(f"{path}: not a valid request file ({e}); restore it from backup "
                         "or remove it and request again") from None
+    if req.id != path.stem:
+        raise RunFailed(f"{path}: holds request {req.id!r}, not {path.stem!r}; the file was "
+                        "renamed or edited (restore it from backup)")
     marker = path.with_suffix(".used")
     if req.used_at is None and marker.exists():
         # A run consumed it and died before rewriting the JSON: the marker is the truth.
