@@ -6,7 +6,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: drkit_daemons
-short_description: Ensure several daemons run, starting the missing ones in parallel
+short_description: Start (or stop) several daemons at once, in parallel
 description:
   - The batch form of M(drkit_daemon) with O(drkit_daemon#module:state=started) semantics: every
     daemon of O(daemons) that does not run is started (detached, pid file plus start time), then
@@ -14,6 +14,9 @@ description:
     task costs about 0.3 s, and the lab starts a dozen processes.
   - Daemons that already run are left alone but must answer their O(daemons[].wait_tcp) or
     O(daemons[].wait_http) within O(timeout).
+  - With O(state=stopped), every daemon that runs gets SIGTERM at once, and the module waits
+    for all of them (SIGKILL after O(timeout)); pid files are removed. Only O(daemons[].pidfile) is
+    needed then (the name defaults to the pid file's name without .pid).
   - Supports check mode.
 options:
   daemons:
@@ -25,9 +28,14 @@ options:
     elements: dict
     required: true
   timeout:
-    description: Seconds to wait for all of them to answer.
+    description: Seconds to wait for all of them to answer (or to exit).
     type: float
     default: 30
+  state:
+    description: V(started) or V(stopped).
+    type: str
+    choices: [started, stopped]
+    default: started
 author: drkit
 """
 
@@ -44,6 +52,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+stopped:
+  description: Names of the daemons this task stopped.
+  returned: always
+  type: list
+  elements: str
 started:
   description: Names of the daemons this task started.
   returned: always
@@ -56,21 +69,59 @@ pids:
 """
 
 import os
+import signal
+import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.drkit_daemonutil import DaemonError, current_pid, spawn, wait_all
+from ansible.module_utils.drkit_daemonutil import (
+    DaemonError,
+    current_pid,
+    forget,
+    spawn,
+    wait_all,
+)
+from ansible.module_utils.drkit_runtime import wait_dead
+
+
+def stop_all(module, specs):
+    """SIGTERM every running daemon at once; wait for all; SIGKILL the ones that linger."""
+    running = [(s, current_pid(s["pidfile"])) for s in specs]
+    running = [(s, pid) for s, pid in running if pid]
+    stopped = [s["name"] for s, _pid in running]
+    if module.check_mode:
+        module.exit_json(changed=bool(stopped), stopped=stopped, started=[], pids={})
+    for _s, pid in running:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + module.params["timeout"]
+    for s, pid in running:
+        if not wait_dead(pid, max(0.0, deadline - time.monotonic())):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            if not wait_dead(pid, 5):
+                module.fail_json(msg="%s: pid %d did not exit after SIGKILL" % (s["name"], pid))
+    for s in specs:
+        forget(s["pidfile"])  # stale ones too
+    module.exit_json(changed=bool(stopped), stopped=stopped, started=[], pids={})
 
 
 def normalize(module, raw):
     """Validate one daemon's dict (the suboptions of drkit_daemon; other keys are ignored)."""
-    for key in ("name", "argv", "pidfile"):
+    raw = dict(raw)
+    if raw.get("pidfile") and not raw.get("name"):
+        raw["name"] = os.path.basename(str(raw["pidfile"])).rsplit(".pid", 1)[0]
+    for key in ("name", "pidfile") + (("argv",) if module.params["state"] == "started" else ()):
         if not raw.get(key):
             module.fail_json(msg="daemons: every daemon needs %s (got %s)" % (key, sorted(raw)))
-    if not isinstance(raw["argv"], list):
+    if not isinstance(raw.get("argv") or [], list):
         module.fail_json(msg="daemons: %s: argv must be a list" % raw["name"])
     spec = {
         "name": str(raw["name"]),
-        "argv": [str(a) for a in raw["argv"]],
+        "argv": [str(a) for a in raw.get("argv") or []],
         "pidfile": os.path.expanduser(str(raw["pidfile"])),
         "log": os.path.expanduser(str(raw["log"])) if raw.get("log") else None,
         "env": dict(raw.get("env") or {}),
@@ -87,11 +138,14 @@ def main():
         argument_spec=dict(
             daemons=dict(type="list", elements="dict", required=True),
             timeout=dict(type="float", default=30.0),
+            state=dict(type="str", default="started", choices=["started", "stopped"]),
         ),
         supports_check_mode=True,
     )
     started, pids, waits = [], {}, []
     specs = [normalize(module, d) for d in module.params["daemons"]]
+    if module.params["state"] == "stopped":
+        stop_all(module, specs)
     try:
         for spec in specs:
             pid = current_pid(spec["pidfile"], spec["argv"])
@@ -109,7 +163,7 @@ def main():
             wait_all(waits, module.params["timeout"])
     except DaemonError as e:
         module.fail_json(msg=str(e), started=started, pids=pids)
-    module.exit_json(changed=bool(started), started=started, pids=pids)
+    module.exit_json(changed=bool(started), started=started, stopped=[], pids=pids)
 
 
 if __name__ == "__main__":

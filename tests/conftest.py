@@ -1,0 +1,291 @@
+"""Shared fixtures: a real lab (moto, PostgreSQL primary + standby, payments APIs, HAProxy).
+
+Use it from any test:
+
+    def test_something(lab):            # function-scoped: the lab is up and healthy
+        status, body = lab.https_post("/payments", {...}, headers={"Idempotency-Key": "k1"})
+        with lab.pg("secondary") as conn: ...
+        result = lab.run("playbooks/drill/promote-data.yml")
+
+`lab` hands out ONE lab per test session (`lab_session`), built in a fresh state directory
+under /tmp on a free port range, with DRKIT_LAB_DIR / DRKIT_LAB_PORT_BASE / DRKIT_PLAN exported
+for the whole session (so `drkit ...` subprocesses and CliRunner calls reach the same lab).
+
+Tests may break it (kill processes, promote the standby, fail traffic over, take it down):
+before each test that asks for `lab`, the fixture checks it (a fast status probe) and repairs
+it with `lab up`, or, when a drill left it failed over, rebuilds it (`down` + `up`). A test that
+needs a fresh database asks for `lab.reset()` itself. At the end of the session the lab is
+taken down and the fixture asserts that no process from its pid files survives and no lab port
+still listens.
+
+Environment knobs: DRKIT_TEST_PLAN (plan file, default ./drkit.yml), DRKIT_TEST_LAB_INSTANCES
+(payments instances per region, default 2, to keep a 2-core box responsive),
+DRKIT_TEST_LAB_REPLICATION (sync/async, default the plan's).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import ssl
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PORT_SPAN = 50  # LabConfig.ports uses base .. base+30+instances
+
+
+def _port_free(port: int) -> bool:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def free_port_base(span: int = PORT_SPAN, tries: int = 200) -> int:
+    """A base port such that base .. base+span-1 are all free on 127.0.0.1."""
+    from drkit.lab._runtime import runtime
+
+    listening = runtime.listening_ports()
+    rng = random.Random()
+    for _ in range(tries):
+        base = rng.randrange(20000, 60000 - span, 10)
+        ports = range(base, base + span)
+        if any(p in listening for p in ports):
+            continue
+        if all(_port_free(p) for p in ports):
+            return base
+    raise RuntimeError("no free range of lab ports found")
+
+
+@dataclass
+class LabHandle:
+    """A running lab for tests: where it is, how to reach it, how to repair it."""
+
+    plan_path: Path
+    state_dir: Path
+    port_base: int
+    env: dict[str, str]
+    seen_pids: set[int] = field(default_factory=set)
+
+    # ---- what it is
+    @property
+    def plan(self) -> Any:
+        from drkit.config import load_plan
+
+        return load_plan(self.plan_path)
+
+    @property
+    def config(self) -> Any:
+        from drkit.config import lab_config
+
+        return lab_config(self.plan)
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return dict(self.config.ports)
+
+    @property
+    def primary_region(self) -> str:
+        return str(self.config.primary_region)
+
+    @property
+    def secondary_region(self) -> str:
+        return str(self.config.secondary_region)
+
+    @property
+    def hostname(self) -> str:
+        return str(self.config.hostname)
+
+    @property
+    def ca_file(self) -> Path:
+        return self.state_dir / "ca" / "ca.crt"
+
+    @property
+    def entry_url(self) -> str:
+        return f"https://127.0.0.1:{self.ports['https']}"
+
+    # ---- library calls
+    def status(self) -> Any:
+        from drkit import lab
+
+        st = lab.status(self.plan)
+        self.seen_pids.update(st.pids)
+        return st
+
+    def up(self) -> Any:
+        from drkit import lab
+
+        st = lab.up(self.plan)
+        self.seen_pids.update(st.pids)
+        return st
+
+    def down(self) -> Any:
+        from drkit import lab
+
+        self.seen_pids.update(self.status().pids)
+        return lab.down(self.plan)
+
+    def reset(self) -> Any:
+        """A fresh lab: down, then up (new databases, new CA)."""
+        self.down()
+        return self.up()
+
+    def ensure_up(self) -> Any:
+        """Repair whatever a previous test broke; rebuild when a drill left it failed over."""
+        from drkit.errors import EnvironmentProblem
+
+        st = self.status()
+        if st.up and st.active_region == self.primary_region:
+            return st
+        try:
+            return self.up()
+        except EnvironmentProblem as e:
+            if "failed over" not in str(e):
+                raise
+            return self.reset()
+
+    def run(self, playbook: str | Path, **kw: Any) -> Any:
+        """Run a playbook against this lab (drkit.lab.run): extra vars and env are the lab's."""
+        from drkit import lab
+
+        return lab.run(self.plan, playbook, **kw)
+
+    # ---- clients
+    def tls_context(self) -> ssl.SSLContext:
+        """Verifies the entry point's certificate against the lab CA (and the host name)."""
+        return ssl.create_default_context(cafile=str(self.ca_file))
+
+    def https(self, method: str, path: str, body: Any = None,
+              headers: dict[str, str] | None = None, timeout: float = 10.0,
+              server_hostname: str | None = None) -> tuple[int, Any]:
+        """One request through the HAProxy TLS entry point; (status, decoded JSON or text).
+
+        The certificate is verified against the lab CA, for 127.0.0.1 by default or for
+        `server_hostname` (sent as SNI and checked against the certificate's names).
+        """
+        ctx = self.tls_context()
+        conn = http.client.HTTPSConnection("127.0.0.1", self.ports["https"], timeout=timeout,
+                                           context=ctx)
+        if server_hostname:
+            raw = socket.create_connection(("127.0.0.1", self.ports["https"]), timeout=timeout)
+            conn.sock = ctx.wrap_socket(raw, server_hostname=server_hostname)
+        data = None
+        hdrs = dict(headers or {})
+        if body is not None:
+            data = json.dumps(body).encode()
+            hdrs.setdefault("Content-Type", "application/json")
+        try:
+            conn.request(method, path, body=data, headers=hdrs)
+            resp = conn.getresponse()
+            raw_body = resp.read()
+        finally:
+            conn.close()
+        try:
+            return resp.status, json.loads(raw_body) if raw_body else None
+        except ValueError:
+            return resp.status, raw_body.decode("utf-8", "replace")
+
+    def https_get(self, path: str, **kw: Any) -> tuple[int, Any]:
+        return self.https("GET", path, **kw)
+
+    def https_post(self, path: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
+        return self.https("POST", path, body=body, **kw)
+
+    @contextmanager
+    def pg(self, role: str = "primary", dbname: str = "payments") -> Iterator[Any]:
+        """A psycopg connection (autocommit) as the superuser to the primary or secondary."""
+        import psycopg
+
+        conn = psycopg.connect(host="127.0.0.1", port=self.ports[f"pg_{role}"], user="postgres",
+                               dbname=dbname, autocommit=True, connect_timeout=5)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+
+def _alive(pid: int) -> bool:
+    from drkit.lab._runtime import runtime
+
+    return bool(runtime.pid_alive(pid))
+
+
+@pytest.fixture(scope="session")
+def lab_session() -> Iterator[LabHandle]:
+    """One real lab for the whole session (see the module docstring)."""
+    from drkit.lab._runtime import runtime
+
+    root = Path(tempfile.mkdtemp(prefix="drkit-lab-test-", dir="/tmp"))
+    os.chmod(root, 0o755)  # PostgreSQL runs as `postgres` and must traverse it
+    state_dir = root / "state"
+    base = free_port_base()
+    plan_path = Path(os.environ.get("DRKIT_TEST_PLAN", REPO / "drkit.yml")).resolve()
+    env = {
+        "DRKIT_LAB_DIR": str(state_dir),
+        "DRKIT_LAB_PORT_BASE": str(base),
+        "DRKIT_LAB_INSTANCES": os.environ.get("DRKIT_TEST_LAB_INSTANCES", "2"),
+        "DRKIT_PLAN": str(plan_path),
+    }
+    if os.environ.get("DRKIT_TEST_LAB_REPLICATION"):
+        env["DRKIT_LAB_REPLICATION"] = os.environ["DRKIT_TEST_LAB_REPLICATION"]
+    handle = LabHandle(plan_path=plan_path, state_dir=state_dir, port_base=base, env=env)
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        ports = list(handle.ports.values())
+        try:
+            handle.up()
+            yield handle
+        finally:
+            down_error: BaseException | None = None
+            try:
+                handle.seen_pids.update(handle.status().pids)
+                handle.down()
+            except BaseException as e:  # still clean up, then report
+                down_error = e
+            survivors = [p for p in sorted(handle.seen_pids) if _alive(p)]
+            listening = [p for p in ports if runtime.port_listening(p)]
+            for pid in survivors:  # never leave a lab behind, even when the assertion fails
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            shutil.rmtree(root, ignore_errors=True)
+    if down_error is not None:
+        raise down_error
+    assert not survivors, f"lab processes still alive after lab down: {survivors}"
+    assert not listening, f"lab ports still listening after lab down: {listening}"
+
+
+@pytest.fixture
+def lab(lab_session: LabHandle) -> LabHandle:
+    """The session's lab, up and healthy, traffic on the primary region."""
+    lab_session.ensure_up()
+    return lab_session
+
+
+def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.1) -> Any:
+    """Poll `predicate` until it returns something truthy; return that (or the last value)."""
+    deadline = time.monotonic() + timeout
+    value = predicate()
+    while not value and time.monotonic() < deadline:
+        time.sleep(interval)
+        value = predicate()
+    return value
