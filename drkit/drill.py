@@ -31,7 +31,7 @@ import yaml
 
 from drkit import engine
 from drkit.config import Phase, Plan, Scenario
-from drkit.errors import BadInput, EnvironmentProblem, RunFailed
+from drkit.errors import BadInput, DrkitError, EnvironmentProblem, RunFailed
 
 
 class Verdict(StrEnum):
@@ -91,7 +91,10 @@ class DrillOptions:
     confirm: str | None = None
     operator: str | None = None
     change_id: str | None = None
-    approved_by: str | None = None
+    request: str | None = None  # an approved request id (four eyes), when the plan needs one
+    override_blackout: str | None = None  # the reason to run inside a blackout window
+    store: str | None = None  # evidence store URL; default: the plan's
+    evidence: bool = True
 
 
 @dataclass
@@ -457,7 +460,14 @@ def run_drill(
         started_at=started, ended_at=started, targets=targets, phases=[],
         dry_run=options.dry_run, artifacts_dir=run_dir,
     )
+    # A dry run or a preflight check proves no recovery, so it leaves no drill record (it would
+    # count as a drill in `drkit status`); its summary and artifacts stay in the run directory.
+    record = options.evidence and not options.dry_run and not options.preflight_only
+    gov = _Governance.start(plan, scenario_name, env_name, options, run_id, started,
+                            enforce=not options.dry_run and not options.preflight_only)
     with drill_lock(tgt.state_dir, env_name, listener):
+        rec = _open_evidence(plan, scenario_name, env_name, scenario, tgt, options, gov) \
+            if record else None
         listener.drill_started(run_id, scenario_name, env_name, targets,
                                [p.name for p in recovery + failback])
         canary = None
@@ -466,6 +476,10 @@ def run_drill(
                 canary = _start_canary(tgt, run_id, options.canary_rate)
             _drive(plan, tgt, scenario, recovery, failback, left_out, outcome, extravars,
                    options, listener, cancel, canary, run_dir)
+        except DrkitError as e:
+            # Once a drill runs, what goes wrong is part of its outcome and its evidence.
+            outcome.verdict = Verdict.ABORTED
+            outcome.reasons.append(f"could not complete: {e}")
         finally:
             if canary is not None:
                 canary.stop()
@@ -474,8 +488,146 @@ def run_drill(
                                   "failed_attempts": canary.failures}
             outcome.ended_at = _now()
             _write_summary(run_dir, outcome)
+            if rec is not None:
+                _seal(plan, rec, outcome, gov, run_dir, listener)
+                _write_summary(run_dir, outcome)
             listener.drill_finished(outcome)
+    _notify(plan, outcome, listener)
     return outcome
+
+
+@dataclass
+class _Governance:
+    """Blackout windows and four-eyes approvals, checked before anything runs."""
+
+    blackout: Any = None
+    request: Any = None
+
+    @classmethod
+    def start(cls, plan: Plan, scenario: str, env: str, options: DrillOptions, run_id: str,
+              now: datetime, *, enforce: bool) -> _Governance:
+        from drkit.governance import approvals, blackout
+
+        gov = cls()
+        gov.blackout = blackout.check(plan, now, options.override_blackout,
+                                      operator=options.operator)
+        if enforce:
+            gov.request = approvals.require(plan, scenario, env, options.request,
+                                            operator=options.operator, run_id=run_id)
+        return gov
+
+    def to_evidence(self) -> dict[str, Any]:
+        return {"approval": self.request.to_evidence() if self.request else None,
+                "blackout": self.blackout.to_evidence() if self.blackout else None}
+
+
+def _evidence_files(plan: Plan, scenario: Scenario, tgt: Target) -> list[Path]:
+    """Every playbook, task file, module, template and inventory file a drill can use."""
+    files = [plan.resolve(p.playbook) for p in scenario.phases]
+    if scenario.rollback:
+        files.append(plan.resolve(scenario.rollback))
+    for folder in ("playbooks/drill/tasks", "playbooks/library", "playbooks/module_utils",
+                   "playbooks/templates"):
+        if (plan.root / folder).is_dir():
+            files.append(plan.root / folder)
+    files.append(tgt.inventory)
+    return files
+
+
+def _open_evidence(plan: Plan, name: str, env: str, scenario: Scenario, tgt: Target,
+                   options: DrillOptions, gov: _Governance) -> Any:
+    from drkit import evidence
+
+    store = evidence.open_store(options.store or plan.model.evidence.store, plan=plan)
+    evidence.recover_interrupted(store, plan=plan)
+    approved_by = gov.request.approved_by if gov.request else None
+    return evidence.Recorder.open(
+        store, kind="drill", name=name, environment=env, plan=plan, approved_by=approved_by,
+        change_id=options.change_id, files=_evidence_files(plan, scenario, tgt),
+        secrets=tgt.secrets,
+    )
+
+
+def _seal(plan: Plan, rec: Any, outcome: DrillOutcome, gov: _Governance, run_dir: Path,
+          listener: DrillListener) -> None:
+    """Phases, tasks and artifacts into the record, then seal it (signed, chained)."""
+    from drkit.governance import approvals, findings
+
+    clock_phases = _clock_phases(plan.scenario(outcome.scenario))
+    for p in outcome.phases:
+        rec.add_phase(p.name, status=str(p.status), started_at=p.started_at or outcome.started_at,
+                      ended_at=p.ended_at, counts_for_rto=p.name in clock_phases,
+                      message=p.message)
+        if p.tasks:
+            # Tasks only: the run's stdout and events are added once, below, not per phase.
+            rec.add_tasks(_TasksOnly(p.tasks), phase=p.name)
+    for label in ("recovery", "failback", "rollback"):
+        for suffix in ("stdout", "job_events.jsonl"):
+            path = run_dir / label / suffix
+            if path.is_file():
+                rec.add_artifact(path, f"{label}.{suffix}")
+    data = outcome.to_json()
+    try:
+        applied = findings.apply_outcome(plan, data, rec.id)
+        register = applied.to_evidence()
+    except DrkitError as e:
+        register = {"error": str(e)}
+        listener.note(f"findings register not updated: {e}")
+    summary = {
+        **data,
+        "rto": {**data["rto"], "measured_s": outcome.rto_s},
+        "rpo": {**data["rpo"], "measured_s": outcome.rpo_s},
+        "clock": {"started_at": data["rto"]["clock_started_at"],
+                  "stopped_at": data["rto"]["clock_stopped_at"]},
+        "findings": [{"severity": f.severity, "check": f.check, "detail": f.message}
+                     for f in outcome.findings],
+        "governance": gov.to_evidence(),
+        "findings_register": register,
+    }
+    verdict = {Verdict.PASS: "pass", Verdict.FAIL: "fail", Verdict.ABORTED: "aborted"}
+    sealed = rec.seal(verdict[outcome.verdict], summary)
+    outcome.evidence_id = sealed.id
+    if gov.request is not None:
+        approvals.record_run(plan, gov.request.id, run_id=outcome.id, evidence_id=sealed.id)
+
+
+def _clock_phases(scenario: Scenario) -> set[str]:
+    """The phases on the recovery clock: from the one that starts it to the one that stops it."""
+    names = [p.name for p in scenario.phases]
+    start = next((i for i, p in enumerate(scenario.phases) if p.starts_clock), None)
+    stop = next((i for i, p in enumerate(scenario.phases) if p.stops_clock), len(names) - 1)
+    return set(names[start:stop + 1]) if start is not None else set()
+
+
+@dataclass(frozen=True)
+class _TasksOnly:
+    """The part of an engine RunResult that Recorder.add_tasks reads, for one phase's tasks."""
+
+    tasks: tuple[engine.TaskResult, ...]
+    ok: bool = True
+    playbook: str = ""
+    stdout_path: Path = Path("/nonexistent/stdout")
+    events_path: Path = Path("/nonexistent/job_events.jsonl")
+
+    @property
+    def started_at(self) -> datetime:
+        return self.tasks[0].started_at
+
+    @property
+    def ended_at(self) -> datetime:
+        return self.tasks[-1].ended_at
+
+
+def _notify(plan: Plan, outcome: DrillOutcome, listener: DrillListener) -> None:
+    """Webhooks from the plan; a failed delivery is reported, never changes the outcome."""
+    if not plan.model.notify or outcome.dry_run:
+        return
+    from drkit import notify
+
+    for delivery in notify.send(plan.model.notify, outcome.to_json()):
+        if not delivery.ok:
+            listener.note(f"notification to {delivery.target} failed after "
+                          f"{delivery.attempts} attempts: {delivery.error}")
 
 
 def _python() -> str:
