@@ -21,7 +21,7 @@ import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -312,7 +312,7 @@ def _play_count(playbook: Path) -> int:
 
 
 class _PhaseTracker(engine.RunListener):
-    """Maps plays to phases by order and forwards progress to the drill listener."""
+    """Maps plays to phases by order, and tells the drill listener as phases start and end."""
 
     def __init__(self, phases: Sequence[tuple[str, int]], listener: DrillListener) -> None:
         self.bounds: list[str] = []  # phase of each play, by play index
@@ -322,8 +322,8 @@ class _PhaseTracker(engine.RunListener):
         self.play_index = -1
         self.current: str | None = None
         self.started: dict[str, datetime] = {}
+        self.finished: dict[str, PhaseResult] = {}
         self.tasks: dict[str, list[engine.TaskResult]] = {name: [] for name, _ in phases}
-        self.order = [name for name, _ in phases]
 
     def play_started(self, name: str, at: datetime) -> None:
         self.play_index += 1
@@ -331,6 +331,8 @@ class _PhaseTracker(engine.RunListener):
             return
         phase = self.bounds[self.play_index]
         if phase != self.current:
+            if self.current is not None:
+                self._finish(self.current, at)
             self.current = phase
             self.started[phase] = at
             self.listener.phase_started(phase, at)
@@ -339,6 +341,16 @@ class _PhaseTracker(engine.RunListener):
         if self.current is not None:
             self.tasks[self.current].append(result)
             self.listener.task_finished(self.current, result)
+
+    def _finish(self, phase: str, at: datetime) -> None:
+        """A phase ends when the next one starts: Ansible went on, so it succeeded."""
+        tasks = tuple(self.tasks[phase])
+        failed = [t for t in tasks if t.status in ("failed", "unreachable") and not t.ignored]
+        status, msg = (PhaseStatus.FAILED, f"{failed[0].task}: {failed[0].message}") if failed \
+            else (PhaseStatus.OK, "")
+        result = PhaseResult(phase, status, self.started[phase], at, tasks, msg)
+        self.finished[phase] = result
+        self.listener.phase_finished(result)
 
 
 def _run_phases(
@@ -364,26 +376,28 @@ def _run_phases(
         cancel=lambda: cancel.cancelled,
     )
     out: list[PhaseResult] = []
-    names = [name for name, _ in counts]
-    for i, name in enumerate(names):
+    for name, _ in counts:
+        if name in tracker.finished:
+            done = tracker.finished[name]
+            out.append(replace(done, status=PhaseStatus.CHECKED) if check and
+                       done.status == PhaseStatus.OK else done)
+            continue
         start = tracker.started.get(name)
         if start is None:  # never reached: an earlier phase failed, or the run was cancelled
             out.append(PhaseResult(name, PhaseStatus.SKIPPED, None, None))
-            listener.phase_finished(out[-1])
             continue
-        nxt = next((tracker.started[n] for n in names[i + 1:] if n in tracker.started), None)
-        end = nxt or result.ended_at
+        # The last phase the run reached: it ends with the run.
         tasks = tuple(tracker.tasks[name])
         failed = [t for t in tasks if t.status in ("failed", "unreachable") and not t.ignored]
         if failed:
             status, msg = PhaseStatus.FAILED, f"{failed[0].task}: {failed[0].message}"
-        elif nxt is None and result.status == engine.RunStatus.CANCELED:
+        elif result.status == engine.RunStatus.CANCELED:
             status, msg = PhaseStatus.CANCELED, cancel.reason or "cancelled"
-        elif nxt is None and not result.ok:
+        elif not result.ok:
             status, msg = PhaseStatus.FAILED, str(result.failure or "the playbook failed")
         else:
             status, msg = (PhaseStatus.CHECKED if check else PhaseStatus.OK), ""
-        out.append(PhaseResult(name, status, start, end, tasks, msg))
+        out.append(PhaseResult(name, status, start, result.ended_at, tasks, msg))
         listener.phase_finished(out[-1])
     return out, result
 
