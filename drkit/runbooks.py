@@ -23,10 +23,11 @@ starts, sealed when it ends, with the change id and whatever the playbook publis
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -218,15 +219,23 @@ def parse_extravars(pairs: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def prepare(plan: Plan, name: str, env_name: str, options: RunbookOptions) -> Prepared:
-    """Check every guard rail; raise BadInput (exit 2) with one line for the first that fails."""
-    from drkit.drill import target
-
+def guard(plan: Plan, name: str, env_name: str, options: RunbookOptions) -> Runbook:
+    """The guard rails that need no inventory: the runbook exists, the environment exists, a
+    protected environment has a change id."""
     runbook = get(plan, name)
     env = plan.environment(env_name)
     if env.protected and not options.check and not (options.change_id or "").strip():
         raise BadInput(f"environment {env_name!r} is protected: give the change that "
                        "authorises this run with --change-id (e.g. --change-id CHG-1234)")
+    return runbook
+
+
+def prepare(plan: Plan, name: str, env_name: str, options: RunbookOptions) -> Prepared:
+    """Check every guard rail; raise BadInput (exit 2) with one line for the first that fails."""
+    from drkit.drill import target
+
+    runbook = guard(plan, name, env_name, options)
+    env = plan.environment(env_name)
     tgt = target(plan, env_name)
     run_dir_root = tgt.state_dir / "runs"
     extravars: dict[str, Any] = {
@@ -315,7 +324,8 @@ def _resolve(inventory: Path, patterns: Sequence[str], limit: str | None,
     from ansible.parsing.dataloader import DataLoader
     from ansible.vars.manager import VariableManager
 
-    with warnings.catch_warnings():
+    # Ansible's own warnings (an unmatched pattern) would print mid-CLI; ours say it better.
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
         try:
             loader = DataLoader()
@@ -353,7 +363,7 @@ def inventory_value(inventory: Path, name: str, extravars: Mapping[str, Any],
     from ansible.template import Templar
     from ansible.vars.manager import VariableManager
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
         try:
             loader = DataLoader()
@@ -445,7 +455,6 @@ class RunbookOutcome:
 class _Forward(engine.RunListener):
     def __init__(self, listener: RunbookListener) -> None:
         self.listener = listener
-        self.lock = threading.Lock()
 
     def play_started(self, name: str, at: datetime) -> None:
         self.listener.play_started(name, at)
@@ -510,7 +519,13 @@ def run(rb: Prepared, *, listener: RunbookListener | None = None,
             verdict = Verdict.PASS
         else:
             verdict = Verdict.FAIL
-            failure = str(result.failure) if result.failure else f"ansible exited {result.rc}"
+            # The last failure says most: a runbook's rescue ends by failing with what it did
+            # about the first one ("rolled back to 1.0.0").
+            failed = [t for t in result.tasks
+                      if t.status in ("failed", "unreachable") and not t.ignored]
+            failure = (f"task '{failed[-1].task}' failed on {failed[-1].host}: "
+                       f"{failed[-1].message}" if failed else
+                       str(result.failure) if result.failure else f"ansible exited {result.rc}")
     except BaseException as e:
         failure = f"{type(e).__name__}: {e}"
         _seal(rec, rb, Verdict.ABORTED, None, started, failure, listener)
@@ -583,5 +598,5 @@ def _operator() -> str:
 
 
 __all__ = ["Change", "Prepared", "Risk", "Runbook", "RunbookListener", "RunbookOptions",
-           "RunbookOutcome", "Verdict", "catalogue", "get", "load_runbook",
+           "RunbookOutcome", "Verdict", "catalogue", "get", "guard", "load_runbook",
            "parse_extravars", "prepare", "run"]

@@ -131,6 +131,8 @@ def run(
         "--yes", "-y", help="Do not ask for confirmation on a protected environment.")] = False,
     extra: Annotated[list[str] | None, typer.Option(
         "-e", "--extra-var", help="KEY=VALUE for the runbook (repeatable).")] = None,
+    store: Annotated[str | None, typer.Option(
+        "--store", help="Evidence store (default: the plan's evidence.store).")] = None,
     plan: PlanOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -143,12 +145,18 @@ def run(
     """
     from drkit import runbooks
     from drkit.drill import CancelToken
+    from drkit.errors import BadInput
 
     p = load_plan(plan)
     with errors():
         options = runbooks.RunbookOptions(
             check=check, limit=limit, change_id=change_id, confirmed=yes,
-            extravars=runbooks.parse_extravars(extra or []))
+            extravars=runbooks.parse_extravars(extra or []), evidence_store=store)
+        runbooks.guard(p, name, env, options)
+        if p.environment(env).protected and not (yes or check) and not sys.stdin.isatty():
+            # Nobody can answer a prompt: refuse before even reading the inventory.
+            raise BadInput(f"environment {env!r} is protected and nobody is there to confirm: "
+                           "pass --yes to run unattended")
         prepared = runbooks.prepare(p, name, env, options)
     if prepared.needs_confirmation:
         prepared = _confirm(prepared)
@@ -177,10 +185,6 @@ def _confirm(prepared: Any) -> Any:
     from dataclasses import replace
 
     rb = prepared
-    if not sys.stdin.isatty():
-        typer.echo(f"drkit: environment {rb.environment!r} is protected and nobody is there to "
-                   "confirm: pass --yes to run unattended", err=True)
-        raise typer.Exit(2)
     question = (f"Run {rb.runbook.name} (risk {rb.runbook.risk}) on protected environment "
                 f"{rb.environment!r}, {len(rb.hosts)} host(s), change {rb.options.change_id}?")
     if not typer.confirm(question, default=False, err=True):
