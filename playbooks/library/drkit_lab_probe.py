@@ -11,7 +11,8 @@ description:
   - Reports, for the lab's state directory and ports, which components exist and run, so the
     lab's playbook can skip whole units that are already in place (a second C(drkit lab up) on
     a running lab must finish in seconds; each Ansible task costs about 0.3 s).
-  - The control plane (moto) is asked for the CloudFormation stacks and the Route53 records.
+  - The control plane (moto) is asked for the CloudFormation stacks and the Route53 records
+    (plain HTTP: importing boto3 would cost more than the calls).
   - Never changes anything; runs in check mode.
 options:
   state_dir: {description: The lab's state directory., type: path, required: true}
@@ -87,7 +88,7 @@ from ansible.module_utils.drkit_pgutil import (
     query,
     standby_signal,
 )
-from ansible.module_utils.drkit_runtime import port_open
+from ansible.module_utils.drkit_runtime import MotoError, moto_call, port_open
 
 LAYOUT = ("aws", "ca", "tls", "secrets", "pg", "services", "haproxy", "moto", "runs")
 
@@ -187,12 +188,8 @@ def probe_haproxy_cfg(p, template):
 
 
 def probe_aws(p):
-    try:
-        import boto3
-        from botocore.config import Config
-    except ImportError:
-        return False, "boto3 is missing"
-    cfg = Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 1})
+    """Both stacks complete with the current template, and the failover records exist."""
+    ep = p["aws_endpoint_url"]
     try:
         with open(p["template"], "r", encoding="utf-8") as f:
             template = f.read()
@@ -200,30 +197,36 @@ def probe_aws(p):
         return False, "template %s: %s" % (p["template"], e.strerror)
     try:
         for region in (p["primary_region"], p["secondary_region"]):
-            cfn = boto3.client("cloudformation", region_name=region,
-                               endpoint_url=p["aws_endpoint_url"], config=cfg)
-            stacks = cfn.describe_stacks(StackName=p["stack_name"])["Stacks"]
-            if not stacks or stacks[0]["StackStatus"] not in ("CREATE_COMPLETE",
-                                                              "UPDATE_COMPLETE"):
-                return False, "stack %s in %s is not complete" % (p["stack_name"], region)
-            body = cfn.get_template(StackName=p["stack_name"])["TemplateBody"]
-            if not isinstance(body, str) or body.strip() != template.strip():
+            stack = moto_call(ep, "cloudformation", region, form={
+                "Action": "DescribeStacks", "Version": "2010-05-15",
+                "StackName": p["stack_name"]})
+            status = stack.findtext(".//StackStatus")
+            if status not in ("CREATE_COMPLETE", "UPDATE_COMPLETE"):
+                return False, "stack %s in %s is %s" % (p["stack_name"], region,
+                                                         status or "missing")
+            body = moto_call(ep, "cloudformation", region, form={
+                "Action": "GetTemplate", "Version": "2010-05-15",
+                "StackName": p["stack_name"]}).findtext(".//TemplateBody") or ""
+            if body.strip() != template.strip():
                 return False, "stack %s in %s has an older template" % (p["stack_name"], region)
-        r53 = boto3.client("route53", region_name="us-east-1",
-                           endpoint_url=p["aws_endpoint_url"], config=cfg)
-        zones = [z for z in r53.list_hosted_zones_by_name(DNSName=p["zone"])["HostedZones"]
-                 if z["Name"].rstrip(".") == p["zone"]]
-        if not zones:
+        zones = moto_call(ep, "route53", "us-east-1",
+                          "/2013-04-01/hostedzonesbyname?dnsname=%s" % p["zone"])
+        zone_id = None
+        for z in zones.iter("HostedZone"):
+            if (z.findtext("Name") or "").rstrip(".") == p["zone"]:
+                zone_id = (z.findtext("Id") or "").rsplit("/", 1)[-1]
+        if not zone_id:
             return False, "zone %s missing" % p["zone"]
-        rrs = r53.list_resource_record_sets(HostedZoneId=zones[0]["Id"])["ResourceRecordSets"]
-        failover = {r.get("Failover") for r in rrs
-                    if r["Name"].rstrip(".") == p["hostname"] and r.get("Failover")}
+        rrs = moto_call(ep, "route53", "us-east-1", "/2013-04-01/hostedzone/%s/rrset" % zone_id)
+        failover = set(r.findtext("Failover") for r in rrs.iter("ResourceRecordSet")
+                       if (r.findtext("Name") or "").rstrip(".") == p["hostname"]
+                       and r.findtext("Failover"))
         if failover != {"PRIMARY", "SECONDARY"}:
             return False, "failover records for %s missing" % p["hostname"]
         if not os.path.isfile(os.path.join(p["state_dir"], "aws", "outputs.json")):
             return False, "stack outputs not saved"
-    except Exception as e:  # botocore errors: the control plane is not as expected
-        return False, str(e).splitlines()[0]
+    except MotoError as e:
+        return False, str(e)
     return True, ""
 
 

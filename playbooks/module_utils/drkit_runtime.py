@@ -301,6 +301,48 @@ def wait_http(url, timeout, alive=None):
 
 
 # ---------------------------------------------------------------------------------------------
+# moto, without boto3 (probes must be fast: importing boto3 costs more than the calls)
+
+
+class MotoError(Exception):
+    pass
+
+
+def moto_call(endpoint, service, region, path="/", form=None, timeout=3.0):
+    """One AWS API call to a moto server; returns the XML answer as an ElementTree element.
+
+    moto reads service and region from the credential scope and does not check signatures.
+    `form` makes it a query-protocol POST (CloudFormation); without it, a REST GET (Route53).
+    """
+    import urllib.parse
+    import xml.etree.ElementTree as ET
+
+    headers = {"Authorization": "AWS4-HMAC-SHA256 Credential=drkit-lab/20240101/%s/%s/"
+               "aws4_request, SignedHeaders=host, Signature=0" % (region, service)}
+    data = None
+    if form is not None:
+        data = urllib.parse.urlencode(form).encode()
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+    req = urllib.request.Request(endpoint.rstrip("/") + path, data=data, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            body = resp.read()
+    except urllib.error.HTTPError as e:
+        raise MotoError("%s %s: HTTP %d %s" % (service, path, e.code,
+                                               e.read()[:200].decode("utf-8", "replace")))
+    except (OSError, ValueError) as e:
+        raise MotoError("%s: %s" % (endpoint, getattr(e, "reason", e)))
+    try:
+        root = ET.fromstring(body)
+    except ET.ParseError as e:
+        raise MotoError("%s %s: not XML (%s)" % (service, path, e))
+    for el in root.iter():  # drop namespaces: find("Name") instead of find("{ns}Name")
+        if "}" in el.tag:
+            el.tag = el.tag.split("}", 1)[1]
+    return root
+
+
+# ---------------------------------------------------------------------------------------------
 # HAProxy runtime API (unix socket, one command per connection)
 
 
