@@ -433,6 +433,11 @@ class RunbookOutcome:
     def duration_s(self) -> float:
         return round((self.ended_at - self.started_at).total_seconds(), 3)
 
+    @property
+    def changed_count(self) -> int:
+        """From the run's stats: `changes` cannot name the tasks whose results no_log hides."""
+        return sum(s.changed for s in self.stats.values())
+
     def to_json(self) -> dict[str, Any]:
         def ts(d: datetime) -> str:
             return d.isoformat().replace("+00:00", "Z")
@@ -444,6 +449,7 @@ class RunbookOutcome:
             "duration_s": self.duration_s, "hosts": list(self.hosts),
             "changed" if not self.check else "would_change": [
                 {"host": c.host, "task": c.task} for c in self.changes],
+            "changed_count": self.changed_count,
             "tasks": self.tasks, "failure": self.failure, "summary": dict(self.summary),
             "stats": {h: vars(s) for h, s in self.stats.items()},
             "artifacts": str(self.artifacts_dir),
@@ -541,7 +547,7 @@ def run(rb: Prepared, *, listener: RunbookListener | None = None,
         tasks=len(result.tasks) if result else 0, failure=failure, summary=summary,
         stats=dict(result.stats) if result else {}, artifacts_dir=run_dir,
     )
-    outcome = _seal(rec, rb, verdict, result, started, failure, listener, outcome)
+    outcome = _seal(rec, rb, verdict, result, started, failure, listener, outcome) or outcome
     listener.runbook_finished(outcome)
     return outcome
 

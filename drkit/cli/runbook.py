@@ -11,11 +11,12 @@ from typing import Annotated, Any, TextIO
 import typer
 
 from drkit.cli._common import JsonOption, PlanOption, errors, load_plan, new_app, print_json
+from drkit.runbooks import RunbookListener
 
 app = new_app("On-call runbooks (cert rotation, rolling patch) with check mode and guard rails.")
 
 
-class Progress:
+class Progress(RunbookListener):
     """Live progress of a runbook: one line per finished task (and host), a live status line on
     a terminal. Built on the library's listener hooks; it never decides anything."""
 
@@ -197,7 +198,7 @@ def _render(outcome: Any, out: TextIO) -> None:
     w = out.write
     label = "would change" if outcome.check else "changed"
     w(f"\n{outcome.runbook} on {outcome.environment}: {str(outcome.verdict).upper()} in "
-      f"{outcome.duration_s:.1f}s ({outcome.tasks} task results, {len(outcome.changes)} "
+      f"{outcome.duration_s:.1f}s ({outcome.tasks} task results, {outcome.changed_count} "
       f"{label})\n")
     for c in outcome.changes:
         w(f"  {label}: {c.host}: {c.task}\n")
