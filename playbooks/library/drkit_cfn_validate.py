@@ -1,5 +1,4 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 """Validate a CloudFormation template with a region's control plane (ValidateTemplate)."""
 
 from __future__ import annotations

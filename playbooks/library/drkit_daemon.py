@@ -1,5 +1,4 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 """drkit_daemon: start, stop, kill or restart a long-running process tracked by a pid file."""
 
 from __future__ import annotations

@@ -1,5 +1,4 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 """drkit_daemons: start several detached daemons at once, and wait for all of them together."""
 
 from __future__ import annotations
@@ -45,7 +44,8 @@ EXAMPLES = r"""
     daemons:
       - name: payments-eu-west-1-1
         argv: ["{{ drkit_python }}", -m, drkit.lab.payments, serve, --region, eu-west-1,
-               --instance, "1", --port, "17411", --dsn-file, /var/tmp/drkit-lab/services/eu-west-1.dsn]
+               --instance, "1", --port, "17411",
+               --dsn-file, /var/tmp/drkit-lab/services/eu-west-1.dsn]
         pidfile: /var/tmp/drkit-lab/services/eu-west-1-1.pid
         log: /var/tmp/drkit-lab/services/eu-west-1-1.log
         wait_tcp: 17411

@@ -1,5 +1,4 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 """drkit_haproxy: HAProxy's runtime API: map entries, server states, reloads, reads."""
 
 from __future__ import annotations
@@ -113,7 +112,7 @@ from ansible.module_utils.drkit_runtime import (
 def read_map_file(path):
     entries = {}
     try:
-        with open(path, "r", encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             for line in f:
                 line = line.strip()
                 if not line or line.startswith("#"):

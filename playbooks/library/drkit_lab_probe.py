@@ -1,5 +1,4 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 """drkit_lab_probe: what of the lab already runs, in one read-only task."""
 
 from __future__ import annotations
@@ -78,6 +77,7 @@ all_up: {description: Everything above is in place., returned: always, type: boo
 """
 
 import os
+from datetime import UTC
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.drkit_daemonutil import current_pid
@@ -129,7 +129,7 @@ def probe_db(port):
 
 def probe_tls(state_dir, hostname, min_days):
     """CA and entry certificate exist, chain, cover the lab's names and are valid long enough."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     try:
         from cryptography import x509
@@ -144,7 +144,7 @@ def probe_tls(state_dir, hostname, min_days):
             ca = x509.load_pem_x509_certificate(f.read())
         with open(paths["tls/entry.pem"], "rb") as f:
             cert = x509.load_pem_x509_certificate(f.read())
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         if cert.not_valid_after_utc < now + timedelta(days=min_days):
             return False
         if cert.issuer != ca.subject or ca.not_valid_after_utc < now:
@@ -169,7 +169,7 @@ def probe_haproxy_cfg(p, template):
     try:
         with open(template, "rb") as f:
             digest = hashlib.sha256(f.read()).hexdigest()
-        with open(os.path.join(sd, "haproxy", "haproxy.cfg"), "r", encoding="utf-8") as f:
+        with open(os.path.join(sd, "haproxy", "haproxy.cfg"), encoding="utf-8") as f:
             cfg = f.read()
     except OSError:
         return False
@@ -191,7 +191,7 @@ def probe_aws(p):
     """Both stacks complete with the current template, and the failover records exist."""
     ep = p["aws_endpoint_url"]
     try:
-        with open(p["template"], "r", encoding="utf-8") as f:
+        with open(p["template"], encoding="utf-8") as f:
             template = f.read()
     except OSError as e:
         return False, "template %s: %s" % (p["template"], e.strerror)

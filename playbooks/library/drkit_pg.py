@@ -1,5 +1,4 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 """drkit_pg: one PostgreSQL cluster's lifecycle (running, stopped, crashed, promoted, standby)."""
 
 from __future__ import annotations
@@ -209,7 +208,7 @@ class Cluster:
             return False
         text = "# Written by drkit_pg; edits are overwritten.\n" + "\n".join(lines) + "\n"
         try:
-            with open(path, "r", encoding="utf-8") as f:
+            with open(path, encoding="utf-8") as f:
                 if f.read() == text:
                     return False
         except OSError:
@@ -309,7 +308,7 @@ class Cluster:
 
     def conninfo_port(self):
         try:
-            with open(os.path.join(self.pgdata, "postgresql.auto.conf"), "r",
+            with open(os.path.join(self.pgdata, "postgresql.auto.conf"),
                       encoding="utf-8") as f:
                 for line in f:
                     if line.strip().startswith("primary_conninfo"):

@@ -1,5 +1,4 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 """drkit_pg_info: read-only facts about one PostgreSQL cluster (role, replication, lag)."""
 
 from __future__ import annotations

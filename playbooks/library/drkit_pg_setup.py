@@ -1,5 +1,4 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 """drkit_pg_setup: roles and databases on a primary, in one idempotent step."""
 
 from __future__ import annotations
@@ -227,7 +226,7 @@ def main():
         words.append("connect_timeout=2")
         text = " ".join(words) + "\n"
         try:
-            with open(dsn["path"], "r", encoding="utf-8") as f:
+            with open(dsn["path"], encoding="utf-8") as f:
                 same = f.read() == text and (os.stat(dsn["path"]).st_mode & 0o777) == 0o600
         except OSError:
             same = False

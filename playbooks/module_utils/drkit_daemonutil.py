@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """Detached daemons tracked by pid files: the logic behind drkit_daemon and drkit_daemons.
 
 A daemon is started in its own session with stdio to its log, so it outlives Ansible. Its pid
@@ -16,12 +15,12 @@ import time
 
 try:
     from ansible.module_utils.drkit_runtime import (
+        http_get,
         pid_is,
         port_open,
         proc_stat,
         read_pidfile,
         wait_dead,
-        http_get,
         write_atomic,
     )
 except ImportError:  # loaded by drkit.lab outside Ansible (see drkit/lab/_runtime.py)
@@ -48,7 +47,7 @@ def meta_path(pidfile):
 
 def read_meta(pidfile):
     try:
-        with open(meta_path(pidfile), "r", encoding="utf-8") as f:
+        with open(meta_path(pidfile), encoding="utf-8") as f:
             return json.load(f)
     except (OSError, ValueError):
         return {}
@@ -106,7 +105,7 @@ def stop(name, pid, sig=signal.SIGTERM, timeout=10.0):
     raise DaemonError("%s: pid %d did not exit after SIGKILL" % (name, pid), pid=pid)
 
 
-class Spawned(object):
+class Spawned:
     """A process we just started; wait_ready() checks it comes up."""
 
     def __init__(self, spec, proc):
@@ -159,7 +158,7 @@ def spawn(spec):
             **kwargs
         )
     except OSError as e:
-        raise DaemonError("%s: cannot run %s: %s" % (spec["name"], argv[0], e.strerror))
+        raise DaemonError("%s: cannot run %s: %s" % (spec["name"], argv[0], e.strerror)) from None
     finally:
         log.close()
     st = proc_stat(proc.pid)

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """PostgreSQL helpers shared by drkit's pg modules and `drkit.lab`'s status probes.
 
 Standard library plus psycopg 3 (imported lazily: only the functions that query need it).
@@ -29,7 +28,7 @@ def user_ids(os_user):
         pw = pwd.getpwnam(os_user)
     except KeyError:
         raise PgError("OS user %r does not exist (PostgreSQL must run as an unprivileged user)"
-                      % os_user)
+                      % os_user) from None
     return pw
 
 
@@ -48,15 +47,15 @@ def run_as(os_user, argv, timeout=120, env=None):
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               timeout=timeout, start_new_session=True, **kwargs)
     except subprocess.TimeoutExpired:
-        raise PgError("%s timed out after %ss" % (os.path.basename(argv[0]), timeout))
+        raise PgError("%s timed out after %ss" % (os.path.basename(argv[0]), timeout)) from None
     except OSError as e:
-        raise PgError("cannot run %s: %s" % (argv[0], e.strerror))
+        raise PgError("cannot run %s: %s" % (argv[0], e.strerror)) from None
 
 
 def postmaster_pid(pgdata):
     """Pid of the postmaster serving `pgdata`, or None (stale postmaster.pid counts as none)."""
     try:
-        with open(os.path.join(pgdata, "postmaster.pid"), "r", encoding="ascii",
+        with open(os.path.join(pgdata, "postmaster.pid"), encoding="ascii",
                   errors="replace") as f:
             pid = int(f.readline().strip())
     except (OSError, ValueError):
@@ -73,7 +72,7 @@ def postmaster_pid(pgdata):
 def postmaster_options(pgdata):
     """{name: value} of the -c settings the running postmaster was started with."""
     try:
-        with open(os.path.join(pgdata, "postmaster.opts"), "r", encoding="utf-8") as f:
+        with open(os.path.join(pgdata, "postmaster.opts"), encoding="utf-8") as f:
             words = shlex.split(f.read())
     except (OSError, ValueError):
         return {}
@@ -114,8 +113,9 @@ def connect(port, host="127.0.0.1", user="postgres", dbname="postgres", timeout=
                                connect_timeout=max(1, int(timeout)), autocommit=True,
                                application_name="drkit", **kw)
     except psycopg.Error as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise PgError("cannot connect to PostgreSQL on %s:%s as %s: %s"
-                      % (host, port, user, str(e).strip().splitlines()[0] if str(e) else e))
+                      % (host, port, user, first)) from None
 
 
 def query(port, sql, params=None, **kw):

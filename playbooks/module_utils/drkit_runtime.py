@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """Process, port, HTTP and HAProxy runtime-API helpers shared by drkit's modules.
 
 Standard library only, and no Ansible imports: drkit's own Python code (`drkit.lab`, for the
@@ -28,7 +27,7 @@ import urllib.request
 def read_pidfile(path):
     """The pid in `path` (first line), or None when missing or unreadable."""
     try:
-        with open(path, "r", encoding="ascii", errors="replace") as f:
+        with open(path, encoding="ascii", errors="replace") as f:
             first = f.readline().strip()
         pid = int(first)
         return pid if pid > 0 else None
@@ -39,7 +38,7 @@ def read_pidfile(path):
 def proc_stat(pid):
     """(state letter, starttime ticks) from /proc/PID/stat, or None when the pid is gone."""
     try:
-        with open("/proc/%d/stat" % pid, "r", encoding="ascii", errors="replace") as f:
+        with open("/proc/%d/stat" % pid, encoding="ascii", errors="replace") as f:
             data = f.read()
     except OSError:
         return None
@@ -117,7 +116,7 @@ def process_name(pid):
     cmd = proc_cmdline(pid)
     if not cmd:
         try:
-            with open("/proc/%d/comm" % pid, "r", encoding="utf-8", errors="replace") as f:
+            with open("/proc/%d/comm" % pid, encoding="utf-8", errors="replace") as f:
                 return f.read().strip()
         except OSError:
             return "?"
@@ -145,7 +144,7 @@ def listening_ports():
     found = {}
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
-            with open(table, "r", encoding="ascii") as f:
+            with open(table, encoding="ascii") as f:
                 next(f, None)
                 for line in f:
                     parts = line.split()
@@ -186,7 +185,7 @@ def _listening_inodes(port):
     found = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
-            with open(table, "r", encoding="ascii") as f:
+            with open(table, encoding="ascii") as f:
                 next(f, None)
                 for line in f:
                     parts = line.split()
@@ -329,13 +328,13 @@ def moto_call(endpoint, service, region, path="/", form=None, timeout=3.0):
             body = resp.read()
     except urllib.error.HTTPError as e:
         raise MotoError("%s %s: HTTP %d %s" % (service, path, e.code,
-                                               e.read()[:200].decode("utf-8", "replace")))
+                                               e.read()[:200].decode("utf-8", "replace"))) from None
     except (OSError, ValueError) as e:
-        raise MotoError("%s: %s" % (endpoint, getattr(e, "reason", e)))
+        raise MotoError("%s: %s" % (endpoint, getattr(e, "reason", e))) from None
     try:
         root = ET.fromstring(body)
     except ET.ParseError as e:
-        raise MotoError("%s %s: not XML (%s)" % (service, path, e))
+        raise MotoError("%s %s: not XML (%s)" % (service, path, e)) from None
     for el in root.iter():  # drop namespaces: find("Name") instead of find("{ns}Name")
         if "}" in el.tag:
             el.tag = el.tag.split("}", 1)[1]
@@ -363,12 +362,14 @@ def haproxy_command(sock_path, command, timeout=2.0):
             if not chunk:
                 break
             chunks.append(chunk)
-    except socket.timeout:
-        raise HaproxyError("%s: no answer to %r within %.1fs" % (sock_path, command, timeout))
+    except TimeoutError:
+        raise HaproxyError(
+            "%s: no answer to %r within %.1fs" % (sock_path, command, timeout)) from None
     except OSError as e:
         if e.errno in (errno.ENOENT, errno.ECONNREFUSED):
-            raise HaproxyError("%s: HAProxy is not running (%s)" % (sock_path, e.strerror))
-        raise HaproxyError("%s: %s" % (sock_path, e))
+            raise HaproxyError(
+                "%s: HAProxy is not running (%s)" % (sock_path, e.strerror)) from None
+        raise HaproxyError("%s: %s" % (sock_path, e)) from None
     finally:
         s.close()
     return b"".join(chunks).decode("utf-8", "replace")
@@ -413,7 +414,7 @@ def haproxy_servers(sock_path, backend=None):
             continue
         if not line.strip() or line.startswith("#") or header is None:
             continue
-        row = dict(zip(header, line.split()))
+        row = dict(zip(header, line.split(), strict=False))
         admin_bits = int(row.get("srv_admin_state", "0"))
         if admin_bits & (_ADMIN_FMAINT | _ADMIN_IMAINT | _ADMIN_CMAINT | _ADMIN_RMAINT):
             admin = "maint"
