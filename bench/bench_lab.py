@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -29,12 +30,20 @@ TARGET_UP = 30.0
 TARGET_AGAIN = 5.0
 
 
-def drkit(args: list[str], env: dict[str, str]) -> tuple[float, dict]:
-    """Run `drkit ARGS --json`; (wall seconds, parsed JSON)."""
+CPU: dict[str, list[float]] = {}
+
+
+def drkit(args: list[str], env: dict[str, str], label: str = "") -> tuple[float, dict]:
+    """Run `drkit ARGS --json`; (wall seconds, parsed JSON). CPU time goes to CPU[args]."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run([str(VENV_BIN / "drkit"), *args, "--json"], env=env, cwd=ROOT,
                           capture_output=True, text=True)
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # drkit, ansible-playbook and its modules; not the lab's daemons (they are detached).
+    CPU.setdefault(label or " ".join(args), []).append(
+        after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
     if proc.returncode not in (0, 1):
         raise SystemExit(f"drkit {' '.join(args)} failed ({proc.returncode}): "
                          f"{proc.stderr.strip()[-800:]}")
@@ -67,13 +76,13 @@ def main() -> None:
     try:
         for i in range(opts.runs):
             shutil.rmtree(state, ignore_errors=True)  # from nothing: no CA, no data, no runs
-            wall, st = drkit(["lab", "up"], env)
+            wall, st = drkit(["lab", "up"], env, "cold")
             assert st["up"], st
             cold.append(wall)
             parts.append({r["playbook"]: r["duration_s"] for r in st.get("runs", [])})
             print(f"up from nothing #{i + 1}: {wall:.2f} s (changed {st['changed']})",
                   flush=True)
-            wall, st = drkit(["lab", "up"], env)
+            wall, st = drkit(["lab", "up"], env, "again")
             assert st["up"] and st["changed"] == 0, st
             again.append(wall)
             print(f"up again       #{i + 1}: {wall:.2f} s (changed {st['changed']})", flush=True)
@@ -89,12 +98,13 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
     load_after = loadavg()
 
-    def row(what: str, values: list[float], target: float | None) -> str:
+    def row(what: str, values: list[float], target: float | None, cmd: str) -> str:
         m = median(values)
         verdict = "" if target is None else (
             f"<= {target:g} s ({'ok' if m <= target else 'OVER TARGET'})")
         runs = ", ".join(f"{v:.2f}" for v in values)
-        return f"| {what} | {m:.2f} s | {verdict} | {runs} |"
+        cpu = median(CPU.get(cmd, [0.0]))
+        return f"| {what} | {m:.2f} s | {verdict} | {cpu:.1f} s | {runs} |"
 
     instances = os.environ.get("DRKIT_LAB_INSTANCES", "plan default (4)")
     svc = median([p.get("services.yml", 0.0) for p in parts])
@@ -105,16 +115,18 @@ def main() -> None:
 The installed `drkit` command (start-up included), median of {opts.runs} runs each; "from
 nothing" starts from an empty state directory (new CA, initdb, basebackup, stacks, records).
 
-| command | median | target | runs (s) |
-|---|---|---|---|
-{row("`drkit lab up` from nothing", cold, TARGET_UP)}
-{row("`drkit lab up` on a running lab (changed=0)", again, TARGET_AGAIN)}
-{row("`drkit lab status`", status_t, None)}
-{row("`drkit lab down`", down_t, None)}
+| command | median wall | target | median CPU | runs (s) |
+|---|---|---|---|---|
+{row("`drkit lab up` from nothing", cold, TARGET_UP, "cold")}
+{row("`drkit lab up` on a running lab (changed=0)", again, TARGET_AGAIN, "again")}
+{row("`drkit lab status`", status_t, None, "lab status")}
+{row("`drkit lab down`", down_t, None, "lab down")}
 
 `lab up` runs playbooks/lab/services.yml and playbooks/lab/aws.yml side by side (medians
 {svc:.1f} s and {aws:.1f} s from nothing); on a running lab one probe per playbook finds every
-unit in place and the rest is skipped. Load average (1 min) before/after: {load_before:.2f} /
+unit in place and the rest is skipped. CPU is user+sys of drkit, ansible-playbook and the
+modules (not of the lab's daemons), which other work on the machine does not lengthen. Load
+average (1 min) before/after: {load_before:.2f} /
 {load_after:.2f} (the machine is shared: other work lengthens wall times).
 """
     print(body)
