@@ -7,13 +7,32 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any, TextIO
 
 import typer
 
 from drkit.cli._common import JsonOption, PlanOption, errors, load_plan, new_app, print_json
 
+
+def _store(store: str | None) -> str | None:
+    # A store given on the command line is relative to where the user stands, not to the plan.
+    if store is None or store.startswith("s3://"):
+        return store
+    return str(Path(store).resolve())
+
+
 app = new_app("Run DR drills: the region-failover rehearsal and the daily readiness check.")
+
+
+def _mount_approvals() -> None:
+    """`drkit drill request|approve|requests` (four eyes) live in drkit.cli.approvals."""
+    from drkit.cli import approvals
+
+    app.registered_commands += approvals.app.registered_commands
+
+
+_mount_approvals()
 
 EnvOption = Annotated[str, typer.Option("--env", "-e", help="Environment from the plan.")]
 
@@ -128,7 +147,8 @@ def _render(outcome: Any, out: TextIO) -> None:
         w(f"artifacts: {outcome.artifacts_dir}\n")
 
 
-def _drill(plan_path: Any, scenario: str, env: str, as_json: bool, **opts: Any) -> None:
+def _drill(plan_path: Any, scenario: str, env: str, as_json: bool, *,
+           metrics_file: Path | None = None, junit_xml: Path | None = None, **opts: Any) -> None:
     from drkit import drill
 
     plan = load_plan(plan_path)
@@ -146,11 +166,39 @@ def _drill(plan_path: Any, scenario: str, env: str, as_json: bool, **opts: Any) 
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+    _outputs(plan, outcome, metrics_file, junit_xml, opts.get("store"))
     if as_json:
         print_json(outcome.to_json())
     else:
         _render(outcome, sys.stdout)
     raise typer.Exit(outcome.exit_code)
+
+
+def _outputs(plan: Any, outcome: Any, metrics_file: Path | None, junit_xml: Path | None,
+             store: str | None) -> None:
+    """Files for schedulers. Failing to write one is reported; it never changes the verdict."""
+    if metrics_file is not None:
+        from drkit import metrics
+        from drkit.errors import DrkitError
+
+        try:
+            metrics.write_textfile(metrics_file, outcome.to_json(), plan=plan)
+        except DrkitError as e:
+            typer.echo(f"drkit: warning: metrics not written: {e}", err=True)
+    if junit_xml is not None:
+        if outcome.evidence_id is None:
+            typer.echo("drkit: warning: no evidence record for this run (dry run or check), so "
+                       "no JUnit XML", err=True)
+            return
+        from drkit.evidence import load_record, open_store
+        from drkit.evidence.report import Integrity, render
+
+        record = load_record(open_store(store or plan.model.evidence.store, plan=plan),
+                             outcome.evidence_id)
+        text = render(record, "junit", Integrity(checked=False, ok=True,
+                                                 summary="sealed by this run"))
+        junit_xml.parent.mkdir(parents=True, exist_ok=True)
+        junit_xml.write_text(text, encoding="utf-8")
 
 
 @app.command()
@@ -167,6 +215,21 @@ def run(
     smoke_timeout: Annotated[str | None, typer.Option(
         "--smoke-timeout", help="How long smoke retries before giving up (default: twice the "
         "RTO target, at least 30s).")] = None,
+    request: Annotated[str | None, typer.Option(
+        "--request", help="An approved request (`drkit drill request`/`approve`), when the "
+        "plan needs four eyes for this scenario or environment.")] = None,
+    override_blackout: Annotated[str | None, typer.Option(
+        "--override-blackout", metavar="REASON",
+        help="Run inside a blackout window; the reason goes into the evidence.")] = None,
+    change_id: Annotated[str | None, typer.Option(
+        "--change-id", help="Change ticket, recorded in the evidence.")] = None,
+    store: Annotated[str | None, typer.Option(
+        "--store", help="Evidence store (a directory or s3://bucket/prefix); default: the "
+        "plan's.")] = None,
+    metrics_file: Annotated[Path | None, typer.Option(
+        "--metrics-file", help="Write Prometheus textfile-collector metrics here.")] = None,
+    junit_xml: Annotated[Path | None, typer.Option(
+        "--junit-xml", help="Write the phases and smoke flows as JUnit XML (for CI).")] = None,
     plan: PlanOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -190,8 +253,10 @@ def run(
                 from drkit.errors import BadInput
 
                 raise BadInput(f"--smoke-timeout: {e}") from None
-    _drill(plan, scenario, env, as_json, dry_run=dry_run, failback=failback, confirm=confirm,
-           smoke_timeout_s=timeout)
+    _drill(plan, scenario, env, as_json, metrics_file=metrics_file, junit_xml=junit_xml,
+           dry_run=dry_run, failback=failback, confirm=confirm, smoke_timeout_s=timeout,
+           request=request, override_blackout=override_blackout, change_id=change_id,
+           store=_store(store))
 
 
 @app.command()
