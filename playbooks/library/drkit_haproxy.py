@@ -219,6 +219,9 @@ def main():
             if p["key"] is not None:
                 result["value"] = current.get(p["key"])
         result["servers"] = haproxy_servers(sock)
+        if module.check_mode and p["server"] is not None:
+            # What it would be: check mode reports the state the task would set.
+            result["servers"][p["backend"]][p["server"]]["admin"] = p["server_state"]
     except HaproxyError as e:
         module.fail_json(msg=str(e), **result)
     module.exit_json(**result)
