@@ -7,6 +7,7 @@ Paths in the plan are relative to the plan file's directory (the content root).
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ def parse_duration(value: Any) -> float:
     elif isinstance(value, str) and (m := _DURATION.match(value)):
         seconds = float(m.group(1)) * _UNITS[m.group(2)]
     else:
+        raise ValueError(f"{value!r} is not a duration ({DURATION_HINT})")
+    if not math.isfinite(seconds):  # YAML's .nan/.inf would make every target check meaningless
         raise ValueError(f"{value!r} is not a duration ({DURATION_HINT})")
     if seconds < 0:
         raise ValueError(f"{value!r} is negative (durations are 0 or more)")
@@ -391,6 +394,10 @@ def load_plan(path: str | Path | None = None) -> Plan:
         raise PlanError(f"{p}{where}: not valid YAML: {e.problem or e.context}") from None
     except (yaml.YAMLError, RecursionError) as e:
         raise PlanError(f"{p}: not valid YAML: {e}") from None
+    except (ValueError, TypeError, OverflowError) as e:
+        # The safe constructor raises these for values the resolver accepted, e.g. the
+        # timestamp `2025-13-45` (month must be in 1..12): bad input, not a traceback.
+        raise PlanError(f"{p}: not valid YAML: {e}") from None
     if not isinstance(data, dict):
         raise PlanError(f"{p}:1: the plan must be a mapping (regions:, environments:, ...)")
     try:
@@ -410,7 +417,11 @@ def load_plan(path: str | Path | None = None) -> Plan:
     except (TypeError, ValueError, RecursionError) as e:
         raise PlanError(f"{p}: invalid plan: {e}") from None
     plan = Plan(path=p.resolve(), model=model, sha256=hashlib.sha256(raw).hexdigest())
-    _check_files(plan, lines)
+    try:
+        _check_files(plan, lines)
+    except OSError as e:  # e.g. ENAMETOOLONG from a 5000-character inventory path
+        raise PlanError(f"{p}: cannot check a path the plan names: {e.strerror} (fix the "
+                        "inventory and playbook paths)") from None
     return plan
 
 

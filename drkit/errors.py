@@ -7,12 +7,22 @@ Messages say what is wrong, where, and how to fix it, in one line.
 from __future__ import annotations
 
 
+def one_line(text: str) -> str:
+    """`text` with newlines and other control characters escaped (`\\n`), so a message that
+    quotes user input (a plan key, a path, a YAML reader error) stays one line on stderr."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode()
+                   for c in text)
+
+
 class DrkitError(Exception):
     """Base of every error drkit raises on purpose. `exit_code` is what the CLI exits with."""
 
     exit_code = 3
 
     def __init__(self, message: str, *, exit_code: int | None = None) -> None:
+        message = one_line(message)
         super().__init__(message)
         self.message = message
         if exit_code is not None:
