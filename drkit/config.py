@@ -150,6 +150,8 @@ class Scenario(_Model):
     services: tuple[str, ...]
     phases: tuple[Phase, ...]
     rollback: str | None = Field(None, description="playbook that restores service on abort")
+    holds: str | None = Field(None, description="playbook that re-checks finished phases "
+                              "before `drkit drill resume` continues")
     requires_approval: bool = False
 
     @model_validator(mode="after")
@@ -443,11 +445,13 @@ def _check_files(plan: Plan, lines: dict[tuple[str, ...], int]) -> None:
                     f"{plan.path}:{line} scenarios.{name}.phases.{i}.playbook: {ph.playbook} "
                     "does not exist (create it or fix the path; paths are relative to the plan)"
                 )
-        if sc.rollback and not plan.resolve(sc.rollback).is_file():
-            line = lines.get(("scenarios", name, "rollback"), 0)
-            raise PlanError(
-                f"{plan.path}:{line} scenarios.{name}.rollback: {sc.rollback} does not exist"
-            )
+        for key in ("rollback", "holds"):
+            value = getattr(sc, key)
+            if value and not plan.resolve(value).is_file():
+                line = lines.get(("scenarios", name, key), 0)
+                raise PlanError(
+                    f"{plan.path}:{line} scenarios.{name}.{key}: {value} does not exist"
+                )
 
 
 def json_schema() -> dict[str, Any]:

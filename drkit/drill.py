@@ -19,7 +19,7 @@ import json
 import os
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -95,6 +95,43 @@ class DrillOptions:
     override_blackout: str | None = None  # the reason to run inside a blackout window
     store: str | None = None  # evidence store URL; default: the plan's
     evidence: bool = True
+    # Manual gates: asked before a phase marked `gate: true`. On a terminal the CLI passes a
+    # function that asks the operator; unattended, --approve-gates (with an approved request).
+    gate: Callable[[GateRequest], GateDecision] | None = None
+    approve_gates: bool = False
+    resume: Resume | None = None  # continue an interrupted or failed drill (drkit drill resume)
+
+
+@dataclass(frozen=True)
+class GateRequest:
+    """What a gate shows the operator: what happened so far and what comes next."""
+
+    phase: str
+    done: tuple[PhaseResult, ...]
+    next_phases: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    phase: str
+    approved: bool
+    by: str
+    at: datetime
+    how: str  # terminal, --approve-gates, refused
+
+    def to_json(self) -> dict[str, Any]:
+        return {"phase": self.phase, "approved": self.approved, "by": self.by,
+                "at": self.at.isoformat().replace("+00:00", "Z"), "how": self.how}
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where an earlier run stopped: the phases it finished and when its fault happened."""
+
+    run_id: str
+    evidence_id: str | None
+    done: tuple[PhaseResult, ...]
+    clock_started_at: datetime | None
 
 
 @dataclass
@@ -122,6 +159,8 @@ class DrillOutcome:
     reasons: list[str] = field(default_factory=list)
     evidence_id: str | None = None
     artifacts_dir: Path | None = None
+    gates: list[GateDecision] = field(default_factory=list)
+    resumed_from: dict[str, Any] | None = None
 
     @property
     def exit_code(self) -> int:
@@ -158,6 +197,8 @@ class DrillOutcome:
             "preflight": self.preflight,
             "findings": [asdict(f) for f in self.findings],
             "evidence": {"id": self.evidence_id} if self.evidence_id else None,
+            "gates": [g.to_json() for g in self.gates],
+            "resumed_from": self.resumed_from,
         }
 
 
@@ -479,6 +520,15 @@ def run_drill(
     record = options.evidence and not options.dry_run and not options.preflight_only
     gov = _Governance.start(plan, scenario_name, env_name, options, run_id, started,
                             enforce=not options.dry_run and not options.preflight_only)
+    listener = _Journal(listener, run_dir, outcome, scenario_name, env_name)
+    if options.resume is not None:
+        outcome.resumed_from = {"run_id": options.resume.run_id,
+                                "evidence_id": options.resume.evidence_id}
+        if scenario.holds:
+            # Re-check what the first run finished before building on it.
+            recovery = [Phase(name="holds", playbook=scenario.holds)] + recovery
+            extravars["drkit_completed_phases"] = [p.name for p in options.resume.done
+                                                   if p.status == PhaseStatus.OK]
     with drill_lock(tgt.state_dir, env_name, listener):
         rec = _open_evidence(plan, scenario_name, env_name, scenario, tgt, options, gov) \
             if record else None
@@ -508,6 +558,58 @@ def run_drill(
             listener.drill_finished(outcome)
     _notify(plan, outcome, listener)
     return outcome
+
+
+class _Journal(DrillListener):
+    """Forwards to the caller's listener, and writes progress.json as each phase ends, so a
+    drill killed half way leaves what it finished and when its fault happened (for resume)."""
+
+    def __init__(self, inner: DrillListener, run_dir: Path, outcome: DrillOutcome,
+                 scenario: str, environment: str) -> None:
+        self.inner, self.path, self.outcome = inner, run_dir / "progress.json", outcome
+        self.scenario, self.environment = scenario, environment
+        self.done: list[PhaseResult] = []
+        self.clock: datetime | None = None
+
+    def drill_started(self, *a: Any) -> None:
+        self.inner.drill_started(*a)
+        self._write()
+
+    def phase_started(self, name: str, at: datetime) -> None:
+        self.inner.phase_started(name, at)
+
+    def phase_finished(self, result: PhaseResult) -> None:
+        if result.started_at is not None:
+            self.done.append(result)
+            self._write()
+        self.inner.phase_finished(result)
+
+    def task_finished(self, phase: str, result: engine.TaskResult) -> None:
+        self.inner.task_finished(phase, result)
+
+    def clock_started(self, at: datetime) -> None:
+        self.clock = at
+        self._write()
+        self.inner.clock_started(at)
+
+    def note(self, message: str) -> None:
+        self.inner.note(message)
+
+    def drill_finished(self, outcome: DrillOutcome) -> None:
+        self.inner.drill_finished(outcome)
+
+    def _write(self) -> None:
+        clock = self.clock or next((p.started_at for p in self.done if p.name == "inject-fault"),
+                                   None)
+        data = {"id": self.outcome.id, "scenario": self.scenario,
+                "environment": self.environment, "pid": os.getpid(),
+                "clock_started_at": clock.isoformat() if clock else None,
+                "resumed_from": self.outcome.resumed_from,
+                "phases": [{"name": p.name, "status": str(p.status),
+                            "started_at": p.started_at.isoformat() if p.started_at else None,
+                            "ended_at": p.ended_at.isoformat() if p.ended_at else None,
+                            "message": p.message} for p in self.done]}
+        _atomic_json(self.path, data)
 
 
 @dataclass
@@ -658,17 +760,74 @@ def _start_canary(tgt: Target, run_id: str, rate: float) -> Any:
     return canary
 
 
+def _run_recovery(
+    plan: Plan, tgt: Target, recovery: list[Phase], outcome: DrillOutcome,
+    extravars: dict[str, Any], options: DrillOptions, listener: DrillListener,
+    cancel: CancelToken, run_dir: Path,
+) -> tuple[list[PhaseResult], dict[str, Any], bool]:
+    """The recovery path: one run per stretch between gates (one run when there are none)."""
+    results: list[PhaseResult] = []
+    stats: dict[str, Any] = {}
+    if options.resume is not None:
+        done = {p.name for p in options.resume.done if p.status == PhaseStatus.OK}
+        results += [p for p in options.resume.done if p.name in done]
+        recovery = [p for p in recovery if p.name not in done]
+    segments: list[list[Phase]] = []
+    for ph in recovery:
+        if not segments or (ph.gate and not options.dry_run):
+            segments.append([])
+        segments[-1].append(ph)
+    cancelled = False
+    for i, seg in enumerate(segments):
+        if seg[0].gate and not options.dry_run:
+            decision = _ask_gate(seg[0].name, results, [p.name for s in segments[i:] for p in s],
+                                 options, outcome)
+            outcome.gates.append(decision)
+            listener.note(f"gate before {seg[0].name}: "
+                          f"{'approved' if decision.approved else 'refused'} by {decision.by} "
+                          f"({decision.how})")
+            if not decision.approved:
+                cancel.cancel(f"gate before {seg[0].name} refused by {decision.by}")
+                results += [PhaseResult(p.name, PhaseStatus.SKIPPED, None, None)
+                            for s in segments[i:] for p in s]
+                return results, stats, True
+        label = "recovery" if i == 0 else f"recovery-{i + 1}"
+        res, run = _run_phases(plan, tgt, seg, label=label, run_dir=run_dir,
+                               extravars=extravars, check=options.dry_run,
+                               listener=listener, cancel=cancel)
+        results += res
+        stats.update(run.facts)
+        cancelled = run.status == engine.RunStatus.CANCELED
+        if cancelled or any(p.status == PhaseStatus.FAILED for p in res):
+            results += [PhaseResult(p.name, PhaseStatus.SKIPPED, None, None)
+                        for s in segments[i + 1:] for p in s]
+            break
+    return results, stats, cancelled
+
+
+def _ask_gate(phase: str, done: list[PhaseResult], nxt: list[str], options: DrillOptions,
+              outcome: DrillOutcome) -> GateDecision:
+    from drkit.evidence.recorder import operator
+
+    who = options.operator or operator()
+    if options.gate is not None:
+        return options.gate(GateRequest(phase, tuple(done), tuple(nxt)))
+    if options.approve_gates and options.request:
+        return GateDecision(phase, True, who, _now(), "--approve-gates")
+    return GateDecision(phase, False, who, _now(),
+                        "refused: unattended gates need --approve-gates and an approved "
+                        "--request")
+
+
 def _drive(
     plan: Plan, tgt: Target, scenario: Scenario, recovery: list[Phase], failback: list[Phase],
     left_out: list[Phase], outcome: DrillOutcome, extravars: dict[str, Any],
     options: DrillOptions, listener: DrillListener, cancel: CancelToken, canary: Any,
     run_dir: Path,
 ) -> None:
-    results, run = _run_phases(plan, tgt, recovery, label="recovery", run_dir=run_dir,
-                               extravars=extravars, check=options.dry_run,
-                               listener=listener, cancel=cancel)
+    results, stats, run_cancelled = _run_recovery(plan, tgt, recovery, outcome, extravars,
+                                                  options, listener, cancel, run_dir)
     outcome.phases = list(results)
-    stats = run.facts
     outcome.preflight = stats.get("drkit_preflight")
     smoke = stats.get("drkit_smoke") or {}
     outcome.smoke = list(smoke.get("results") or [])
@@ -676,7 +835,10 @@ def _drive(
     by_name = {p.name: p for p in results}
     start_phase = next((p for p in recovery if p.starts_clock), None)
     stop_phase = next((p for p in recovery if p.stops_clock), None)
-    if start_phase and by_name[start_phase.name].started_at:
+    if options.resume is not None and options.resume.clock_started_at is not None:
+        # The recovery clock continues from the original fault, not from this run's start.
+        outcome.clock_started_at = options.resume.clock_started_at
+    elif start_phase and by_name[start_phase.name].started_at:
         outcome.clock_started_at = by_name[start_phase.name].started_at
         listener.clock_started(outcome.clock_started_at)
     green_at = smoke.get("green_at")
@@ -688,9 +850,12 @@ def _drive(
 
     destructive_started = outcome.clock_started_at is not None
     failed = next((p for p in results if p.status == PhaseStatus.FAILED), None)
-    cancelled = cancel.cancelled or run.status == engine.RunStatus.CANCELED
+    cancelled = cancel.cancelled or run_cancelled
 
-    if canary is not None and destructive_started and not cancelled and failed is None:
+    if canary is not None and destructive_started and not cancelled and failed is None and (
+            options.resume is None):
+        # (A resumed drill's canary started after the fault: the original canary's
+        # acknowledgements died with it, so data loss cannot be measured again.)
         from drkit import flows
 
         fault_at = outcome.clock_started_at
@@ -837,10 +1002,14 @@ def _jsonable(obj: Any) -> dict[str, Any]:
 
 
 def _write_summary(run_dir: Path, outcome: DrillOutcome) -> None:
-    path = run_dir / "summary.json"
+    _atomic_json(run_dir / "summary.json", outcome.to_json())
+
+
+def _atomic_json(path: Path, data: Any) -> None:
+    """tmp, fsync, rename, 0600: a reader never sees half a file, a crash never leaves one."""
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(outcome.to_json(), f, indent=2, default=str)
+        json.dump(data, f, indent=2, default=str)
         f.flush()
         os.fsync(f.fileno())
     os.chmod(tmp, 0o600)
@@ -858,5 +1027,149 @@ def check(plan: Plan, env_name: str, scenario_name: str | None = None,
                      listener=listener)
 
 
-__all__ = ["CancelToken", "DrillListener", "DrillOptions", "DrillOutcome", "PhaseResult",
-           "PhaseStatus", "RunFailed", "Verdict", "check", "run_drill", "target"]
+def find_run(plan: Plan, run_id: str) -> Path:
+    """The run directory of `run_id`, in any environment's state directory."""
+    if not run_id or "/" in run_id or run_id.startswith("."):
+        raise BadInput(f"{run_id!r} is not a drill run id (see `drkit evidence list`)")
+    roots = []
+    for name in plan.model.environments:
+        try:
+            roots.append(target(plan, name).state_dir / "runs")
+        except DrkitError:
+            continue
+    for root in dict.fromkeys(roots):
+        for found in sorted(root.glob(f"{run_id}*")) if root.is_dir() else []:
+            if found.is_dir():
+                return found
+    raise BadInput(f"no drill run {run_id!r} here (its directory is under the environment's "
+                   "state directory, runs/; the id is in the drill's output and evidence)")
+
+
+def resume(plan: Plan, run_id: str, *, options: DrillOptions = DrillOptions(),
+           listener: DrillListener | None = None, cancel: CancelToken | None = None,
+           ) -> DrillOutcome:
+    """Continue an interrupted or failed drill from its first unfinished phase, under a new
+    evidence record linked to the first, with the recovery clock counting from the original
+    fault. The phases it finished are re-checked first (the scenario's `holds` playbook)."""
+    run_dir = find_run(plan, run_id)
+    summary = run_dir / "summary.json"
+    source = summary if summary.is_file() else run_dir / "progress.json"
+    try:
+        data = json.loads(source.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise BadInput(f"{source}: cannot read the run's progress: {e}") from None
+    if data.get("verdict") == "pass":
+        raise BadInput(f"drill {run_id} passed: there is nothing to resume")
+    phases = []
+    for p in data.get("phases") or []:
+        if p.get("name") in ("rollback", "holds"):
+            continue
+        st = p.get("status")
+        if st != "ok":
+            break
+        phases.append(PhaseResult(p["name"], PhaseStatus.OK, _parse_ts(p["started_at"]),
+                                  _parse_ts(p["ended_at"]) if p.get("ended_at") else None))
+    rolled_back = any(p.get("name") == "rollback" for p in data.get("phases") or [])
+    if rolled_back:
+        raise BadInput(f"drill {run_id} was rolled back after it stopped: nothing of it holds "
+                       "any more; run a new drill")
+    clock = data.get("clock_started_at") or (data.get("rto") or {}).get("clock_started_at")
+    state = Resume(run_id=data.get("id", run_id),
+                   evidence_id=(data.get("evidence") or {}).get("id"), done=tuple(phases),
+                   clock_started_at=_parse_ts(clock) if clock else None)
+    from dataclasses import replace as _replace
+
+    return run_drill(plan, data["scenario"], data["environment"],
+                     options=_replace(options, resume=state), listener=listener, cancel=cancel)
+
+
+@dataclass(frozen=True)
+class Recovery:
+    environment: str
+    serving: bool
+    active_region: str | None
+    replication: str
+    phases: tuple[PhaseResult, ...]
+    sealed_interrupted: tuple[str, ...]
+    message: str
+
+    @property
+    def exit_code(self) -> int:
+        if not self.serving:
+            return 3
+        return 0 if self.replication == "streaming" else 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {"environment": self.environment, "serving": self.serving,
+                "active_region": self.active_region, "replication": self.replication,
+                "phases": [{"name": p.name, "status": str(p.status),
+                            "duration_s": p.duration_s, "message": p.message}
+                           for p in self.phases],
+                "sealed_interrupted": list(self.sealed_interrupted), "message": self.message}
+
+
+def recover(plan: Plan, env_name: str, scenario_name: str | None = None, *,
+            listener: DrillListener | None = None) -> Recovery:
+    """After a drill was killed: seal its evidence as interrupted, then run the scenario's
+    rollback (it reads the state of both regions first) so payments are served again from the
+    original primary, with replication re-established, or its absence reported."""
+    listener = listener or DrillListener()
+    name = scenario_name or next(iter(plan.model.scenarios), None)
+    if name is None:
+        raise BadInput(f"{plan.path.name}: no scenarios declared")
+    scenario = plan.scenario(name)
+    if not scenario.rollback:
+        raise BadInput(f"scenario {name!r} has no rollback playbook to recover with")
+    tgt = target(plan, env_name)
+    sealed: tuple[str, ...] = ()
+    with drill_lock(tgt.state_dir, env_name, listener):
+        try:
+            from drkit import evidence
+
+            store = evidence.open_store(plan.model.evidence.store, plan=plan)
+            sealed = tuple(r.id for r in evidence.recover_interrupted(store, plan=plan).sealed)
+        except DrkitError as e:
+            listener.note(f"evidence not recovered: {e}")
+        if plan.environment(env_name).lab:
+            from drkit import lab
+
+            lab.up(plan)  # restart anything of the lab that died with the drill (idempotent)
+        run_dir = tgt.state_dir / "runs" / f"{new_run_id()}-recover"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        extravars = {**tgt.extravars, "drkit_run_id": run_dir.name, "drkit_python": _python()}
+        results, _ = _run_phases(plan, tgt, [Phase(name="recover", playbook=scenario.rollback)],
+                                 label="recover", run_dir=run_dir, extravars=extravars,
+                                 check=False, listener=listener, cancel=CancelToken())
+    return _recovery_status(plan, env_name, tgt, tuple(results), sealed)
+
+
+def _recovery_status(plan: Plan, env_name: str, tgt: Target, phases: tuple[PhaseResult, ...],
+                     sealed: tuple[str, ...]) -> Recovery:
+    serving, active, replication = False, None, "unknown"
+    if tgt.entry_url:
+        from drkit import flows
+
+        try:
+            results = flows.run_smoke(tgt.entry_url, tgt.ca_file, ["authorize", "balance"])
+            serving = all(str(r.status) == "pass" for r in results)
+        except DrkitError:
+            serving = False
+    if plan.environment(env_name).lab:
+        from drkit import lab
+
+        st = lab.status(plan)
+        active = st.active_region
+        standby = next((c for c in st.components if c.kind == "postgres" and
+                        "standby" in c.detail), None)
+        replication = "streaming" if standby and "streaming" in standby.detail else (
+            f"not streaming ({standby.detail})" if standby else "no standby")
+    ok = phases and phases[0].status == PhaseStatus.OK
+    message = ("serving payments" if serving else "NOT serving payments") + (
+        f" from {active}" if active else "") + f"; replication {replication}" + (
+        "" if ok else f"; recovery playbook failed: {phases[0].message if phases else '?'}")
+    return Recovery(env_name, serving, active, replication, phases, sealed, message)
+
+
+__all__ = ["CancelToken", "DrillListener", "DrillOptions", "DrillOutcome", "GateDecision",
+           "GateRequest", "PhaseResult", "PhaseStatus", "Recovery", "Resume", "RunFailed",
+           "Verdict", "check", "recover", "resume", "run_drill", "target"]

@@ -174,6 +174,27 @@ def _drill(plan_path: Any, scenario: str, env: str, as_json: bool, *,
     raise typer.Exit(outcome.exit_code)
 
 
+def _terminal_gate() -> Any:
+    """On a terminal, a gate asks the operator; unattended, the library applies the rules."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        return None
+
+    def ask(req: Any) -> Any:
+        from drkit.drill import GateDecision
+        from drkit.evidence.recorder import operator
+
+        done = ", ".join(f"{p.name} {p.status} {p.duration_s:.1f}s" for p in req.done) or "none"
+        typer.echo(f"\n  gate before {req.phase}\n    done: {done}\n"
+                   f"    next: {' > '.join(req.next_phases)}")
+        answer = typer.prompt("    continue? type 'yes' to go on, anything else aborts "
+                              "(rollback)", default="no", show_default=False)
+        ok = answer.strip().lower() in ("yes", "y")
+        return GateDecision(req.phase, ok, operator(), datetime.now(UTC),
+                            "terminal" if ok else "refused at the terminal")
+
+    return ask
+
+
 def _outputs(plan: Any, outcome: Any, metrics_file: Path | None, junit_xml: Path | None,
              store: str | None) -> None:
     """Files for schedulers. Failing to write one is reported; it never changes the verdict."""
@@ -230,6 +251,9 @@ def run(
         "--metrics-file", help="Write Prometheus textfile-collector metrics here.")] = None,
     junit_xml: Annotated[Path | None, typer.Option(
         "--junit-xml", help="Write the phases and smoke flows as JUnit XML (for CI).")] = None,
+    approve_gates: Annotated[bool, typer.Option(
+        "--approve-gates", help="Pass the scenario's manual gates unattended (needs an "
+        "approved --request).")] = False,
     plan: PlanOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -256,7 +280,7 @@ def run(
     _drill(plan, scenario, env, as_json, metrics_file=metrics_file, junit_xml=junit_xml,
            dry_run=dry_run, failback=failback, confirm=confirm, smoke_timeout_s=timeout,
            request=request, override_blackout=override_blackout, change_id=change_id,
-           store=_store(store))
+           store=_store(store), approve_gates=approve_gates, gate=_terminal_gate())
 
 
 @app.command()
@@ -278,3 +302,64 @@ def check(
         p = _load(plan)
         name = scenario or next(iter(p.model.scenarios))
     _drill(plan, name, env, as_json, preflight_only=True, failback=False)
+
+
+@app.command()
+def resume(
+    run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="The drill's run id.")],
+    plan: PlanOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Continue an interrupted drill from its first unfinished phase.
+
+    The phases it finished are re-checked first; the recovery clock continues from the
+    original fault; a new evidence record links to the first one.
+    """
+    from drkit import drill
+
+    p = load_plan(plan)
+    cancel = drill.CancelToken()
+    previous = {s: signal.signal(s, lambda n, _f: cancel.cancel(signal.Signals(n).name))
+                for s in (signal.SIGINT, signal.SIGTERM)}
+    progress = Progress(sys.stderr if as_json else sys.stdout)
+    try:
+        with errors():
+            outcome = drill.resume(p, run_id, listener=progress, cancel=cancel,
+                                   options=drill.DrillOptions(gate=_terminal_gate()))
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    if as_json:
+        print_json(outcome.to_json())
+    else:
+        _render(outcome, sys.stdout)
+    raise typer.Exit(outcome.exit_code)
+
+
+@app.command()
+def recover(
+    env: EnvOption,
+    scenario: Annotated[str | None, typer.Option(help="Scenario whose rollback to use "
+                                                 "(default: the plan's first).")] = None,
+    plan: PlanOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Bring an environment back to serving payments after a drill was killed.
+
+    Seals the killed run's evidence as interrupted, then runs the scenario's rollback: traffic
+    on the original primary, replication re-established, or its absence clearly reported.
+    Exit 0 serving with replication streaming, 1 serving without replication, 3 not serving.
+    """
+    from drkit import drill
+
+    p = load_plan(plan)
+    with errors():
+        result = drill.recover(p, env, scenario, listener=Progress(
+            sys.stderr if as_json else sys.stdout))
+    if as_json:
+        print_json(result.to_json())
+    else:
+        typer.echo(f"{env}: {result.message}")
+        for rid in result.sealed_interrupted:
+            typer.echo(f"evidence: sealed interrupted run {rid}")
+    raise typer.Exit(result.exit_code)
