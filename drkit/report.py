@@ -30,19 +30,21 @@ def parse_when(text: str, *, now: datetime, end: bool = False) -> datetime:
     inclusive (the whole day). Raises BadInput with the accepted forms."""
     t = text.strip()
     m = _REL.match(t)
-    if m:
-        days = int(m.group(1)) * (7 if m.group(2) == "w" else 1)
-        return now - timedelta(days=days)
     try:
+        if m:
+            days = int(m.group(1)) * (7 if m.group(2) == "w" else 1)
+            return now - timedelta(days=days)
         if len(t) == 10:
             d = date.fromisoformat(t)
             start = datetime(d.year, d.month, d.day, tzinfo=UTC)
             return start + timedelta(days=1) if end else start
         dt = datetime.fromisoformat(t.replace("Z", "+00:00"))
-    except ValueError:
+        # In UTC now: a time near year 1 or 9999 with an offset cannot be, and would
+        # overflow later, when compared with the drills' times.
+        return dt.astimezone(UTC) if dt.tzinfo else dt.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):  # OverflowError: '99999999999d' ago, before year 1
         raise BadInput(f"{text!r} is not a date (use 2025-01-31, 2025-01-31T12:00:00Z, or 90d "
                        "for 90 days ago)") from None
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)

@@ -106,12 +106,13 @@ def _since(value: str | None) -> datetime | None:
 
     try:
         dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        # In UTC now: near year 1 or 9999 an offset overflows, later, in the comparison.
+        return dt.astimezone(UTC) if dt.tzinfo else dt.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
         with errors():
             raise BadInput(f"--since {value!r} is not a date (use 2025-03-01 or "
                            "2025-03-01T12:00:00Z)") from None
         raise
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 @app.command("list")
