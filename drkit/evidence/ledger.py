@@ -41,7 +41,7 @@ def load_dict(store: Store, key: str) -> dict:
         data = json.loads(store.read(key))
     except FileProblem as e:
         raise RunFailed(f"evidence store {store.describe()}: {e}") from None
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:  # RecursionError: `[[[[...` nested 100,000 deep
         raise RunFailed(f"evidence store {store.describe()}: {key} is not JSON ({e}); run "
                         "`drkit evidence verify`") from None
     if not isinstance(data, dict):

@@ -52,8 +52,12 @@ def _read_all(fd: int, size_hint: int) -> bytes:
     return b"".join(chunks)
 
 
-class FileProblem(Exception):
-    """A store file that cannot be trusted as it is: missing, a symlink, not a file, too big."""
+class FileProblem(RunFailed):
+    """A store file that cannot be trusted as it is: missing, a symlink, not a file, too big.
+
+    verify catches it and reports an issue; anywhere else it reaches the CLI as a RunFailed
+    (one line, exit 3), e.g. `evidence show` on a store whose records/ is a symlink.
+    """
 
     def __init__(self, key: str, reason: str) -> None:
         super().__init__(f"{key}: {reason}")

@@ -243,7 +243,11 @@ def verify(store: Store, public_key: Path) -> VerifyReport:
             hashes[c.seq] = c.hash
         expected, prev = c.seq + 1, c.hash
     _index(store, hashes, files[-1].seq if files else 0, issues, notes)
-    open_runs = [n for n in store.list("open") if n.endswith(".json")]
+    try:
+        open_runs = [n for n in store.list("open") if n.endswith(".json")]
+    except FileProblem as e:  # open/ a symlink or a file: reported like records/ would be
+        issues.append(Issue(None, "open/", "corrupt", str(e)))
+        open_runs = []
     if open_runs:
         notes.append(f"{len(open_runs)} run(s) in progress or not yet recovered under open/ "
                      "(not in the chain until sealed)")

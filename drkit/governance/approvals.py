@@ -185,6 +185,8 @@ def _path(plan: Plan, request_id: str, store_dir: str | Path | None) -> Path:
             names = os.listdir(folder)
         except FileNotFoundError:
             names = []
+        except OSError as e:  # --store names a file, or a folder we may not read
+            raise BadInput(f"{folder}: cannot list requests ({e.strerror})") from None
         matches = sorted(n[:-5] for n in names if n.endswith(".json") and _ID.match(n[:-5])
                          and n.startswith(rid))
     if len(matches) == 1:
@@ -224,6 +226,12 @@ def approve(plan: Plan, request_id: str, *, operator: str | None = None,
     if expires_in is not None and expires_in <= 0:
         raise BadInput(f"--expires {expires_in:g}s: an approval must last more than 0s")
     at = aware(now)
+    if expires_in is not None:
+        try:
+            at + timedelta(seconds=expires_in)
+        except OverflowError:  # '999999999d': past year 9999, not a traceback
+            raise BadInput(f"--expires {expires_in:g}s is too long (use e.g. 24h or 30d)"
+                           ) from None
     path = _path(plan, request_id, store_dir)
     with locked(path.parent / ".lock"):
         req = _read(path)
@@ -319,4 +327,6 @@ def list_requests(plan: Plan, *, store_dir: str | Path | None = None) -> list[Re
         names = sorted(n for n in os.listdir(folder) if n.endswith(".json") and _ID.match(n[:-5]))
     except FileNotFoundError:
         return []
+    except OSError as e:  # --store names a file, or a folder we may not read
+        raise BadInput(f"{folder}: cannot list requests ({e.strerror})") from None
     return [_read(folder / n) for n in names]
