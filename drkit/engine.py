@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -236,11 +237,125 @@ class _Collector:
         self.events.close()
 
 
-def _ansible_env(content_root: Path, extra: Mapping[str, str] | None) -> dict[str, str]:
+# ansible-playbook must not outlive drkit: a drill killed with SIGKILL would otherwise go on
+# failing over with nobody watching, and race `drkit drill recover`. ansible-runner starts it
+# through pexpect, which resolves the name on the run's PATH, so a shim first on that PATH starts
+# the real one as its child and asks the kernel for a signal when drkit dies
+# (PR_SET_PDEATHSIG). It then kills every process below it, with their process groups: Ansible's
+# workers leave the group with setsid(), so the shim is also their subreaper
+# (PR_SET_CHILD_SUBREAPER) and finds them even when ansible-playbook died first. A cancel from
+# ansible-runner does the same, so a cancelled phase stops at once rather than finishing its
+# task behind the rollback.
+_SHIM = """#!{python} -S
+import ctypes, os, signal, sys
+libc = ctypes.CDLL(None)
+libc.prctl(1, signal.SIGUSR1)  # PR_SET_PDEATHSIG
+libc.prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
+if os.getppid() != int(os.environ.get("DRKIT_PARENT_PID", os.getppid())):
+    sys.exit(137)  # drkit died before the lines above: do not run orphaned
+child = os.fork()
+if child == 0:
+    os.execv({real!r}, [{real!r}] + sys.argv[1:])
+def below(root):
+    kids = {{}}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open("/proc/" + name + "/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            kids.setdefault(ppid, []).append(int(name))
+    found, todo = [], [root]
+    while todo:
+        for pid in kids.get(todo.pop(), []):
+            found.append(pid)
+            todo.append(pid)
+    return found
+def stop(_sig, _frame):
+    me = os.getpgrp()
+    for pid in below(os.getpid()):
+        try:
+            group = os.getpgid(pid)
+            if group != me:
+                os.killpg(group, signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    os.killpg(me, signal.SIGKILL)
+for sig in (signal.SIGUSR1, signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
+    signal.signal(sig, stop)
+while True:
+    try:
+        pid, status = os.waitpid(-1, 0)  # reap the workers we adopted, too
+    except InterruptedError:
+        continue
+    except ChildProcessError:
+        sys.exit(1)
+    if pid == child:
+        break
+code = os.waitstatus_to_exitcode(status)
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
+
+def _stop_shim(shim_dir: Path, timeout: float = 5.0) -> None:
+    """Ask this run's shim to kill everything below it, before ansible-runner SIGKILLs its
+    process group (which the shim could not act on, and which misses setsid() workers)."""
+    import time
+
+    marker = str(shim_dir / "ansible-playbook").encode()
+    mine = str(os.getpid())
+    shims = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                ppid = f.read().rsplit(b")", 1)[1].split()[1].decode()
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                cmd = f.read()
+        except (OSError, IndexError):
+            continue
+        if ppid == mine and marker in cmd:
+            shims.append(int(name))
+    for pid in shims:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    while shims and time.monotonic() < deadline:
+        shims = [p for p in shims if os.path.exists(f"/proc/{p}") and not _zombie(p)]
+        time.sleep(0.05)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _shim_dir(private: Path) -> Path:
+    bindir = private / "bin"
+    bindir.mkdir(mode=0o700)
+    shim = bindir / "ansible-playbook"
+    real = Path(sys.executable).parent / "ansible-playbook"
+    shim.write_text(_SHIM.format(python=sys.executable, real=str(real)))
+    shim.chmod(0o700)
+    return bindir
+
+
+def _ansible_env(content_root: Path, extra: Mapping[str, str] | None,
+                 shim: Path | None = None) -> dict[str, str]:
     bindir = str(Path(sys.executable).parent)
+    path = bindir + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin")
     env = {
         # ansible-playbook must come from the same environment as drkit (and its collections).
-        "PATH": bindir + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin"),
+        "PATH": (str(shim) + os.pathsep + path) if shim else path,
+        "DRKIT_PARENT_PID": str(os.getpid()),
         "ANSIBLE_PIPELINING": "True",
         "ANSIBLE_GATHERING": "explicit",
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
@@ -293,6 +408,7 @@ def run_playbook(
         cmdline += ["--tags", ",".join(tags)]
     private = Path(tempfile.mkdtemp(prefix="drkit-run-"))
     os.chmod(private, 0o700)
+    shim = _shim_dir(private)
     started = datetime.now(UTC)
     try:
         runner = ansible_runner.run(
@@ -305,11 +421,11 @@ def run_playbook(
             cmdline=" ".join(cmdline) or None,
             limit=limit,
             forks=forks,
-            envvars=_ansible_env(content_root, envvars),
+            envvars=_ansible_env(content_root, envvars, shim),
             project_dir=str(content_root),
             quiet=True,
             event_handler=collector,
-            cancel_callback=cancel,
+            cancel_callback=_cancel_with(cancel, shim),
         )
     except Exception as e:  # ansible-runner raises bare exceptions on a broken setup
         raise RunFailed(f"could not start ansible-playbook for {playbook.name}: {e}") from e
@@ -349,6 +465,20 @@ def run_playbook(
         failure=failure,
         facts=collector.set_stats,
     )
+
+
+def _cancel_with(cancel: Callable[[], bool] | None,
+                 shim: Path) -> Callable[[], bool] | None:
+    if cancel is None:
+        return None
+
+    def check() -> bool:
+        if cancel():
+            _stop_shim(shim)
+            return True
+        return False
+
+    return check
 
 
 def _tail(path: Path, lines: int = 3) -> str:
