@@ -155,11 +155,15 @@ class LabHandle:
         if st.up and st.active_region == self.primary_region:
             return st
         try:
-            return self.up()
+            st = self.up()
         except EnvironmentProblem as e:
             if "failed over" not in str(e):
                 raise
             return self.reset()
+        if st.active_region != self.primary_region:
+            # `lab up` keeps the region a drill chose; tests start from the primary.
+            return self.reset()
+        return st
 
     def run(self, playbook: str | Path, **kw: Any) -> Any:
         """Run a playbook against this lab (drkit.lab.run): extra vars and env are the lab's."""
