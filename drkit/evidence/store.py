@@ -33,8 +33,8 @@ if TYPE_CHECKING:
     from drkit.config import Plan
 
 MAX_RECORD_BYTES = 8 * 1024 * 1024  # a record is a few KiB; anything this big is hostile
-_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$")
-RECORD_FILE = re.compile(r"^(\d{8,})-([A-Za-z0-9][A-Za-z0-9._-]{0,127})\.json$")
+_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}\Z")  # \Z: `$` lets a final newline in
+RECORD_FILE = re.compile(r"^(\d{8,})-([A-Za-z0-9][A-Za-z0-9._-]{0,127})\.json\Z")
 
 
 SMALL_FILE = 1024 * 1024
