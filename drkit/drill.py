@@ -322,8 +322,10 @@ def drill_lock(state_dir: Path, env_name: str, notes: DrillListener) -> Iterator
             notes.note(f"took over the lock left by a drill that died ({previous})")
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} since {_now().isoformat()}".encode(), 0)
-        yield
-        os.ftruncate(fd, 0)  # a clean exit leaves an empty file: nothing to take over
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)  # we did not die: an empty file, nothing to take over
     finally:
         os.close(fd)
 
@@ -1130,16 +1132,20 @@ def recover(plan: Plan, env_name: str, scenario_name: str | None = None, *,
             sealed = tuple(r.id for r in evidence.recover_interrupted(store, plan=plan).sealed)
         except DrkitError as e:
             listener.note(f"evidence not recovered: {e}")
-        if plan.environment(env_name).lab:
-            from drkit import lab
-
-            lab.up(plan)  # restart anything of the lab that died with the drill (idempotent)
         run_dir = tgt.state_dir / "runs" / f"{new_run_id()}-recover"
         run_dir.mkdir(parents=True, exist_ok=True)
         extravars = {**tgt.extravars, "drkit_run_id": run_dir.name, "drkit_python": _python()}
         results, _ = _run_phases(plan, tgt, [Phase(name="recover", playbook=scenario.rollback)],
                                  label="recover", run_dir=run_dir, extravars=extravars,
                                  check=False, listener=listener, cancel=CancelToken())
+        if plan.environment(env_name).lab and results[0].status == PhaseStatus.OK:
+            from drkit import lab
+
+            # Back in its original topology, the lab restarts whatever else died (idempotent).
+            try:
+                lab.up(plan)
+            except DrkitError as e:
+                listener.note(f"lab up after recovery: {e}")
     return _recovery_status(plan, env_name, tgt, tuple(results), sealed)
 
 
