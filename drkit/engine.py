@@ -159,12 +159,29 @@ def _message(res: Mapping[str, Any]) -> str:
     return ""
 
 
+def _censor(text: str) -> str:
+    """A failed no_log task's stdout without the `[ERROR]: Task failed: <msg>` header.
+
+    ansible-core 2.19 censors the result but still prints the failure message above it (a
+    `fail` or module msg built from a secret reaches stdout and job events); keep what
+    follows from `Origin:` or the `fatal:`/`failed:` line on (issue 7).
+    """
+    lines = text.split("\n")
+    if not lines or not lines[0].startswith("[ERROR]:"):
+        return text
+    for i, line in enumerate(lines):
+        if line.startswith(("Origin:", "fatal: [", "failed: [")):
+            return "\n".join(["[ERROR]: Task failed (message hidden by no_log)\r", *lines[i:]])
+    return "[ERROR]: Task failed (message hidden by no_log)"
+
+
 class _Collector:
     """Turns the runner's event stream into plays, tasks and stats, and feeds the listener."""
 
     def __init__(self, listener: RunListener | None, events_file: Path) -> None:
         self.listener = listener
         self.events = events_file.open("w", encoding="utf-8")
+        self.censored: list[tuple[str, str]] = []  # (stdout as printed, without the secret)
         self.plays: list[tuple[str, datetime]] = []
         self.tasks: list[TaskResult] = []
         self.stats: dict[str, HostStats] = {}
@@ -174,6 +191,13 @@ class _Collector:
 
     def __call__(self, event: dict[str, Any]) -> bool:
         with self.lock:
+            res = (event.get("event_data") or {}).get("res")
+            text = event.get("stdout")
+            if isinstance(res, Mapping) and "censored" in res and isinstance(text, str):
+                clean = _censor(text)
+                if clean != text:
+                    self.censored.append((text, clean))
+                    event = {**event, "stdout": clean}
             self.events.write(json.dumps(event, default=str) + "\n")
             name = event.get("event", "")
             data = event.get("event_data", {})
@@ -437,6 +461,13 @@ def run_playbook(
         if stdout.is_file():
             shutil.copyfile(stdout, artifacts_dir / "stdout")
             os.chmod(artifacts_dir / "stdout", 0o600)
+            if collector.censored:  # the same no_log failure messages as in the events
+                # bytes, not read_text(): its newline translation would turn the \r\n in
+                # the printed text into \n and nothing would match
+                data = (artifacts_dir / "stdout").read_bytes()
+                for printed, clean in collector.censored:
+                    data = data.replace(printed.encode(), clean.encode())
+                (artifacts_dir / "stdout").write_bytes(data)
         os.chmod(artifacts_dir / "job_events.jsonl", 0o600)
         # The runner's private dir holds env/extravars (maybe secrets) and artifacts/run/command
         # (the whole environment): neither may outlive the run.
