@@ -526,11 +526,12 @@ def run_drill(
     if options.resume is not None:
         outcome.resumed_from = {"run_id": options.resume.run_id,
                                 "evidence_id": options.resume.evidence_id}
+        finished = [p.name for p in options.resume.done if p.status == PhaseStatus.OK]
+        recovery = [p for p in recovery if p.name not in finished]
         if scenario.holds:
             # Re-check what the first run finished before building on it.
             recovery = [Phase(name="holds", playbook=scenario.holds)] + recovery
-            extravars["drkit_completed_phases"] = [p.name for p in options.resume.done
-                                                   if p.status == PhaseStatus.OK]
+            extravars["drkit_completed_phases"] = finished
     with drill_lock(tgt.state_dir, env_name, listener):
         rec = _open_evidence(plan, scenario_name, env_name, scenario, tgt, options, gov) \
             if record else None
