@@ -132,3 +132,17 @@ def test_the_checker_rejects_a_second_line_and_a_wrong_code(sandbox: Path) -> No
 
     with pytest.raises(AssertionError):
         check(TwoLines(), {"exit": 2, "expect": ["a"]})
+
+
+def test_the_report_section_is_replaced_between_its_markers(tmp_path: Path) -> None:
+    # RELIABILITY.md is shared: only the text between the input markers may change.
+    from .conftest import END, START, TITLE, write_section
+
+    path = tmp_path / "RELIABILITY.md"
+    write_section(path, "first")
+    assert path.read_text().startswith(TITLE) and f"{START}\nfirst\n{END}" in path.read_text()
+    other = "<!-- kill:start -->\nkill points: 7\n<!-- kill:end -->\n"
+    path.write_text(path.read_text() + other)
+    write_section(path, "second")
+    text = path.read_text()
+    assert "first" not in text and f"{START}\nsecond\n{END}" in text and text.endswith(other)

@@ -205,7 +205,7 @@ def test_hostile_store_is_reported_never_crashes(name: str, template: Path, tmp_
                  ["evidence", "export", "2", "--format", "json", *plan]):
         assert_clean_failure(invoke(argv))
     assert "root:x:0:0" not in verify.output, "a symlink target's content reached the report"
-    figures.add("hostile_evidence")
+    figures.add("hostile_store")
 
 
 def test_an_intact_copy_verifies(template: Path, tmp_path: Path) -> None:
@@ -269,7 +269,7 @@ def test_hostile_names_never_write_outside_the_store(tmp_path: Path, figures: An
     assert snapshot(tmp_path, store.root) == before
     assert not list(tmp_path.rglob("*escaped*"))
     assert record.seq == 1 and record.name == "../../x"  # names are data, never paths
-    figures.add("hostile_evidence", refused)
+    figures.add("hostile_names", refused)
 
 
 @pytest.mark.parametrize("plant", ["artifacts-dir", "open-dir", "records-dir", "store-root"])
@@ -298,4 +298,4 @@ def test_planted_symlinks_do_not_redirect_writes(plant: str, tmp_path: Path,
         rec.add_artifact(src, "second.txt")
         rec.seal("pass")
     assert list(trap.iterdir()) == [], f"a write went through the planted symlink: {plant}"
-    figures.add("hostile_evidence")
+    figures.add("hostile_symlinks")
