@@ -167,6 +167,7 @@ def main() -> None:
     rto, flo = statistics.median(rtos), statistics.median(floors)
     load = os.getloadavg()[0]
     rows = "\n".join(f"| {ph} | {per_phase[ph]:.2f} s |" for ph in phases)
+    d_runs, f_runs = (", ".join(f"{x:.2f}" for x in xs) for xs in (rtos, floors))
     body = f"""## Drill RTO against a floor (bench/bench_drill.py)
 
 {machine()}; load average {load:.1f} when it finished; {args.runs} drills and {args.runs}
@@ -174,8 +175,8 @@ floors alternating on one lab (4 payments instances per region, synchronous repl
 
 | | median | runs |
 |---|---|---|
-| `drkit drill run` RTO | {rto:.2f} s | {", ".join(f"{x:.2f}" for x in rtos)} |
-| floor (same operations, no orchestration) | {flo:.2f} s | {", ".join(f"{x:.2f}" for x in floors)} |
+| `drkit drill run` RTO | {rto:.2f} s | {d_runs} |
+| floor (same operations, no orchestration) | {flo:.2f} s | {f_runs} |
 | ratio drill / floor | {rto / flo:.2f}x | target <= 2.5x; RTO target <= 5 s |
 
 Median duration of each phase on the recovery clock:
