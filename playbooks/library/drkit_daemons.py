@@ -31,9 +31,9 @@ options:
     type: float
     default: 30
   state:
-    description: V(started) or V(stopped).
+    description: V(started), V(stopped), or V(killed) (SIGKILL at once, pid files kept: a crash).
     type: str
-    choices: [started, stopped]
+    choices: [started, stopped, killed]
     default: started
 author: drkit
 """
@@ -83,8 +83,12 @@ from ansible.module_utils.drkit_daemonutil import (
 from ansible.module_utils.drkit_runtime import wait_dead
 
 
-def stop_all(module, specs):
-    """SIGTERM every running daemon at once; wait for all; SIGKILL the ones that linger."""
+def stop_all(module, specs, hard=False):
+    """SIGTERM every running daemon at once; wait for all; SIGKILL the ones that linger.
+
+    With `hard` (state=killed), SIGKILL at once and keep the pid files, as after a crash: one
+    task loses a whole region's instances, where a loop would spend a task on each.
+    """
     running = [(s, current_pid(s["pidfile"])) for s in specs]
     running = [(s, pid) for s, pid in running if pid]
     stopped = [s["name"] for s, _pid in running]
@@ -92,9 +96,14 @@ def stop_all(module, specs):
         module.exit_json(changed=bool(stopped), stopped=stopped, started=[], pids={})
     for _s, pid in running:
         try:
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGKILL if hard else signal.SIGTERM)
         except ProcessLookupError:
             pass
+    if hard:
+        for s, pid in running:
+            if not wait_dead(pid, 5):
+                module.fail_json(msg="%s: pid %d did not exit after SIGKILL" % (s["name"], pid))
+        module.exit_json(changed=bool(stopped), stopped=stopped, started=[], pids={})
     deadline = time.monotonic() + module.params["timeout"]
     for s, pid in running:
         if not wait_dead(pid, max(0.0, deadline - time.monotonic())):
@@ -138,14 +147,14 @@ def main():
         argument_spec=dict(
             daemons=dict(type="list", elements="dict", required=True),
             timeout=dict(type="float", default=30.0),
-            state=dict(type="str", default="started", choices=["started", "stopped"]),
+            state=dict(type="str", default="started", choices=["started", "stopped", "killed"]),
         ),
         supports_check_mode=True,
     )
     started, pids, waits = [], {}, []
     specs = [normalize(module, d) for d in module.params["daemons"]]
-    if module.params["state"] == "stopped":
-        stop_all(module, specs)
+    if module.params["state"] in ("stopped", "killed"):
+        stop_all(module, specs, hard=module.params["state"] == "killed")
     try:
         for spec in specs:
             pid = current_pid(spec["pidfile"], spec["argv"])
