@@ -947,11 +947,16 @@ def _verdict_dry_run(outcome: DrillOutcome, failed: PhaseResult | None) -> None:
 def _judge(outcome: DrillOutcome, scenario: Scenario) -> None:
     """Pass when every flow passed and RTO and RPO are within target; else name what missed."""
     reasons = outcome.reasons
-    failed_flows = [r.get("flow") for r in outcome.smoke if r.get("status") != "pass"]
+    # A smoke round stops at its first failing flow; the flows after it were not run.
+    red = [r for r in outcome.smoke if r.get("status") != "pass"]
+    not_run = [str(r.get("flow")) for r in red if str(r.get("detail", "")).startswith("not run")]
+    failed_flows = [str(r.get("flow")) for r in red if str(r.get("flow")) not in not_run]
     if failed_flows:
-        reasons.append(f"smoke flows failed: {', '.join(map(str, failed_flows))}")
+        reasons.append(f"smoke flows failed: {', '.join(failed_flows)}")
         outcome.findings += [Finding(f"smoke:{f}", "high", f"smoke flow {f} did not pass")
                              for f in failed_flows]
+    if not_run:
+        reasons.append(f"smoke flows not reached after the failure: {', '.join(not_run)}")
     t = outcome.targets
     if outcome.rto_s is None:
         reasons.append(f"RTO missed: the service did not recover (target {t.rto_s:g}s)")

@@ -53,6 +53,17 @@ def test_a_failed_flow_is_named() -> None:
     assert any("did not recover" in r for r in o.reasons)
 
 
+def test_flows_not_reached_after_a_failure_are_not_blamed() -> None:
+    o = outcome(smoke=[{"flow": "authorize", "status": "pass"},
+                       {"flow": "refund", "status": "fail", "detail": "409 from the service"},
+                       {"flow": "balance", "status": "fail",
+                        "detail": "not run: refund failed in this round"}], rto_s=None)
+    drill._judge(o, None)  # type: ignore[arg-type]
+    assert "smoke flows failed: refund" in o.reasons
+    assert "smoke flows not reached after the failure: balance" in o.reasons
+    assert [f.check for f in o.findings if f.check.startswith("smoke:")] == ["smoke:refund"]
+
+
 def test_lost_payments_miss_a_zero_rpo_target() -> None:
     o = outcome(rpo_s=0.0, lost_payments=3)
     drill._judge(o, None)  # type: ignore[arg-type]
