@@ -45,6 +45,7 @@ class PhaseStatus(StrEnum):
     FAILED = "failed"
     SKIPPED = "skipped"  # not reached, or left out (--no-failback)
     CANCELED = "canceled"
+    ERROR = "error"  # the playbook run died without a task failing (Ansible killed, crashed)
     CHECKED = "checked"  # --dry-run: ran in check mode
 
 
@@ -437,7 +438,9 @@ def _run_phases(
         elif result.status == engine.RunStatus.CANCELED:
             status, msg = PhaseStatus.CANCELED, cancel.reason or "cancelled"
         elif not result.ok:
-            status, msg = PhaseStatus.FAILED, str(result.failure or "the playbook failed")
+            status, msg = PhaseStatus.ERROR, (
+                f"ansible-playbook ended without a failed task (rc {result.rc}): "
+                f"{result.failure.message if result.failure else 'no output'}")
         else:
             status, msg = (PhaseStatus.CHECKED if check else PhaseStatus.OK), ""
         out.append(PhaseResult(name, status, start, result.ended_at, tasks, msg))
@@ -801,7 +804,7 @@ def _run_recovery(
         results += res
         stats.update(run.facts)
         cancelled = run.status == engine.RunStatus.CANCELED
-        if cancelled or any(p.status == PhaseStatus.FAILED for p in res):
+        if cancelled or any(p.status in (PhaseStatus.FAILED, PhaseStatus.ERROR) for p in res):
             results += [PhaseResult(p.name, PhaseStatus.SKIPPED, None, None)
                         for s in segments[i + 1:] for p in s]
             break
@@ -852,8 +855,13 @@ def _drive(
             outcome.rto_s = round((stop_at - outcome.clock_started_at).total_seconds(), 3)
 
     destructive_started = outcome.clock_started_at is not None
-    failed = next((p for p in results if p.status == PhaseStatus.FAILED), None)
-    cancelled = cancel.cancelled or run_cancelled
+    failed = next((p for p in results if p.status in (PhaseStatus.FAILED, PhaseStatus.ERROR)),
+                  None)
+    # A run that died under us (not a check that failed) cannot judge the recovery: aborted.
+    died = failed is not None and failed.status == PhaseStatus.ERROR
+    if died and failed is not None and not cancel.reason:
+        cancel.reason = f"phase {failed.name}: {failed.message}"
+    cancelled = cancel.cancelled or run_cancelled or died
 
     if canary is not None and destructive_started and not cancelled and failed is None and (
             options.resume is None):
@@ -882,7 +890,8 @@ def _drive(
         return
 
     if cancelled or failed is not None:
-        if failed is not None and failed.name == recovery[0].name and not destructive_started:
+        if failed is not None and not died and failed.name == recovery[0].name and (
+                not destructive_started):
             # Preflight failed: nothing was broken, nothing to roll back.
             outcome.verdict = Verdict.FAIL
             outcome.reasons.append(f"preflight failed: {failed.message}")
@@ -911,10 +920,11 @@ def _drive(
         outcome.phases += fb
         bad = next((p for p in fb if p.status != PhaseStatus.OK), None)
         if bad is not None:
-            if cancel.cancelled:
+            if cancel.cancelled or bad.status == PhaseStatus.ERROR:
                 _rollback(plan, tgt, scenario, outcome, extravars, listener, run_dir)
                 outcome.verdict = Verdict.ABORTED
-                outcome.reasons.append(f"aborted during failback: {cancel.reason}")
+                outcome.reasons.append(
+                    f"aborted during failback: {cancel.reason or bad.message}")
             else:
                 outcome.verdict = Verdict.FAIL
                 outcome.reasons.append(f"failback failed: {bad.message}")
