@@ -78,9 +78,13 @@ def test_verify_exit_1_names_the_first_broken_record(store, plan, tmp_path):
 
 def test_verify_needs_a_public_key(store, plan, tmp_path):
     seal_one(store, plan, tmp_path)
-    r = run("verify", "--store", str(store.root))
+    # The plan's own public key is gone: verify must ask for one, whatever keys a developer
+    # keeps in the checkout it runs from.
+    (plan.root / "keys" / "evidence.pub").unlink()
+    r = run("verify", "--store", str(store.root), "--plan", str(plan.path))
     assert r.exit_code == 2 and "--public-key" in r.output
-    r = run("verify", "--store", str(store.root), "--public-key", str(tmp_path / "nope.pub"))
+    r = run("verify", "--store", str(store.root), "--plan", str(plan.path),
+            "--public-key", str(tmp_path / "nope.pub"))
     assert r.exit_code == 2 and "not found" in r.output
 
 
