@@ -1024,14 +1024,9 @@ def _write_summary(run_dir: Path, outcome: DrillOutcome) -> None:
 
 
 def _atomic_json(path: Path, data: Any) -> None:
-    """tmp, fsync, rename, 0600: a reader never sees half a file, a crash never leaves one."""
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, 0o600)
-    os.rename(tmp, path)
+    from drkit.files import atomic_write
+
+    atomic_write(path, json.dumps(data, indent=2, default=str).encode("utf-8"))
 
 
 def check(plan: Plan, env_name: str, scenario_name: str | None = None,

@@ -65,3 +65,19 @@ def new_app(help: str) -> typer.Typer:
     return typer.Typer(help=help, no_args_is_help=True, add_completion=False,
                        pretty_exceptions_enable=False,
                        context_settings={"help_option_names": ["-h", "--help"]})
+
+
+@contextmanager
+def cancel_on_signals(cancel: Any) -> Iterator[None]:
+    """SIGINT and SIGTERM cancel the run (its rollback then runs) instead of killing drkit."""
+    import signal
+
+    def stop(signum: int, _frame: Any) -> None:
+        cancel.cancel(signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -12,7 +11,15 @@ from typing import Annotated, Any, TextIO
 
 import typer
 
-from drkit.cli._common import JsonOption, PlanOption, errors, load_plan, new_app, print_json
+from drkit.cli._common import (
+    JsonOption,
+    PlanOption,
+    cancel_on_signals,
+    errors,
+    load_plan,
+    new_app,
+    print_json,
+)
 
 
 def _store(store: str | None) -> str | None:
@@ -153,19 +160,10 @@ def _drill(plan_path: Any, scenario: str, env: str, as_json: bool, *,
 
     plan = load_plan(plan_path)
     cancel = drill.CancelToken()
-
-    def stop(signum: int, _frame: Any) -> None:
-        cancel.cancel(signal.Signals(signum).name)
-
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     progress = Progress(sys.stderr if as_json else sys.stdout)
-    try:
-        with errors():
-            outcome = drill.run_drill(plan, scenario, env, options=drill.DrillOptions(**opts),
-                                      listener=progress, cancel=cancel)
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
+    with cancel_on_signals(cancel), errors():
+        outcome = drill.run_drill(plan, scenario, env, options=drill.DrillOptions(**opts),
+                                  listener=progress, cancel=cancel)
     _outputs(plan, outcome, metrics_file, junit_xml, opts.get("store"))
     if as_json:
         print_json(outcome.to_json())
@@ -319,16 +317,10 @@ def resume(
 
     p = load_plan(plan)
     cancel = drill.CancelToken()
-    previous = {s: signal.signal(s, lambda n, _f: cancel.cancel(signal.Signals(n).name))
-                for s in (signal.SIGINT, signal.SIGTERM)}
     progress = Progress(sys.stderr if as_json else sys.stdout)
-    try:
-        with errors():
-            outcome = drill.resume(p, run_id, listener=progress, cancel=cancel,
-                                   options=drill.DrillOptions(gate=_terminal_gate()))
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
+    with cancel_on_signals(cancel), errors():
+        outcome = drill.resume(p, run_id, listener=progress, cancel=cancel,
+                               options=drill.DrillOptions(gate=_terminal_gate()))
     if as_json:
         print_json(outcome.to_json())
     else:

@@ -294,7 +294,7 @@ def export(
     if output is None:
         typer.echo(text, nl=False)
         return
-    from drkit.evidence.store import atomic_write
+    from drkit.files import atomic_write
 
     with errors():
         try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 import time
 from datetime import datetime
@@ -10,7 +9,15 @@ from typing import Annotated, Any, TextIO
 
 import typer
 
-from drkit.cli._common import JsonOption, PlanOption, errors, load_plan, new_app, print_json
+from drkit.cli._common import (
+    JsonOption,
+    PlanOption,
+    cancel_on_signals,
+    errors,
+    load_plan,
+    new_app,
+    print_json,
+)
 from drkit.runbooks import RunbookListener
 
 app = new_app("On-call runbooks (cert rotation, rolling patch) with check mode and guard rails.")
@@ -162,19 +169,12 @@ def run(
     if prepared.needs_confirmation:
         prepared = _confirm(prepared)
     cancel = CancelToken()
-
-    def stop(signum: int, _frame: Any) -> None:
-        cancel.cancel(signal.Signals(signum).name)
-
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     progress = Progress(sys.stderr if as_json else sys.stdout)
     try:
-        with errors():
+        with cancel_on_signals(cancel), errors():
             outcome = runbooks.run(prepared, listener=progress, cancel=cancel)
     finally:
         progress.close()
-        for s, h in previous.items():
-            signal.signal(s, h)
     if as_json:
         print_json(outcome.to_json())
     else:

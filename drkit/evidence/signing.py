@@ -61,7 +61,7 @@ def generate_keypair(path: Path, *, force: bool = False) -> KeyPair:
     pub_pem = key.public_key().public_bytes(serialization.Encoding.PEM,
                                             serialization.PublicFormat.SubjectPublicKeyInfo)
     path.parent.mkdir(parents=True, exist_ok=True)
-    from drkit.evidence.store import atomic_write
+    from drkit.files import atomic_write
 
     atomic_write(path, pem, mode=0o600)
     atomic_write(pub, pub_pem, mode=0o644)  # a public key is meant to be handed out

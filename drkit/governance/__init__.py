@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -63,31 +62,6 @@ def ensure_dir(path: Path) -> Path:
     if path.is_symlink() or not path.is_dir():
         raise BadInput(f"{path}: is not a real folder (a symlink or a file is in the way)")
     return path
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write a temporary file, fsync, rename: a reader sees the old content or the new."""
-    # A random suffix, not just the pid: two threads of one process may write side by side.
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # the umask filters O_CREAT's mode; fchmod is not filtered
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.rename(tmp, path)
-    except OSError:
-        os.unlink(tmp)
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 @contextmanager

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from drkit.errors import BadInput, RunFailed
-from drkit.governance import atomic_write, aware, ensure_dir, home, iso, locked, parse_iso, who
+from drkit.files import atomic_write
+from drkit.governance import aware, ensure_dir, home, iso, locked, parse_iso, who
 
 if TYPE_CHECKING:
     from drkit.config import Plan
