@@ -178,6 +178,7 @@ class RunbookOptions:
     extravars: Mapping[str, Any] = field(default_factory=dict)
     operator: str | None = None
     evidence_store: str | None = None
+    override_blackout: str | None = None  # the reason to run inside a blackout window
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,7 @@ class Prepared:
     state_dir: Path
     secrets: tuple[str, ...]
     options: RunbookOptions
+    blackout: Mapping[str, Any] = field(default_factory=dict)  # the window check, for evidence
 
     @property
     def needs_confirmation(self) -> bool:
@@ -236,6 +238,10 @@ def prepare(plan: Plan, name: str, env_name: str, options: RunbookOptions) -> Pr
 
     runbook = guard(plan, name, env_name, options)
     env = plan.environment(env_name)
+    from drkit.governance import blackout
+
+    # The plan's blackout windows hold for runbooks too (month-end close, a network's peak).
+    decision = blackout.check(plan, None, options.override_blackout, operator=options.operator)
     tgt = target(plan, env_name)
     run_dir_root = tgt.state_dir / "runs"
     extravars: dict[str, Any] = {
@@ -264,7 +270,7 @@ def prepare(plan: Plan, name: str, env_name: str, options: RunbookOptions) -> Pr
     return Prepared(plan=plan, runbook=runbook, environment=env_name, protected=env.protected,
                     inventory=inventory, source_inventory=tgt.inventory, hosts=tuple(hosts),
                     extravars=extravars, envvars=dict(tgt.envvars), state_dir=tgt.state_dir,
-                    secrets=tgt.secrets, options=options)
+                    secrets=tgt.secrets, options=options, blackout=decision.to_evidence())
 
 
 def _python() -> str:
@@ -571,6 +577,7 @@ def _seal(rec: Any, rb: Prepared, verdict: Verdict, result: engine.RunResult | N
             "hosts": list(rb.hosts), "limit": rb.options.limit,
             "operator": rb.options.operator or _operator(),
             "confirmed": rb.options.confirmed, "failure": failure,
+            "governance": {"blackout": rb.blackout},
             **({"changes": [{"host": c.host, "task": c.task} for c in outcome.changes],
                 "result": dict(outcome.summary)} if outcome else {}),
         }

@@ -271,7 +271,9 @@ class DrillJob:
     reports_dir: str = REPORTS_DIR  # relative to workdir unless absolute
     metrics_file: str | None = None  # default: <reports_dir>/drkit.prom
     confirm: str | None = None  # a protected environment's name, confirmed at schedule time
-    extra_args: tuple[str, ...] = field(default=())  # the seam for later flags (blackouts)
+    # Scheduled runs skip blackout windows (exit 0, "skipped"), rather than fail the job: cron
+    # and OnCalendar cannot say "except month-end", so the run itself checks.
+    extra_args: tuple[str, ...] = field(default=("--skip-in-blackout",))
 
     @property
     def slug(self) -> str:

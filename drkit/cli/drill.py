@@ -172,6 +172,23 @@ def _drill(plan_path: Any, scenario: str, env: str, as_json: bool, *,
     raise typer.Exit(outcome.exit_code)
 
 
+def _skip_if_blackout(plan_path: Any, scenario: str, env: str, as_json: bool) -> None:
+    from drkit.governance import blackout
+
+    p = load_plan(plan_path)
+    with errors():
+        hit = blackout.active(p, datetime.now(UTC))
+    if hit is None:
+        return
+    until = hit.end.isoformat().replace("+00:00", "Z")
+    if as_json:
+        print_json({"scenario": scenario, "environment": env, "verdict": "skipped",
+                    "reasons": [f"inside blackout window {hit.window.name!r} until {until}"]})
+    else:
+        typer.echo(f"drill skipped: inside blackout window {hit.window.name!r} until {until}")
+    raise typer.Exit(0)
+
+
 def _terminal_gate() -> Any:
     """On a terminal, a gate asks the operator; unattended, the library applies the rules."""
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
@@ -252,6 +269,9 @@ def run(
     approve_gates: Annotated[bool, typer.Option(
         "--approve-gates", help="Pass the scenario's manual gates unattended (needs an "
         "approved --request).")] = False,
+    skip_in_blackout: Annotated[bool, typer.Option(
+        "--skip-in-blackout", help="Inside a blackout window, skip the drill and exit 0 (for "
+        "schedulers) instead of refusing with exit 2.")] = False,
     plan: PlanOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -264,6 +284,8 @@ def run(
     Exit codes: 0 pass, 1 fail (a target missed, a flow or phase failed), 2 bad input,
     3 aborted or could not run.
     """
+    if skip_in_blackout and override_blackout is None:
+        _skip_if_blackout(plan, scenario, env, as_json)
     timeout = None
     if smoke_timeout is not None:
         from drkit.config import parse_duration

@@ -135,6 +135,9 @@ def run(
     change_id: Annotated[str | None, typer.Option(
         "--change-id", help="Change that authorises the run (required on protected "
         "environments); recorded in the evidence.")] = None,
+    override_blackout: Annotated[str | None, typer.Option(
+        "--override-blackout", metavar="REASON",
+        help="Run inside a blackout window; the reason goes into the evidence.")] = None,
     yes: Annotated[bool, typer.Option(
         "--yes", "-y", help="Do not ask for confirmation on a protected environment.")] = False,
     extra: Annotated[list[str] | None, typer.Option(
@@ -159,7 +162,8 @@ def run(
     with errors():
         options = runbooks.RunbookOptions(
             check=check, limit=limit, change_id=change_id, confirmed=yes,
-            extravars=runbooks.parse_extravars(extra or []), evidence_store=store)
+            extravars=runbooks.parse_extravars(extra or []), evidence_store=store,
+            override_blackout=override_blackout)
         runbooks.guard(p, name, env, options)
         if p.environment(env).protected and not (yes or check) and not sys.stdin.isatty():
             # Nobody can answer a prompt: refuse before even reading the inventory.
