@@ -71,6 +71,9 @@ class Report:
     generated_at: datetime
     drills: tuple[DrillSummary, ...]  # in the period, oldest first
     status: StatusReport  # as of min(until, generated_at)
+    # The findings register (drkit.governance.findings), as JSON: those still open, and those
+    # opened, closed by a retest or accepted during the period.
+    findings: tuple[dict[str, Any], ...] = ()
 
     @property
     def counts(self) -> dict[str, int]:
@@ -107,11 +110,13 @@ class Report:
             "rto_trend": {"points": t.points, "slope_s_per_30d": t.slope_s_per_30d,
                           "direction": t.direction},
             "status": self.status.to_json(),
+            "findings": list(self.findings),
         }
 
 
 def build(model: PlanModel, drills: Iterable[DrillSummary], *, since: datetime,
-          until: datetime, now: datetime) -> Report:
+          until: datetime, now: datetime,
+          findings: Iterable[dict[str, Any]] = ()) -> Report:
     if since >= until:
         raise BadInput(f"--since {iso(since)} is not before --until {iso(until)}")
     all_drills = list(drills)
@@ -120,8 +125,16 @@ def build(model: PlanModel, drills: Iterable[DrillSummary], *, since: datetime,
     # Overdue as the period ended (or now, for a period still running): history before the
     # period counts, since a drill from last quarter can still be within its interval.
     as_of = min(until, now)
+    def relevant(f: dict[str, Any]) -> bool:
+        if f.get("status") in ("open", "accepted"):
+            return True
+        stamps = [f.get("opened_at"), f.get("closed_at"), f.get("accepted_at")]
+        return any(since <= datetime.fromisoformat(s.replace("Z", "+00:00")) < until
+                   for s in stamps if s)
+
     return Report(title=model.name, since=since, until=until, generated_at=now, drills=period,
-                  status=compute(model, all_drills, now=as_of))
+                  status=compute(model, all_drills, now=as_of),
+                  findings=tuple(f for f in findings if relevant(f)))
 
 
 # --------------------------------------------------------------------------- charts
@@ -294,6 +307,19 @@ per 30 days over {{ trend.points }} drills){% endif %}.</p>
 <td>{% for f in d.findings %}{{ f }}{% if not loop.last %}<br>{% endif %}
 {%- else %}none recorded{% endfor %}</td></tr>
 {% endfor %}</table>{% else %}<p>No failed drills in the period.</p>{% endif %}
+
+<h2>Findings</h2>
+{% if r.findings %}<table>
+<tr><th>Id</th><th>Severity</th><th>Status</th><th>Check</th><th>Owner</th><th>Due</th>
+<th>Opened by evidence</th><th>Closed by retest</th></tr>
+{% for f in r.findings -%}
+<tr><td><code>{{ f.id }}</code></td><td>{{ f.severity }}</td>
+<td class="{{ 'pass' if f.status == 'closed' else 'fail' }}">{{ f.status }}{% if f.overdue %}
+(overdue){% endif %}</td><td>{{ f.check }}: {{ f.message }}</td><td>{{ f.owner }}</td>
+<td>{{ f.due_at }}</td><td><code>{{ f.evidence_id }}</code></td>
+<td>{% if f.closed_by_evidence %}<code>{{ f.closed_by_evidence }}</code>{% elif f.accepted_by %}
+risk accepted by {{ f.accepted_by }}: {{ f.acceptance_reason }}{% endif %}</td></tr>
+{% endfor %}</table>{% else %}<p>No findings open or changed in the period.</p>{% endif %}
 
 <h2>Services overdue</h2>
 <p>As of {{ as_of }}, under the plan's policy (a passing drill every:

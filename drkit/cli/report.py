@@ -39,7 +39,10 @@ def report(
     if store is not None and "://" not in store:
         store = str(Path(store).resolve())
     drills = call(st.drill_summaries, p, store)
-    rep = call(rp.build, p.model, drills, since=start, until=end, now=now)
+    from drkit.governance import findings as fd
+
+    register = [f.to_json(now) for f in call(fd.list_findings, p, False, store_dir=store)]
+    rep = call(rp.build, p.model, drills, since=start, until=end, now=now, findings=register)
     if as_json:
         print_json(rep.to_json())
         return

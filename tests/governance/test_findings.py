@@ -159,3 +159,26 @@ def test_an_edited_register_is_detected(plan):
         "findings.jsonl:3: does not follow line 2 (edited, removed or reordered)"]
     log.write_bytes(lines[0] + lines[2])
     assert findings.verify_register(plan)[0].startswith("findings.jsonl:2: does not follow")
+
+
+def test_findings_and_their_retest_are_in_the_audit_report(plan):
+    from drkit import report as rp
+
+    findings.apply_outcome(plan, outcome(Verdict.FAIL, rto=42.0, failed=(RTO_MISS,)), "ev-fail",
+                           operator="scheduler", now=T0)
+    later = T0 + timedelta(days=1)
+
+    def build(now: datetime) -> rp.Report:
+        register = [f.to_json(now) for f in findings.list_findings(plan)]
+        return rp.build(plan.model, [], since=T0 - timedelta(days=1), until=now + timedelta(1),
+                        now=now, findings=register)
+
+    html = rp.render_html(build(later))
+    assert "ev-fail" in html and "RTO 42.00s exceeds the 30s target" in html
+    assert ">open" in html
+    findings.apply_outcome(plan, outcome(Verdict.PASS, at=later), "ev-retest",
+                           operator="scheduler", now=later)
+    rep = build(later + timedelta(hours=1))
+    assert [f["status"] for f in rep.findings] == ["closed"]
+    assert rep.to_json()["findings"][0]["closed_by_evidence"] == "ev-retest"
+    assert "ev-retest" in rp.render_html(rep)
