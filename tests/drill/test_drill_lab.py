@@ -107,6 +107,37 @@ def test_full_drill_passes_twice_back_to_back(lab: Any, tmp_path: Path) -> None:
     assert serving(lab)
 
 
+def test_no_secret_of_the_lab_reaches_output_evidence_or_artifacts(lab: Any,
+                                                                    tmp_path: Path) -> None:
+    """The lab's real secrets (the payments database password, moto's secret key) appear in
+    nothing a drill prints or writes: terminal output, evidence, run artifacts, reports."""
+    from drkit.lab import LAB_AWS_SECRET_ACCESS_KEY
+
+    password = (lab.state_dir / "secrets" / "payments.password").read_text().strip()
+    secrets = [s for s in (password, LAB_AWS_SECRET_ACCESS_KEY) if s]
+    assert len(password) >= 16
+    plan = make_plan(tmp_path)
+    proc = subprocess.run([DRKIT, "drill", "run", "region-failover", "--env", "lab", "--plan",
+                           str(plan)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    run_dir = Path(next(line.split(": ", 1)[1] for line in proc.stdout.splitlines()
+                        if line.startswith("artifacts: ")))
+    evidence_id = next(line.split(": ", 1)[1] for line in proc.stdout.splitlines()
+                       if line.startswith("evidence: "))
+    for fmt in ("html", "md", "json", "junit"):
+        subprocess.run([DRKIT, "evidence", "export", evidence_id, "--format", fmt, "-o",
+                        str(tmp_path / f"report.{fmt}"), "--plan", str(plan)], check=True,
+                       capture_output=True)
+    files = [p for root in (tmp_path, run_dir) for p in root.rglob("*")
+             if p.is_file() and not p.is_symlink()]
+    assert len(files) > 10
+    texts = [proc.stdout, proc.stderr] + [p.read_bytes().decode(errors="replace") for p in files]
+    leaks = [s for s in secrets for t in texts if s in t]
+    assert leaks == []
+    # The search itself works: the password is in the lab's own secret file.
+    assert password in (lab.state_dir / "secrets" / "payments.password").read_text()
+
+
 def test_rto_target_below_what_is_achievable_fails_and_says_so(lab: Any, tmp_path: Path) -> None:
     def tight(d: dict[str, Any]) -> None:
         d["services"]["payments"]["rto"] = "100ms"
