@@ -457,7 +457,8 @@ class _Paced(threading.Thread):
         self._stop_event = threading.Event()
 
     def tick(self) -> None:
-        raise NotImplementedError
+        """One paced action: each writer (the canary, the load generator) defines its own."""
+        raise TypeError(f"{type(self).__name__} must define tick()")
 
     def run(self) -> None:
         next_at = time.monotonic()
