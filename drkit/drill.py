@@ -499,6 +499,10 @@ def run_drill(
     failback = [p for p in phases if p.failback] if options.failback else []
     left_out = [p for p in phases if p.failback and not options.failback]
 
+    from drkit.governance import blackout
+
+    # Blackout windows first: a refused run writes nothing anywhere.
+    window = blackout.check(plan, _now(), options.override_blackout, operator=options.operator)
     run_id = new_run_id()
     run_dir = tgt.state_dir / "runs" / f"{run_id}-{scenario_name}"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -523,8 +527,6 @@ def run_drill(
     # A dry run or a preflight check proves no recovery, so it leaves no drill record (it would
     # count as a drill in `drkit status`); its summary and artifacts stay in the run directory.
     record = options.evidence and not options.dry_run and not options.preflight_only
-    gov = _Governance.start(plan, scenario_name, env_name, options, run_id, started,
-                            enforce=not options.dry_run and not options.preflight_only)
     listener = _Journal(listener, run_dir, outcome, scenario_name, env_name)
     if options.resume is not None:
         outcome.resumed_from = {"run_id": options.resume.run_id,
@@ -536,6 +538,9 @@ def run_drill(
             recovery = [Phase(name="holds", playbook=scenario.holds)] + recovery
             extravars["drkit_completed_phases"] = finished
     with drill_lock(tgt.state_dir, env_name, listener):
+        # Inside the lock: a drill refused because another one runs keeps its approval.
+        gov = _Governance.start(plan, scenario_name, env_name, options, run_id, window,
+                                enforce=not options.dry_run and not options.preflight_only)
         rec = _open_evidence(plan, scenario_name, env_name, scenario, tgt, options, gov) \
             if record else None
         listener.drill_started(run_id, scenario_name, env_name, targets,
@@ -627,12 +632,10 @@ class _Governance:
 
     @classmethod
     def start(cls, plan: Plan, scenario: str, env: str, options: DrillOptions, run_id: str,
-              now: datetime, *, enforce: bool) -> _Governance:
-        from drkit.governance import approvals, blackout
+              window: Any, *, enforce: bool) -> _Governance:
+        from drkit.governance import approvals
 
-        gov = cls()
-        gov.blackout = blackout.check(plan, now, options.override_blackout,
-                                      operator=options.operator)
+        gov = cls(blackout=window)
         if enforce:
             gov.request = approvals.require(plan, scenario, env, options.request,
                                             operator=options.operator, run_id=run_id)

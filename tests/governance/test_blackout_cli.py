@@ -26,19 +26,23 @@ def plan_in_blackout(tmp: Path) -> Path:
     return plan
 
 
-def drkit(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([DRKIT, *args], capture_output=True, text=True, timeout=120,
-                          env={"PATH": "/usr/bin:/bin", "DRKIT_LAB_DIR": "/nonexistent/lab",
+def drkit(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    lab = tmp / "lab"
+    proc = subprocess.run([DRKIT, *args], capture_output=True, text=True, timeout=120,
+                          env={"PATH": "/usr/bin:/bin", "DRKIT_LAB_DIR": str(lab),
                                "DRKIT_LAB_PORT_BASE": "59000"})
+    # A run refused at the door writes nothing: not even the lab's run directory.
+    assert not lab.exists()
+    return proc
 
 
 def test_drill_inside_a_blackout_is_refused_or_skipped(tmp_path: Path) -> None:
     plan = str(plan_in_blackout(tmp_path))
-    refused = drkit("drill", "run", "region-failover", "--env", "lab", "--plan", plan)
+    refused = drkit(tmp_path, "drill", "run", "region-failover", "--env", "lab", "--plan", plan)
     assert refused.returncode == 2, refused.stderr
     assert "inside blackout window 'freeze for the test'" in refused.stderr
     assert "--override-blackout" in refused.stderr and "Traceback" not in refused.stderr
-    skipped = drkit("drill", "run", "region-failover", "--env", "lab", "--plan", plan,
+    skipped = drkit(tmp_path, "drill", "run", "region-failover", "--env", "lab", "--plan", plan,
                     "--skip-in-blackout", "--json")
     assert skipped.returncode == 0, skipped.stderr
     out = json.loads(skipped.stdout)
@@ -47,6 +51,7 @@ def test_drill_inside_a_blackout_is_refused_or_skipped(tmp_path: Path) -> None:
 
 def test_runbook_inside_a_blackout_is_refused(tmp_path: Path) -> None:
     plan = str(plan_in_blackout(tmp_path))
-    refused = drkit("runbook", "run", "cert-rotation", "--env", "lab", "--plan", plan, "--yes")
+    refused = drkit(tmp_path, "runbook", "run", "cert-rotation", "--env", "lab", "--plan", plan,
+                    "--yes")
     assert refused.returncode == 2, refused.stderr
     assert "inside blackout window 'freeze for the test'" in refused.stderr
