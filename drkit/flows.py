@@ -586,12 +586,14 @@ class Reconciliation:
     """What survived, measured from data through the entry point.
 
     - `acked_digest` / `present_digest`: SHA-256 (hex) of the sorted references joined by "\\n"
-      (UTF-8, no trailing newline) of, respectively, the acknowledged canary payments and every
-      payment present with the prefix `canary:{run_id}:`. Anyone holding the two lists can
-      recompute them.
+      (UTF-8, no trailing newline) of, respectively, the acknowledged canary payments and the
+      payments present with the prefix `canary:{run_id}:` up to the newest acknowledged
+      sequence number (`present_count` counts those). Later ones were still in flight when the
+      acknowledgements were read. Anyone holding the two lists can recompute them; with
+      nothing lost the two digests are equal.
     - `missing`: acknowledged references that are not present (sorted); `lost_count` = their
-      number. `unacked_present` counts present references never acknowledged (a write whose
-      answer was lost in the outage): not a loss.
+      number. `unacked_present` counts present references never acknowledged (a write still in
+      flight, or whose answer was lost in the outage): not a loss.
     - `rpo_s`: 0 when nothing was lost. Otherwise the ack time of the newest lost payment minus
       the ack time of the newest *present* payment acknowledged before it: the span of
       acknowledged writes that vanished. When no present payment was acknowledged before it,
@@ -647,6 +649,14 @@ class Reconciliation:
         }
 
 
+def _canary_seq(reference: str) -> int | None:
+    """The sequence number at the end of `canary:{run_id}:{seq:08d}`."""
+    try:
+        return int(reference.rsplit(":", 1)[1])
+    except (IndexError, ValueError):
+        return None
+
+
 def references_digest(references: Sequence[str]) -> str:
     """SHA-256 hex of the sorted references joined by "\\n" (UTF-8, no trailing newline)."""
     return hashlib.sha256("\n".join(sorted(references)).encode("utf-8")).hexdigest()
@@ -689,6 +699,12 @@ def reconcile(
 
     by_time = sorted(acked, key=lambda a: a.acked_at)
     acked_refs = {a.reference for a in by_time}
+    # The canary keeps writing while this runs: a payment it wrote after the snapshot of its
+    # acknowledgements may already be present. Sequence numbers are acknowledged in order,
+    # without gaps, so compare only the present payments up to the newest acknowledged one;
+    # the others are in flight (counted in unacked_present), neither lost nor compared.
+    newest_seq = max((a.seq for a in by_time), default=-1)
+    in_scope = {r for r in present if _canary_seq(r) is not None and _canary_seq(r) <= newest_seq}
     lost = [a for a in by_time if a.reference not in present]
     rpo_s = 0.0
     newest_lost_at: datetime | None = None
@@ -705,9 +721,9 @@ def reconcile(
         run_id=run_id,
         fault_at=fault_at,
         acked_count=len(acked),
-        present_count=len(present),
+        present_count=len(in_scope),
         acked_digest=references_digest(list(acked_refs)),
-        present_digest=references_digest(list(present)),
+        present_digest=references_digest(list(in_scope)),
         missing=tuple(sorted(a.reference for a in lost)),
         lost_count=len(lost),
         lost_after_fault=sum(1 for a in lost if a.acked_at > fault_at),
