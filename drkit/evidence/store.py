@@ -92,6 +92,26 @@ def record_key(seq: int, rid: str) -> str:
     return f"records/{seq:08d}-{rid}.json"
 
 
+def _open_regular(path: str, key: str, *,
+                  dir_fd: int | None = None) -> tuple[int, os.stat_result]:
+    """Open an evidence file for reading, never through a link, and only a regular file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+                     dir_fd=dir_fd)
+    except FileNotFoundError:
+        raise FileProblem(key, "missing") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise FileProblem(key, "is a symlink (evidence files must be regular files "
+                              "inside the store)") from None
+        raise FileProblem(key, f"cannot be read: {e.strerror}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise FileProblem(key, "is not a regular file")
+    return fd, st
+
+
 class Store(ABC):
     """The small interface the ledger needs; LocalStore and S3Store implement it."""
 
@@ -193,21 +213,7 @@ class LocalStore(Store):
     def _open(self, key: str) -> tuple[int, os.stat_result]:
         check_key(key)
         folder, _, _name = key.rpartition("/")
-        full = os.path.join(self._dir(folder), _name)
-        try:
-            fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-        except FileNotFoundError:
-            raise FileProblem(key, "missing") from None
-        except OSError as e:
-            if e.errno == errno.ELOOP:
-                raise FileProblem(key, "is a symlink (evidence files must be regular files "
-                                  "inside the store)") from None
-            raise FileProblem(key, f"cannot be read: {e.strerror}") from None
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            os.close(fd)
-            raise FileProblem(key, "is not a regular file")
-        return fd, st
+        return _open_regular(os.path.join(self._dir(folder), _name), key)
 
     def read(self, key: str, *, limit: int | None = MAX_RECORD_BYTES) -> bytes:
         fd, st = self._open(key)
@@ -243,21 +249,7 @@ class LocalStore(Store):
     def _open_at(self, dfd: int, name: str, key: str) -> tuple[int, os.stat_result]:
         if not _PART.match(name) or ".." in name:
             raise FileProblem(key, "is not a valid evidence file name")
-        try:
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
-                         dir_fd=dfd)
-        except FileNotFoundError:
-            raise FileProblem(key, "missing") from None
-        except OSError as e:
-            if e.errno == errno.ELOOP:
-                raise FileProblem(key, "is a symlink (evidence files must be regular files "
-                                  "inside the store)") from None
-            raise FileProblem(key, f"cannot be read: {e.strerror}") from None
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            os.close(fd)
-            raise FileProblem(key, "is not a regular file")
-        return fd, st
+        return _open_regular(name, key, dir_fd=dfd)
 
     def digest_many(self, folder: str, names: list[str]) -> list[tuple[str, int] | FileProblem]:
         try:
