@@ -81,3 +81,37 @@ def cancel_on_signals(cancel: Any) -> Iterator[None]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+class LiveLines:
+    """Progress output: on a terminal, lines above a live status line (rich); in a pipe, plain
+    lines only. Subclasses call start_live() when the run starts and define _status()."""
+
+    def __init__(self, out: Any) -> None:
+        self.out = out
+        self.tty = out.isatty()
+        self._live: Any = None
+
+    def start_live(self) -> None:
+        if self.tty and self._live is None:
+            from rich.console import Console
+            from rich.live import Live
+
+            self._live = Live(console=Console(file=self.out), refresh_per_second=8,
+                              transient=True, get_renderable=self._status)
+            self._live.start()
+
+    def stop_live(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+    def _status(self) -> Any:
+        return ""
+
+    def _line(self, text: str) -> None:
+        if self._live is not None:
+            self._live.console.print(text, highlight=False, markup=False)
+        else:
+            self.out.write(text + "\n")
+            self.out.flush()

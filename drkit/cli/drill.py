@@ -13,6 +13,7 @@ import typer
 
 from drkit.cli._common import (
     JsonOption,
+    LiveLines,
     PlanOption,
     cancel_on_signals,
     errors,
@@ -44,17 +45,15 @@ _mount_approvals()
 EnvOption = Annotated[str, typer.Option("--env", "-e", help="Environment from the plan.")]
 
 
-class Progress:
+class Progress(LiveLines):
     """Renders drill progress: a live line on a terminal, plain lines in a pipe."""
 
     def __init__(self, out: TextIO) -> None:
-        self.out = out
-        self.tty = out.isatty()
+        LiveLines.__init__(self, out)
         self.rto = 0.0
         self.clock: datetime | None = None
         self.phase = ""
         self.phase_at = time.monotonic()
-        self._live: Any = None
         self.phases: list[str] = []
 
     # DrillListener hooks -------------------------------------------------------------------
@@ -64,13 +63,7 @@ class Progress:
         self.phases = list(phases)
         self._line(f"drill {run_id}: {scenario} on {environment} (RTO target {targets.rto_s:g}s,"
                    f" RPO target {targets.rpo_s:g}s); phases: {' > '.join(phases)}")
-        if self.tty:
-            from rich.console import Console
-            from rich.live import Live
-
-            self._live = Live(console=Console(file=self.out), refresh_per_second=8,
-                              transient=True, get_renderable=self._status)
-            self._live.start()
+        self.start_live()
 
     def phase_started(self, name: str, at: datetime) -> None:
         self.phase = name
@@ -97,9 +90,7 @@ class Progress:
         self._line(f"  note: {message}")
 
     def drill_finished(self, outcome: Any) -> None:
-        if self._live is not None:
-            self._live.stop()
-            self._live = None
+        self.stop_live()
 
     # rendering -------------------------------------------------------------------------------
     def _clock_text(self) -> str:
@@ -119,12 +110,6 @@ class Progress:
             text.append(f"  recovery clock {used:.1f}s / {self.rto:g}s budget", style=style)
         return text
 
-    def _line(self, text: str) -> None:
-        if self._live is not None:
-            self._live.console.print(text, highlight=False, markup=False)
-        else:
-            self.out.write(text + "\n")
-            self.out.flush()
 
 
 def _render(outcome: Any, out: TextIO) -> None:

@@ -11,6 +11,7 @@ import typer
 
 from drkit.cli._common import (
     JsonOption,
+    LiveLines,
     PlanOption,
     cancel_on_signals,
     errors,
@@ -23,16 +24,14 @@ from drkit.runbooks import RunbookListener
 app = new_app("On-call runbooks (cert rotation, rolling patch) with check mode and guard rails.")
 
 
-class Progress(RunbookListener):
+class Progress(RunbookListener, LiveLines):
     """Live progress of a runbook: one line per finished task (and host), a live status line on
     a terminal. Built on the library's listener hooks; it never decides anything."""
 
     def __init__(self, out: TextIO) -> None:
-        self.out = out
-        self.tty = out.isatty()
+        LiveLines.__init__(self, out)
         self.t0 = time.monotonic()
         self.current = ""
-        self._live: Any = None
 
     # RunbookListener hooks ------------------------------------------------------------------
     def runbook_started(self, rb: Any, run_id: str) -> None:
@@ -42,13 +41,7 @@ class Progress(RunbookListener):
                                            else "")
         self._line(f"runbook {rb.runbook.name} on {rb.environment}{mode}{change}: {hosts}")
         self._line(f"  run {run_id}")
-        if self.tty:
-            from rich.console import Console
-            from rich.live import Live
-
-            self._live = Live(console=Console(file=self.out), refresh_per_second=8,
-                              transient=True, get_renderable=self._status)
-            self._live.start()
+        self.start_live()
 
     def play_started(self, name: str, at: datetime) -> None:
         self._line(f"  play: {name}")
@@ -71,9 +64,7 @@ class Progress(RunbookListener):
         self.close()
 
     def close(self) -> None:
-        if self._live is not None:
-            self._live.stop()
-            self._live = None
+        self.stop_live()
 
     # rendering --------------------------------------------------------------------------------
     def _elapsed(self) -> str:
@@ -84,12 +75,6 @@ class Progress(RunbookListener):
 
         return Text(f"  > {self._elapsed()} {self.current or 'starting'}")
 
-    def _line(self, text: str) -> None:
-        if self._live is not None:
-            self._live.console.print(text, highlight=False, markup=False)
-        else:
-            self.out.write(text + "\n")
-            self.out.flush()
 
 
 @app.command("list")
