@@ -182,20 +182,7 @@ def socket_owners(inodes):
 
 
 def _listening_inodes(port):
-    found = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table, encoding="ascii") as f:
-                next(f, None)
-                for line in f:
-                    parts = line.split()
-                    if len(parts) < 10 or parts[3] != "0A":  # 0A = LISTEN
-                        continue
-                    if int(parts[1].rsplit(":", 1)[1], 16) == int(port):
-                        found.add(parts[9])
-        except OSError:
-            continue
-    return found
+    return listening_ports().get(int(port), set())
 
 
 def port_listening(port):
