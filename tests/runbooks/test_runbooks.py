@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 
 from drkit.cli.certs import app as certs_app
 from drkit.cli.runbook import app as runbook_app
+from tests.drill.test_drill_lab import make_plan
 
 runner = CliRunner()
 
@@ -32,7 +33,8 @@ def _rb(*args: str) -> Any:
 
 
 def _run_json(store: Path, *args: str) -> tuple[int, dict[str, Any]]:
-    res = _rb("run", *args, "--store", str(store), "--json")
+    plan = store.parent / "drkit.yml"  # the store fixture's plan, with its own key
+    res = _rb("run", *args, "--plan", str(plan), "--store", str(store), "--json")
     try:
         data = json.loads(res.stdout)
     except ValueError:
@@ -42,6 +44,9 @@ def _run_json(store: Path, *args: str) -> tuple[int, dict[str, Any]]:
 
 @pytest.fixture
 def store(tmp_path: Path) -> Path:
+    """An evidence store next to a plan of the test's own, whose signing key the test made: a
+    clean clone has no keys/evidence.key, and tests must not depend on one a developer made."""
+    make_plan(tmp_path)
     return tmp_path / "evidence"
 
 
