@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import yaml
@@ -48,6 +48,15 @@ def make_plan(tmp: Path) -> Path:
     subprocess.run([DRKIT, "evidence", "keygen", "-o", str(tmp / "keys" / "evidence.key")],
                    check=True, capture_output=True)
     return plan
+
+
+def _on_clock(drill: dict, name: str) -> float:
+    """Seconds of phase `name` on the recovery clock: its duration, cut at the clock's stop."""
+    ph = {p["name"]: p for p in drill["phases"]}
+    started = datetime.fromisoformat(ph[name]["started_at"])
+    stopped = (datetime.fromisoformat(ph["inject-fault"]["started_at"])
+               + timedelta(seconds=drill["rto"]["actual_s"]))
+    return max(0.0, min(ph[name]["duration_s"], (stopped - started).total_seconds()))
 
 
 def drkit(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -161,9 +170,7 @@ def main() -> None:
         drkit("lab", "down", check=False)
     rtos = [d["rto"]["actual_s"] for d in drills]
     phases = ["inject-fault", "recreate-stack", "promote-data", "failover-traffic", "smoke"]
-    per_phase = {ph: statistics.median(next(p["duration_s"] for p in d["phases"]
-                                            if p["name"] == ph) for d in drills)
-                 for ph in phases}
+    per_phase = {ph: statistics.median(_on_clock(d, ph) for d in drills) for ph in phases}
     rto, flo = statistics.median(rtos), statistics.median(floors)
     load = os.getloadavg()[0]
     rows = "\n".join(f"| {ph} | {per_phase[ph]:.2f} s |" for ph in phases)
@@ -179,7 +186,8 @@ floors alternating on one lab (4 payments instances per region, synchronous repl
 | floor (same operations, no orchestration) | {flo:.2f} s | {f_runs} |
 | ratio drill / floor | {rto / flo:.2f}x | target <= 2.5x; RTO target <= 5 s |
 
-Median duration of each phase on the recovery clock:
+Median time of each phase on the recovery clock (smoke: from its start to all flows green; in
+the lab its Route53 flip comes after that, off the clock):
 
 | phase | median |
 |---|---|

@@ -121,6 +121,20 @@ class LabHandle:
     def entry_url(self) -> str:
         return f"https://127.0.0.1:{self.ports['https']}"
 
+    def route53_failover(self) -> dict[str, str]:
+        """Where the payments hostname's Route53 failover records point, read from moto:
+        {"PRIMARY": "<region>.<hostname>", "SECONDARY": ...}."""
+        import boto3
+
+        outputs = json.loads((self.state_dir / "aws" / "outputs.json").read_text())
+        r53 = boto3.client("route53", region_name="us-east-1",
+                           endpoint_url=f"http://127.0.0.1:{self.ports['moto']}",
+                           aws_access_key_id="x", aws_secret_access_key="y")
+        records = r53.list_resource_record_sets(
+            HostedZoneId=outputs["route53"]["zone_id"])["ResourceRecordSets"]
+        return {r["Failover"]: r["ResourceRecords"][0]["Value"] for r in records
+                if r["Name"].rstrip(".") == self.hostname and r.get("Failover")}
+
     # ---- library calls
     def status(self) -> Any:
         from drkit import lab

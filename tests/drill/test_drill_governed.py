@@ -145,6 +145,9 @@ def test_gate_confirmed_on_a_terminal(lab: Any, tmp_path: Path) -> None:
     assert summary["gates"][0]["approved"] is True and summary["gates"][0]["how"] == "terminal"
     # --no-failback left traffic on the secondary region; the lab fixture repairs it next.
     assert lab.status().active_region == lab.secondary_region
+    # DNS followed (in the lab, once the flows were green; see playbooks/drill/smoke.yml).
+    assert lab.route53_failover() == {"PRIMARY": f"{lab.secondary_region}.{lab.hostname}",
+                                      "SECONDARY": f"{lab.primary_region}.{lab.hostname}"}
 
 
 def test_four_eyes_request_runs_once_and_gates_pass_unattended(lab: Any,

@@ -122,12 +122,7 @@ def test_stack_outputs_and_route53_records_are_in_the_control_plane(lab: LabHand
         stack = cfn.describe_stacks(StackName="drkit-payments")["Stacks"][0]
         # A drill's recreate-stack and failback update the stack: both are healthy states.
         assert stack["StackStatus"] in ("CREATE_COMPLETE", "UPDATE_COMPLETE")
-    r53 = boto3.client("route53", region_name="us-east-1", endpoint_url=endpoint, **creds)
-    zone_id = outputs["route53"]["zone_id"]
-    records = r53.list_resource_record_sets(HostedZoneId=zone_id)["ResourceRecordSets"]
-    failover = {r["Failover"]: r["ResourceRecords"][0]["Value"] for r in records
-                if r["Name"].rstrip(".") == lab.hostname and r.get("Failover")}
-    assert failover == {"PRIMARY": f"{lab.primary_region}.{lab.hostname}",
+    assert lab.route53_failover() == {"PRIMARY": f"{lab.primary_region}.{lab.hostname}",
                         "SECONDARY": f"{lab.secondary_region}.{lab.hostname}"}
 
 

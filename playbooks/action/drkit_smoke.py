@@ -1,0 +1,57 @@
+"""drkit_smoke: run the payment flows through the public entry point until every flow passes.
+
+An action plugin, so it runs on the controller: the flows are a client of the public entry
+point and belong where drkit runs, as a customer would reach the service, not on a managed
+host. It also skips a module's interpreter start, which would be on the recovery clock.
+
+Returns `smoke`: drkit.flows' outcome (green, started_at, green_at, attempts, results), whose
+green_at stops the drill's clock. Flows that stay red are not a task failure (the drill's
+verdict names them); bad arguments are.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ansible.plugins.action import ActionBase
+
+DOCUMENTATION = r"""
+action: drkit_smoke
+short_description: Payment flows through the public entry point, retried until all pass
+options:
+  entry: {description: Entry URL (https://host:port)., type: str, required: true}
+  flows: {description: Flow names (drkit.flows.FLOWS)., type: list, elements: str, required: true}
+  ca_file: {description: CA file the entry point's certificate must chain to., type: str}
+  timeout: {description: Seconds to wait for an all-green round., type: float, default: 60}
+  interval: {description: Seconds between rounds., type: float, default: 0.05}
+"""
+
+
+class ActionModule(ActionBase):  # type: ignore[misc]
+    TRANSFERS_FILES = False
+    _requires_connection = False
+
+    def run(self, tmp: Any = None, task_vars: Any = None) -> dict[str, Any]:
+        result: dict[str, Any] = super().run(tmp, task_vars)
+        _, args = self.validate_argument_spec(argument_spec={
+            "entry": {"type": "str", "required": True},
+            "flows": {"type": "list", "elements": "str", "required": True},
+            "ca_file": {"type": "str"},
+            "timeout": {"type": "float", "default": 60.0},
+            "interval": {"type": "float", "default": 0.05},
+        })
+        if self._task.check_mode:
+            result.update(skipped=True, msg="the flows write payments: not run in check mode")
+            return result
+
+        from drkit.errors import BadInput
+        from drkit.flows import smoke_until_green
+
+        try:
+            outcome = smoke_until_green(args["entry"], args["ca_file"] or None, args["flows"],
+                                        args["timeout"], args["interval"])
+        except BadInput as e:
+            result.update(failed=True, msg=str(e))
+            return result
+        result.update(changed=False, smoke={"entry": args["entry"], **outcome.to_json()})
+        return result
