@@ -647,12 +647,13 @@ class _Governance:
 
 
 def _evidence_files(plan: Plan, scenario: Scenario, tgt: Target) -> list[Path]:
-    """Every playbook, task file, module, template and inventory file a drill can use."""
+    """Every playbook, task file, module, action plugin, template and inventory file a drill
+    can use."""
     files = [plan.resolve(p.playbook) for p in scenario.phases]
     if scenario.rollback:
         files.append(plan.resolve(scenario.rollback))
-    for folder in ("playbooks/drill/tasks", "playbooks/library", "playbooks/module_utils",
-                   "playbooks/templates"):
+    for folder in ("playbooks/drill/tasks", "playbooks/library", "playbooks/action",
+                   "playbooks/module_utils", "playbooks/templates"):
         if (plan.root / folder).is_dir():
             files.append(plan.root / folder)
     files.append(tgt.inventory)

@@ -506,9 +506,11 @@ def run(rb: Prepared, *, listener: RunbookListener | None = None,
     run_dir = rb.state_dir / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     files = [rb.runbook.path, rb.source_inventory]
-    tasks_dir = rb.runbook.path.parent / "tasks"
-    if tasks_dir.is_dir():
-        files.append(tasks_dir)
+    # The code the runbook runs: its task files, and the modules and plugins it can call.
+    for folder in (rb.runbook.path.parent / "tasks", *(CONTENT_ROOT / "playbooks" / d for d in (
+            "library", "action", "module_utils"))):
+        if folder.is_dir():
+            files.append(folder)
     rec = Recorder.open(store, kind="runbook", name=rb.runbook.name, environment=rb.environment,
                         plan=plan, change_id=rb.options.change_id, files=files,
                         secrets=rb.secrets)

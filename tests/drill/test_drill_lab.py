@@ -104,6 +104,13 @@ def test_full_drill_passes_twice_back_to_back(lab: Any, tmp_path: Path) -> None:
                              "--public-key", str(tmp_path / "keys" / "evidence.pub")],
                             capture_output=True, text=True)
     assert verify.returncode == 0, verify.stdout + verify.stderr
+    # The record hashes the code the drill ran: playbooks, modules and action plugins.
+    record = json.loads(sorted((tmp_path / "evidence" / "records").glob("*.json"))[-1]
+                        .read_text())
+    hashed = {f["path"] for f in record["files"]}
+    for used in ("playbooks/drill/smoke.yml", "playbooks/action/drkit_smoke.py",
+                 "playbooks/library/drkit_pg.py", "inventories/lab/hosts.yml"):
+        assert any(p.endswith(used) for p in hashed), (used, sorted(hashed))
     assert serving(lab)
 
 
