@@ -765,6 +765,7 @@ def _python() -> str:
 def _start_canary(tgt: Target, run_id: str, rate: float) -> Any:
     from drkit import flows
 
+    assert tgt.entry_url is not None  # the caller starts a canary only with an entry URL
     canary = flows.Canary(tgt.entry_url, tgt.ca_file, run_id, rate_per_s=rate)
     canary.start()
     return canary
@@ -848,9 +849,9 @@ def _drive(
     if options.resume is not None and options.resume.clock_started_at is not None:
         # The recovery clock continues from the original fault, not from this run's start.
         outcome.clock_started_at = options.resume.clock_started_at
-    elif start_phase and by_name[start_phase.name].started_at:
-        outcome.clock_started_at = by_name[start_phase.name].started_at
-        listener.clock_started(outcome.clock_started_at)
+    elif start_phase and (clock_at := by_name[start_phase.name].started_at):
+        outcome.clock_started_at = clock_at
+        listener.clock_started(clock_at)
     green_at = smoke.get("green_at")
     if stop_phase and by_name[stop_phase.name].status == PhaseStatus.OK:
         stop_at = _parse_ts(green_at) if green_at else by_name[stop_phase.name].ended_at
@@ -874,6 +875,8 @@ def _drive(
         from drkit import flows
 
         fault_at = outcome.clock_started_at
+        # destructive_started: the clock started; a canary runs only with an entry URL.
+        assert fault_at is not None and tgt.entry_url is not None
         rec = flows.reconcile(tgt.entry_url, tgt.ca_file, outcome.id, list(canary.acked),
                               fault_at)
         outcome.reconciliation = _jsonable(rec)
@@ -933,9 +936,12 @@ def _drive(
                 outcome.verdict = Verdict.FAIL
                 outcome.reasons.append(f"failback failed: {bad.message}")
                 outcome.findings.append(Finding("failback", "medium", bad.message))
-        elif canary is not None:
+        elif canary is not None and outcome.clock_started_at is not None:
+            # Without a fault time (no phase started the clock) there is nothing to reconcile
+            # against, as for the recovery reconciliation above.
             from drkit import flows
 
+            assert tgt.entry_url is not None  # a canary runs only with an entry URL
             after = flows.reconcile(tgt.entry_url, tgt.ca_file, outcome.id,
                                     list(canary.acked), outcome.clock_started_at)
             outcome.after_failback = _jsonable(after)

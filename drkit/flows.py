@@ -704,7 +704,7 @@ def reconcile(
     # without gaps, so compare only the present payments up to the newest acknowledged one;
     # the others are in flight (counted in unacked_present), neither lost nor compared.
     newest_seq = max((a.seq for a in by_time), default=-1)
-    in_scope = {r for r in present if _canary_seq(r) is not None and _canary_seq(r) <= newest_seq}
+    in_scope = {r for r in present if (seq := _canary_seq(r)) is not None and seq <= newest_seq}
     lost = [a for a in by_time if a.reference not in present]
     rpo_s = 0.0
     newest_lost_at: datetime | None = None

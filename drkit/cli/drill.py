@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, TextIO
+from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import typer
 
@@ -21,6 +21,13 @@ from drkit.cli._common import (
     new_app,
     print_json,
 )
+
+if TYPE_CHECKING:
+    from drkit.drill import DrillListener
+else:
+    # Importing drkit.drill here would slow `drkit drill --help` (the commands import it when
+    # they run). Progress defines every hook itself, so the base matters only to mypy.
+    DrillListener = object
 
 
 def _store(store: str | None) -> str | None:
@@ -45,7 +52,7 @@ _mount_approvals()
 EnvOption = Annotated[str, typer.Option("--env", "-e", help="Environment from the plan.")]
 
 
-class Progress(LiveLines):
+class Progress(LiveLines, DrillListener):
     """Renders drill progress: a live line on a terminal, plain lines in a pipe."""
 
     def __init__(self, out: TextIO) -> None:

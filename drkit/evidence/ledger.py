@@ -74,6 +74,8 @@ def read_index(store: Store) -> list[IndexEntry]:
         raise RunFailed(f"evidence store {store.describe()}: {e}") from None
     out = []
     for d in parse_lines(raw):
+        if not isinstance(d, dict):  # damaged (None) or not an object: parse() would fail too
+            continue
         try:
             out.append(IndexEntry.parse(d))
         except (ValueError, KeyError, TypeError, AttributeError):

@@ -576,7 +576,8 @@ def _finish(rec: Record, verdict: Verdict, summary: Mapping[str, Any], now: date
     phases = tuple(replace(p, status=Status.INTERRUPTED, ended_at=p.ended_at or ended,
                            duration_ms=p.duration_ms or between_ms(p.started_at, ended))
                    if p.status == Status.RUNNING else p for p in rec.phases)
-    clock_d = summary.get("clock") if isinstance(summary.get("clock"), Mapping) else {}
+    raw_clock = summary.get("clock")
+    clock_d: Mapping[str, Any] = raw_clock if isinstance(raw_clock, Mapping) else {}
     timed = [p for p in phases if p.counts_for_rto]
     clock = Clock(
         started_at=utc(clock_d["started_at"]) if clock_d.get("started_at") else (

@@ -125,7 +125,7 @@ def render(r: Record, fmt: Format | str, integrity: Integrity,
 
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
-        autoescape=lambda name: bool(name) and name.endswith((".html.j2", ".xml.j2")),
+        autoescape=lambda name: name is not None and name.endswith((".html.j2", ".xml.j2")),
         undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
         keep_trailing_newline=True,
     )

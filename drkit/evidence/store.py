@@ -15,6 +15,7 @@ rejected before they become keys.
 
 from __future__ import annotations
 
+import builtins
 import errno
 import fcntl
 import hashlib
@@ -150,7 +151,10 @@ class Store(ABC):
     def describe(self) -> str:
         return self.url
 
-    def digest_many(self, folder: str, names: list[str]) -> list[tuple[str, int] | FileProblem]:
+    # builtins.list: in this class body `list` already names the method above.
+    def digest_many(
+        self, folder: str, names: builtins.list[str]
+    ) -> builtins.list[tuple[str, int] | FileProblem]:
         """digest() of several files of one folder: (sha256, size), or the problem."""
         out: list[tuple[str, int] | FileProblem] = []
         for n in names:

@@ -220,6 +220,7 @@ def verify(store: Store, public_key: Path) -> VerifyReport:
     for s in strays:
         issues.append(Issue(None, f"records/{s}", "unexpected-file",
                             "not a record file (records are named <seq:08d>-<id>.json)"))
+    prev: str | None  # None: the previous link is unknown (a gap or an unreadable record)
     expected, prev, n_art = 1, GENESIS, 0
     hashes: dict[int, str] = {}
     for c in _check_all(store, files, key, kid, public_key):
@@ -298,9 +299,10 @@ def _index(store: Store, hashes: dict[int, str], last: int, issues: list[Issue],
             notes.append("index.jsonl is missing (`drkit evidence list` needs it)")
         return
     listed: dict[int, str] = {}
-    for i, e in enumerate(ledger.parse_lines(raw), 1):
+    for i, entry in enumerate(ledger.parse_lines(raw), 1):
         try:
-            listed[int(e["seq"])] = str(e["hash"])  # type: ignore[index]
+            # entry is any JSON value: a non-object raises TypeError, reported below.
+            listed[int(entry["seq"])] = str(entry["hash"])  # type: ignore[index]
         except (ValueError, KeyError, TypeError):
             issues.append(Issue(None, "index.jsonl", "index", f"line {i} is not an index entry"))
     beyond = sorted(s for s in listed if s > last)
