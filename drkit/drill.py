@@ -227,7 +227,10 @@ class DrillListener:
         pass
 
     def clock_started(self, at: datetime) -> None:  # noqa: B027
-        pass
+        """The fault phase started (live, as it happens): the recovery clock runs."""
+
+    def clock_stopped(self, at: datetime, rto_s: float) -> None:  # noqa: B027
+        """Every smoke flow passed at `at` (known once the recovery run ends)."""
 
     def note(self, message: str) -> None:  # noqa: B027
         """A warning or a step outside the playbooks (lock taken over, rollback started)."""
@@ -358,11 +361,13 @@ def _play_count(playbook: Path) -> int:
 class _PhaseTracker(engine.RunListener):
     """Maps plays to phases by order, and tells the drill listener as phases start and end."""
 
-    def __init__(self, phases: Sequence[tuple[str, int]], listener: DrillListener) -> None:
+    def __init__(self, phases: Sequence[tuple[str, int]], listener: DrillListener,
+                 clock_phase: str | None = None) -> None:
         self.bounds: list[str] = []  # phase of each play, by play index
         for name, plays in phases:
             self.bounds += [name] * plays
         self.listener = listener
+        self.clock_phase = clock_phase
         self.play_index = -1
         self.current: str | None = None
         self.started: dict[str, datetime] = {}
@@ -380,6 +385,8 @@ class _PhaseTracker(engine.RunListener):
             self.current = phase
             self.started[phase] = at
             self.listener.phase_started(phase, at)
+            if phase == self.clock_phase:
+                self.listener.clock_started(at)
 
     def task_finished(self, result: engine.TaskResult) -> None:
         if self.current is not None:
@@ -400,8 +407,10 @@ class _PhaseTracker(engine.RunListener):
 def _run_phases(
     plan: Plan, tgt: Target, phases: Sequence[Phase], *, label: str, run_dir: Path,
     extravars: dict[str, Any], check: bool, listener: DrillListener, cancel: CancelToken,
+    clock_phase: str | None = None,
 ) -> tuple[list[PhaseResult], engine.RunResult]:
-    """Run `phases` as one playbook run; return a result per phase, in order."""
+    """Run `phases` as one playbook run; return a result per phase, in order. The listener's
+    clock_started is called when `clock_phase` starts."""
     combined = run_dir / f"{label}.yml"
     counts = []
     for ph in phases:
@@ -413,7 +422,7 @@ def _run_phases(
                   f"{json.dumps(str(plan.resolve(ph.playbook)))}\n" for ph in phases),
         encoding="utf-8",
     )
-    tracker = _PhaseTracker(counts, listener)
+    tracker = _PhaseTracker(counts, listener, clock_phase)
     result = engine.run_playbook(
         combined, inventory=tgt.inventory, content_root=plan.root, extravars=extravars,
         artifacts_dir=run_dir / label, check=check, listener=tracker, envvars=tgt.envvars,
@@ -603,6 +612,9 @@ class _Journal(DrillListener):
         self._write()
         self.inner.clock_started(at)
 
+    def clock_stopped(self, at: datetime, rto_s: float) -> None:
+        self.inner.clock_stopped(at, rto_s)
+
     def note(self, message: str) -> None:
         self.inner.note(message)
 
@@ -780,6 +792,10 @@ def _run_recovery(
     results: list[PhaseResult] = []
     stats: dict[str, Any] = {}
     if options.resume is not None:
+        if options.resume.clock_started_at is not None:
+            # The clock still runs from the original fault (also kept in progress.json, so a
+            # second resume counts from it too).
+            listener.clock_started(options.resume.clock_started_at)
         done = {p.name for p in options.resume.done if p.status == PhaseStatus.OK}
         results += [p for p in options.resume.done if p.name in done]
         recovery = [p for p in recovery if p.name not in done]
@@ -805,7 +821,9 @@ def _run_recovery(
         label = "recovery" if i == 0 else f"recovery-{i + 1}"
         res, run = _run_phases(plan, tgt, seg, label=label, run_dir=run_dir,
                                extravars=extravars, check=options.dry_run,
-                               listener=listener, cancel=cancel)
+                               listener=listener, cancel=cancel, clock_phase=None
+                               if options.dry_run else next((p.name for p in seg
+                                                             if p.starts_clock), None))
         results += res
         stats.update(run.facts)
         cancelled = run.status == engine.RunStatus.CANCELED
@@ -850,14 +868,14 @@ def _drive(
         # The recovery clock continues from the original fault, not from this run's start.
         outcome.clock_started_at = options.resume.clock_started_at
     elif start_phase and (clock_at := by_name[start_phase.name].started_at):
-        outcome.clock_started_at = clock_at
-        listener.clock_started(clock_at)
+        outcome.clock_started_at = clock_at  # (the listener heard of it as the phase started)
     green_at = smoke.get("green_at")
     if stop_phase and by_name[stop_phase.name].status == PhaseStatus.OK:
         stop_at = _parse_ts(green_at) if green_at else by_name[stop_phase.name].ended_at
         if outcome.clock_started_at and stop_at:
             outcome.clock_stopped_at = stop_at
             outcome.rto_s = round((stop_at - outcome.clock_started_at).total_seconds(), 3)
+            listener.clock_stopped(stop_at, outcome.rto_s)
 
     destructive_started = outcome.clock_started_at is not None
     failed = next((p for p in results if p.status in (PhaseStatus.FAILED, PhaseStatus.ERROR)),

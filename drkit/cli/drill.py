@@ -59,6 +59,7 @@ class Progress(LiveLines, DrillListener):
         LiveLines.__init__(self, out)
         self.rto = 0.0
         self.clock: datetime | None = None
+        self.rto_s: float | None = None  # once the clock stopped
         self.phase = ""
         self.phase_at = time.monotonic()
         self.phases: list[str] = []
@@ -93,6 +94,11 @@ class Progress(LiveLines, DrillListener):
     def clock_started(self, at: datetime) -> None:
         self.clock = at
 
+    def clock_stopped(self, at: datetime, rto_s: float) -> None:
+        self.rto_s = rto_s
+        self._line(f"  recovery clock stopped: all flows green {rto_s:.2f}s after the fault "
+                   f"(target {self.rto:g}s)")
+
     def note(self, message: str) -> None:
         self._line(f"  note: {message}")
 
@@ -101,7 +107,7 @@ class Progress(LiveLines, DrillListener):
 
     # rendering -------------------------------------------------------------------------------
     def _clock_text(self) -> str:
-        if self.clock is None:
+        if self.clock is None or self.rto_s is not None:
             return ""
         spent = (datetime.now(UTC) - self.clock).total_seconds()
         return f" [clock {spent:.1f}s / {self.rto:g}s]"
@@ -111,7 +117,7 @@ class Progress(LiveLines, DrillListener):
 
         spent = time.monotonic() - self.phase_at
         text = Text(f"  > {self.phase or 'starting'} {spent:.1f}s")
-        if self.clock is not None:
+        if self.clock is not None and self.rto_s is None:
             used = (datetime.now(UTC) - self.clock).total_seconds()
             style = "red" if used > self.rto else "green"
             text.append(f"  recovery clock {used:.1f}s / {self.rto:g}s budget", style=style)

@@ -100,6 +100,14 @@ def test_full_drill_passes_twice_back_to_back(lab: Any, tmp_path: Path) -> None:
             "authorize", "capture", "refund", "balance", "idempotent-replay", "ledger-verify"}
         assert out["evidence"]["id"]
         assert lab.status().active_region == lab.primary_region  # failback returned traffic
+        # Progress (stderr with --json) shows the clock running while it runs, then where it
+        # stopped, and no clock on failback.
+        lines = err.splitlines()
+        assert any(ln.strip().startswith("smoke: started [clock ") for ln in lines), err[-3000:]
+        stopped = next(i for i, ln in enumerate(lines) if "recovery clock stopped" in ln)
+        failback = next(i for i, ln in enumerate(lines) if "failback: started" in ln)
+        assert stopped < failback and "[clock" not in lines[failback], err[-3000:]
+        assert f"{out['rto']['actual_s']:.2f}s after the fault" in lines[stopped]
     verify = subprocess.run([DRKIT, "evidence", "verify", "--plan", str(plan),
                              "--public-key", str(tmp_path / "keys" / "evidence.pub")],
                             capture_output=True, text=True)

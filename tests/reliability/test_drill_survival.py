@@ -176,7 +176,8 @@ def test_sustained_drills_under_load(lab: Any, tmp_path: Path) -> None:
     assert lost == 0
     rtos.sort()
     p95 = rtos[min(len(rtos) - 1, int(round(0.95 * (len(rtos) - 1))))]
-    write_section("load", f"""## Sustained drills under load (tests/reliability/test_drill_survival.py)
+    title = "## Sustained drills under load (tests/reliability/test_drill_survival.py)"
+    write_section("load", f"""{title}
 
 {count} drills back to back on the lab, all passed, under a steady 20 payments per second
 through the entry point ({stats.ok} load requests answered, {stats.failed} failed while the
