@@ -819,11 +819,11 @@ def _run_recovery(
                             for s in segments[i:] for p in s]
                 return results, stats, True
         label = "recovery" if i == 0 else f"recovery-{i + 1}"
+        # A dry run breaks nothing, so no recovery clock runs.
+        clock = None if options.dry_run else next((p.name for p in seg if p.starts_clock), None)
         res, run = _run_phases(plan, tgt, seg, label=label, run_dir=run_dir,
                                extravars=extravars, check=options.dry_run,
-                               listener=listener, cancel=cancel, clock_phase=None
-                               if options.dry_run else next((p.name for p in seg
-                                                             if p.starts_clock), None))
+                               listener=listener, cancel=cancel, clock_phase=clock)
         results += res
         stats.update(run.facts)
         cancelled = run.status == engine.RunStatus.CANCELED

@@ -507,10 +507,9 @@ def run(rb: Prepared, *, listener: RunbookListener | None = None,
     run_dir.mkdir(parents=True, exist_ok=True)
     files = [rb.runbook.path, rb.source_inventory]
     # The code the runbook runs: its task files, and the modules and plugins it can call.
-    for folder in (rb.runbook.path.parent / "tasks", *(CONTENT_ROOT / "playbooks" / d for d in (
-            "library", "action", "module_utils"))):
-        if folder.is_dir():
-            files.append(folder)
+    code = [rb.runbook.path.parent / "tasks",
+            *(CONTENT_ROOT / "playbooks" / d for d in ("library", "action", "module_utils"))]
+    files += [d for d in code if d.is_dir()]
     rec = Recorder.open(store, kind="runbook", name=rb.runbook.name, environment=rb.environment,
                         plan=plan, change_id=rb.options.change_id, files=files,
                         secrets=rb.secrets)

@@ -4,6 +4,10 @@ An action plugin, so it runs on the controller: the flows are a client of the pu
 point and belong where drkit runs, as a customer would reach the service, not on a managed
 host. It also skips a module's interpreter start, which would be on the recovery clock.
 
+Options: entry (URL, required), flows (list of drkit.flows.FLOWS names, required), ca_file (the
+CA the entry point's certificate must chain to), timeout (seconds to wait for an all-green
+round, default 60), interval (seconds between rounds, default 0.05).
+
 Returns `smoke`: drkit.flows' outcome (green, started_at, green_at, attempts, results), whose
 green_at stops the drill's clock. Flows that stay red are not a task failure (the drill's
 verdict names them); bad arguments are.
@@ -15,19 +19,8 @@ from typing import Any
 
 from ansible.plugins.action import ActionBase
 
-DOCUMENTATION = r"""
-action: drkit_smoke
-short_description: Payment flows through the public entry point, retried until all pass
-options:
-  entry: {description: Entry URL (https://host:port)., type: str, required: true}
-  flows: {description: Flow names (drkit.flows.FLOWS)., type: list, elements: str, required: true}
-  ca_file: {description: CA file the entry point's certificate must chain to., type: str}
-  timeout: {description: Seconds to wait for an all-green round., type: float, default: 60}
-  interval: {description: Seconds between rounds., type: float, default: 0.05}
-"""
 
-
-class ActionModule(ActionBase):  # type: ignore[misc]
+class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _requires_connection = False
 
