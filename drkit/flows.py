@@ -5,8 +5,9 @@ Used by the drill (the recovery clock stops at the first all-green smoke round),
 with an `ssl` context that verifies against a given CA file (or the system CAs), so the public
 entry point is checked exactly as a customer would reach it. Both http:// and https:// work.
 
-Nothing here prints or exits; `python -m drkit.flows smoke ...` is the thin CLI for Ansible
-command tasks (see `main`).
+Nothing here prints or exits; `python -m drkit.flows smoke ...` is a thin CLI for running the
+flows by hand or from a `command` task (see `main`). The drill's smoke phase calls
+`smoke_until_green` through the drkit_smoke action plugin (playbooks/action/).
 """
 
 from __future__ import annotations
