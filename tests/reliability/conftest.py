@@ -122,13 +122,15 @@ test passed.
 """
 
 
-def write_section(path: Path, body: str) -> None:
-    """Replace the text between the input markers (create the file, or the markers, first)."""
+def write_section(path: Path, body: str, name: str = "input") -> None:
+    """Replace the text between the `name` markers (create the file, or the markers, first).
+    Each part of the suite owns one section: input (here), kill and load (the survival tests)."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     text = path.read_text(encoding="utf-8") if path.exists() else TITLE
-    block = f"{START}\n{body.rstrip()}\n{END}"
-    if START in text and END in text and text.index(START) < text.index(END):
-        head, rest = text.split(START, 1)
-        _, tail = rest.split(END, 1)
+    block = f"{start}\n{body.rstrip()}\n{end}"
+    if start in text and end in text and text.index(start) < text.index(end):
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
         text = head + block + tail
     else:
         text = text.rstrip() + "\n\n" + block + "\n"

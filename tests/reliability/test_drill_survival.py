@@ -26,24 +26,12 @@ import pytest
 
 from tests.drill.test_drill_lab import DRKIT, drill, make_plan, serving
 
+from .conftest import REPORT, write_section
+
 pytestmark = pytest.mark.lab
 
 PHASES = ["preflight", "inject-fault", "recreate-stack", "promote-data", "failover-traffic",
           "smoke", "failback"]
-REPO = Path(__file__).resolve().parents[2]
-RELIABILITY = REPO / "RELIABILITY.md"
-
-
-def write_section(name: str, body: str) -> None:
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    text = RELIABILITY.read_text() if RELIABILITY.exists() else "# Reliability\n"
-    block = f"{start}\n{body.rstrip()}\n{end}"
-    if start in text and end in text:
-        before, rest = text.split(start, 1)
-        text = before + block + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    RELIABILITY.write_text(text)
 
 
 def _descendants(root: int) -> list[tuple[int, str]]:
@@ -138,7 +126,8 @@ def test_a_kill_at_every_phase_is_recovered(lab: Any, tmp_path: Path) -> None:
     assert sum(1 for r in records if r["verdict"] == "interrupted") == len(PHASES)
     rc, out, err = drill(plan)
     assert rc == 0, (out["reasons"], err[-2000:])
-    write_section("kill", f"""## A kill at every phase (tests/reliability/test_drill_survival.py)
+    title = "## A kill at every phase (tests/reliability/test_drill_survival.py)"
+    write_section(REPORT, name="kill", body=f"""{title}
 
 Kill points tried and recovered with `drkit drill recover`: {len(tried)} of {len(tried)}
 ({len(PHASES)} phases with drkit SIGKILLed, {len(tried) - len(PHASES)} with the ansible-playbook
@@ -177,7 +166,7 @@ def test_sustained_drills_under_load(lab: Any, tmp_path: Path) -> None:
     rtos.sort()
     p95 = rtos[min(len(rtos) - 1, int(round(0.95 * (len(rtos) - 1))))]
     title = "## Sustained drills under load (tests/reliability/test_drill_survival.py)"
-    write_section("load", f"""{title}
+    write_section(REPORT, name="load", body=f"""{title}
 
 {count} drills back to back on the lab, all passed, under a steady 20 payments per second
 through the entry point ({stats.ok} load requests answered, {stats.failed} failed while the
