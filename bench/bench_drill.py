@@ -28,26 +28,14 @@ import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, VENV_BIN, machine, write_section  # noqa: E402
 
+sys.path.insert(0, str(ROOT))
+from tests.drills import make_plan  # noqa: E402  (the drill tests' plan: own store and key)
+
 DRKIT = str(VENV_BIN / "drkit")
 PG_BIN = "/usr/lib/postgresql/15/bin"
-
-
-def make_plan(tmp: Path) -> Path:
-    for name in ("playbooks", "inventories", "ansible.cfg"):
-        (tmp / name).symlink_to(ROOT / name)
-    data = yaml.safe_load((ROOT / "drkit.yml").read_text())
-    data["evidence"]["store"] = "./evidence"
-    data["evidence"]["signing_key"] = "keys/evidence.key"
-    plan = tmp / "drkit.yml"
-    plan.write_text(yaml.safe_dump(data, sort_keys=False))
-    subprocess.run([DRKIT, "evidence", "keygen", "-o", str(tmp / "keys" / "evidence.key")],
-                   check=True, capture_output=True)
-    return plan
 
 
 def _on_clock(drill: dict, name: str) -> float:

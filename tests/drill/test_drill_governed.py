@@ -15,7 +15,7 @@ from typing import Any
 import pexpect
 import pytest
 
-from tests.drill.test_drill_lab import DRKIT, drill, make_plan, serving
+from tests.drills import DRKIT, drill, make_plan, serving
 
 pytestmark = pytest.mark.lab
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.drill.test_drill_lab import DRKIT, drill, make_plan, serving
+from tests.drills import DRKIT, drill, make_plan, serving
 
 from .conftest import REPORT, write_section
 

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from drkit.cli.certs import app as certs_app
 from drkit.cli.runbook import app as runbook_app
-from tests.drill.test_drill_lab import make_plan
+from tests.drills import make_plan
 
 runner = CliRunner()
 
