@@ -622,8 +622,7 @@ class _Journal(DrillListener):
         self.inner.drill_finished(outcome)
 
     def _write(self) -> None:
-        clock = self.clock or next((p.started_at for p in self.done if p.name == "inject-fault"),
-                                   None)
+        clock = self.clock  # told live when the clock's phase starts (see _PhaseTracker)
         data = {"id": self.outcome.id, "scenario": self.scenario,
                 "environment": self.environment, "pid": os.getpid(),
                 "clock_started_at": clock.isoformat() if clock else None,
@@ -796,9 +795,8 @@ def _run_recovery(
             # The clock still runs from the original fault (also kept in progress.json, so a
             # second resume counts from it too).
             listener.clock_started(options.resume.clock_started_at)
-        done = {p.name for p in options.resume.done if p.status == PhaseStatus.OK}
-        results += [p for p in options.resume.done if p.name in done]
-        recovery = [p for p in recovery if p.name not in done]
+        # (run_drill already left the finished phases out of `recovery`.)
+        results += [p for p in options.resume.done if p.status == PhaseStatus.OK]
     segments: list[list[Phase]] = []
     for ph in recovery:
         if not segments or (ph.gate and not options.dry_run):
