@@ -58,14 +58,25 @@ def _port_free(port: int) -> bool:
         s.close()
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_port_base(span: int = PORT_SPAN, tries: int = 200) -> int:
-    """A base port such that base .. base+span-1 are all free on 127.0.0.1."""
+    """A base port such that base .. base+span-1 are all free on 127.0.0.1.
+
+    Below the kernel's ephemeral range: a client connection (the canary, psycopg, boto3) may
+    otherwise hold a lab port as its local port just when a service restarts and binds it."""
     from drkit.lab._runtime import runtime
 
     listening = runtime.listening_ports()
     rng = random.Random()
+    top = max(20000 + span + 10, min(60000, _ephemeral_low()) - span)
     for _ in range(tries):
-        base = rng.randrange(20000, 60000 - span, 10)
+        base = rng.randrange(20000, top, 10)
         ports = range(base, base + span)
         if any(p in listening for p in ports):
             continue
