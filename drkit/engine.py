@@ -261,66 +261,10 @@ class _Collector:
         self.events.close()
 
 
-# ansible-playbook must not outlive drkit: a drill killed with SIGKILL would otherwise go on
-# failing over with nobody watching, and race `drkit drill recover`. ansible-runner starts it
-# through pexpect, which resolves the name on the run's PATH, so a shim first on that PATH starts
-# the real one as its child and asks the kernel for a signal when drkit dies
-# (PR_SET_PDEATHSIG). It then kills every process below it, with their process groups: Ansible's
-# workers leave the group with setsid(), so the shim is also their subreaper
-# (PR_SET_CHILD_SUBREAPER) and finds them even when ansible-playbook died first. A cancel from
-# ansible-runner does the same, so a cancelled phase stops at once rather than finishing its
-# task behind the rollback.
-_SHIM = """#!{python} -S
-import ctypes, os, signal, sys
-libc = ctypes.CDLL(None)
-libc.prctl(1, signal.SIGUSR1)  # PR_SET_PDEATHSIG
-libc.prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
-if os.getppid() != int(os.environ.get("DRKIT_PARENT_PID", os.getppid())):
-    sys.exit(137)  # drkit died before the lines above: do not run orphaned
-child = os.fork()
-if child == 0:
-    os.execv({real!r}, [{real!r}] + sys.argv[1:])
-def below(root):
-    kids = {{}}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open("/proc/" + name + "/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            kids.setdefault(ppid, []).append(int(name))
-    found, todo = [], [root]
-    while todo:
-        for pid in kids.get(todo.pop(), []):
-            found.append(pid)
-            todo.append(pid)
-    return found
-def stop(_sig, _frame):
-    me = os.getpgrp()
-    for pid in below(os.getpid()):
-        try:
-            group = os.getpgid(pid)
-            if group != me:
-                os.killpg(group, signal.SIGKILL)
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-    os.killpg(me, signal.SIGKILL)
-for sig in (signal.SIGUSR1, signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
-    signal.signal(sig, stop)
-while True:
-    try:
-        pid, status = os.waitpid(-1, 0)  # reap the workers we adopted, too
-    except InterruptedError:
-        continue
-    except ChildProcessError:
-        sys.exit(1)
-    if pid == child:
-        break
-code = os.waitstatus_to_exitcode(status)
-sys.exit(code if code >= 0 else 128 - code)
-"""
+# ansible-playbook must not outlive drkit: drkit/engine_shim.py, first on the run's PATH, starts
+# the real one and kills it and its workers when drkit dies or cancels (the why is in its
+# docstring). It is copied in behind this interpreter, with -S, as `bin/ansible-playbook`.
+_SHIM = Path(__file__).with_name("engine_shim.py")
 
 
 def _stop_shim(shim_dir: Path, timeout: float = 5.0) -> None:
@@ -366,8 +310,8 @@ def _shim_dir(private: Path) -> Path:
     bindir = private / "bin"
     bindir.mkdir(mode=0o700)
     shim = bindir / "ansible-playbook"
-    real = Path(sys.executable).parent / "ansible-playbook"
-    shim.write_text(_SHIM.format(python=sys.executable, real=str(real)))
+    # The shim runs the ansible-playbook beside its interpreter: this one's, drkit's.
+    shim.write_text(f"#!{sys.executable} -S\n" + _SHIM.read_text(encoding="utf-8"))
     shim.chmod(0o700)
     return bindir
 
