@@ -16,7 +16,8 @@ before each test that asks for `lab`, the fixture checks it (a fast status probe
 it with `lab up`, or, when a drill left it failed over, rebuilds it (`down` + `up`). A test that
 needs a fresh database asks for `lab.reset()` itself. At the end of the session the lab is
 taken down and the fixture asserts that no process from its pid files survives and no lab port
-still listens.
+still listens. A test that asks for either fixture is marked `lab` at collection (the hook
+below), so `-m "not lab"` leaves out every test that would start a lab.
 
 Environment knobs: DRKIT_TEST_PLAN (plan file, default ./drkit.yml), DRKIT_TEST_LAB_INSTANCES
 (payments instances per region, default 2, to keep a 2-core box responsive),
@@ -248,6 +249,17 @@ class LabHandle:
             yield conn
         finally:
             conn.close()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that brings up the lab (asks for `lab` or `lab_session`, directly or through
+    another fixture) carries the `lab` marker, so `-m "not lab"` (`scripts/test --fast`) never
+    starts one. tryfirst: the marker must be on before pytest's own `-m` deselection runs."""
+    for item in items:
+        if "lab_session" in getattr(item, "fixturenames", ()) and \
+                item.get_closest_marker("lab") is None:
+            item.add_marker(pytest.mark.lab)
 
 
 def _alive(pid: int) -> bool:
