@@ -316,6 +316,37 @@ def _shim_dir(private: Path) -> Path:
     return bindir
 
 
+# Where drkit's own Ansible content lives: next to the package (the repository, or the tree the
+# package was installed from), never wherever the plan or the current directory happens to be.
+# Without this a plan outside the checkout ran with no drkit modules: ansible-playbook failed
+# before its first play and the readiness check said PASS (issue 11).
+CONTENT = Path(__file__).resolve().parents[1]
+_CONTENT_PATHS = {
+    "ANSIBLE_LIBRARY": "playbooks/library",
+    "ANSIBLE_ACTION_PLUGINS": "playbooks/action",
+    "ANSIBLE_MODULE_UTILS": "playbooks/module_utils",
+    "ANSIBLE_ROLES_PATH": "playbooks/roles",
+    "ANSIBLE_COLLECTIONS_PATH": "collections",
+}
+
+
+def content_env(content_root: Path | None = None) -> dict[str, str]:
+    """ANSIBLE_* search paths for drkit's modules, action plugins, module_utils, roles and
+    collections: the package's content first, then the plan's own (when it has any)."""
+    env: dict[str, str] = {}
+    roots = [CONTENT] + ([content_root.resolve()] if content_root is not None
+                         and content_root.resolve() != CONTENT else [])
+    for var, rel in _CONTENT_PATHS.items():
+        paths = [str(r / rel) for r in roots if (r / rel).is_dir()]
+        if var == "ANSIBLE_COLLECTIONS_PATH":
+            # Keep the defaults (the user's and the system's collections) after ours.
+            paths += [str(Path.home() / ".ansible" / "collections"),
+                      "/usr/share/ansible/collections"]
+        if paths:
+            env[var] = os.pathsep.join(paths)
+    return env
+
+
 def _ansible_env(content_root: Path, extra: Mapping[str, str] | None,
                  shim: Path | None = None) -> dict[str, str]:
     bindir = str(Path(sys.executable).parent)
@@ -333,6 +364,10 @@ def _ansible_env(content_root: Path, extra: Mapping[str, str] | None,
         "ANSIBLE_NOCOLOR": "True",
         # set_stats values reach playbook_on_stats' artifact_data only when this is on.
         "ANSIBLE_SHOW_CUSTOM_STATS": "True",
+        "ANSIBLE_HOST_KEY_CHECKING": "False",
+        "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
+        "ANSIBLE_CALLBACK_RESULT_FORMAT": "yaml",
+        **content_env(content_root),
     }
     cfg = content_root / "ansible.cfg"
     if cfg.is_file():
@@ -340,6 +375,18 @@ def _ansible_env(content_root: Path, extra: Mapping[str, str] | None,
     if extra:
         env.update(extra)
     return env
+
+
+def _write_extravars(private: Path, extravars: Mapping[str, Any]) -> None:
+    """env/extravars as YAML with every string `!unsafe`: no value drkit passes (plan values,
+    `-e` from the command line) is ever templated by Ansible (issue 16). ansible-runner passes
+    the file with `-e @env/extravars` when it exists."""
+    from drkit.extravars import dump_unsafe
+    from drkit.files import atomic_write
+
+    env = private / "env"
+    env.mkdir(mode=0o700, exist_ok=True)
+    atomic_write(env / "extravars", dump_unsafe(extravars).encode("utf-8"), mode=0o600)
 
 
 def run_playbook(
@@ -377,6 +424,7 @@ def run_playbook(
     private = Path(tempfile.mkdtemp(prefix="drkit-run-"))
     os.chmod(private, 0o700)
     shim = _shim_dir(private)
+    _write_extravars(private, extravars or {})
     started = datetime.now(UTC)
     try:
         runner = ansible_runner.run(
@@ -385,7 +433,7 @@ def run_playbook(
             ident="run",
             playbook=str(playbook.resolve()),
             inventory=str(inventory.resolve()),
-            extravars=dict(extravars or {}),
+            extravars=None,  # in env/extravars, every string !unsafe (_write_extravars)
             cmdline=" ".join(cmdline) or None,
             limit=limit,
             forks=forks,
@@ -457,11 +505,16 @@ def _cancel_with(cancel: Callable[[], bool] | None,
 
 
 def _tail(path: Path, lines: int = 3) -> str:
-    """The last lines of stdout, for failures that happen before any task (syntax errors)."""
+    """What ansible-playbook said when it failed before any task (syntax errors, unknown
+    modules): its first error line, or the last lines of stdout."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
     except OSError:
         return "ansible-playbook produced no output"
+    for i, line in enumerate(text):
+        if line.startswith(("[ERROR]", "ERROR!")):
+            more = [t.strip() for t in text[i + 1:i + 3] if t.strip() and not t.startswith(" ")]
+            return " ".join([line.strip(), *more])
     return " ".join(line.strip() for line in text[-lines:]) or "ansible-playbook failed"
 
 

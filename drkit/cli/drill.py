@@ -80,10 +80,11 @@ class Progress(LiveLines, DrillListener):
             self._line(f"  {name}: started{self._clock_text()}")
 
     def phase_finished(self, result: Any) -> None:
-        if result.started_at is None:
+        if result.started_at is None and str(result.status) != "error":
             return
         mark = {"ok": "ok", "checked": "ok (check mode)", "failed": "FAILED",
-                "canceled": "CANCELLED"}.get(str(result.status), str(result.status))
+                "canceled": "CANCELLED", "error": "ERROR"}.get(str(result.status),
+                                                              str(result.status))
         extra = f" - {result.message}" if result.message else ""
         self._line(f"  {result.name}: {mark} in {result.duration_s:.2f}s "
                    f"({len(result.tasks)} tasks){extra}")
@@ -96,8 +97,9 @@ class Progress(LiveLines, DrillListener):
 
     def clock_stopped(self, at: datetime, rto_s: float) -> None:
         self.rto_s = rto_s
-        self._line(f"  recovery clock stopped: all flows green {rto_s:.2f}s after the fault "
-                   f"(target {self.rto:g}s)")
+        stamp = at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        self._line(f"  recovery clock stopped: all flows observed green at {stamp}, "
+                   f"{rto_s:.2f}s after the fault (target {self.rto:g}s)")
 
     def note(self, message: str) -> None:
         self._line(f"  note: {message}")
@@ -130,11 +132,22 @@ def _render(outcome: Any, out: TextIO) -> None:
     w = out.write
     w(f"\nverdict: {data['verdict'].upper()}  ({'; '.join(data['reasons'])})\n")
     rto, rpo = data["rto"], data["rpo"]
-    actual = f"{rto['actual_s']:.2f}s" if rto["actual_s"] is not None else "not recovered"
-    w(f"RTO: {actual} (target {rto['target_s']:g}s)\n")
-    if rpo["actual_s"] is not None:
-        w(f"RPO: {rpo['actual_s']:.2f}s, {rpo['lost_payments']} acknowledged payments lost "
-          f"(target {rpo['target_s']:g}s)\n")
+    if data["dry_run"] or len(data["phases"]) <= 1 and not data["smoke"]:
+        pass  # a dry run or a readiness check measures no recovery
+    else:
+        actual = f"{rto['actual_s']:.2f}s" if rto["actual_s"] is not None else "not measured"
+        w(f"RTO: {actual} (target {rto['target_s']:g}s)\n")
+        if rpo["actual_s"] is not None:
+            w(f"RPO: {rpo['actual_s']:.2f}s, {rpo['lost_payments']} acknowledged payments lost "
+              f"(target {rpo['target_s']:g}s)\n")
+        else:
+            w(f"RPO: not measured (target {rpo['target_s']:g}s)\n")
+    for line in data.get("observed") or []:
+        w(f"observed: {line}\n")
+    for line in data.get("missing") or []:
+        w(f"NOT observed: {line}\n")
+    for line in data.get("warnings") or []:
+        w(f"warning: {line}\n")
     rec = data.get("reconciliation")
     if rec:
         balanced = (rec.get("ledger") or {}).get("balanced")
@@ -155,18 +168,28 @@ def _render(outcome: Any, out: TextIO) -> None:
 def _drill(plan_path: Any, scenario: str, env: str, as_json: bool, *,
            metrics_file: Path | None = None, junit_xml: Path | None = None, **opts: Any) -> None:
     from drkit import drill
+    from drkit.envlock import EnvironmentBusy
 
+    skip_if_busy = opts.pop("skip_if_busy", False)
     plan = load_plan(plan_path)
     cancel = drill.CancelToken()
     progress = Progress(sys.stderr if as_json else sys.stdout)
     with cancel_on_signals(cancel), errors():
-        outcome = drill.run_drill(plan, scenario, env, options=drill.DrillOptions(**opts),
-                                  listener=progress, cancel=cancel)
+        try:
+            outcome = drill.run_drill(plan, scenario, env, options=drill.DrillOptions(**opts),
+                                      listener=progress, cancel=cancel)
+        except EnvironmentBusy as e:
+            if not skip_if_busy:
+                raise
+            _skipped(scenario, env, as_json, f"environment busy: {e.holder.describe()}")
     _outputs(plan, outcome, metrics_file, junit_xml, opts.get("store"))
-    if as_json:
-        print_json(outcome.to_json())
-    else:
-        _render(outcome, sys.stdout)
+    try:
+        if as_json:
+            print_json(outcome.to_json())
+        else:
+            _render(outcome, sys.stdout)
+    except OSError:
+        pass  # the terminal went away (SIGHUP): the verdict still goes out as the exit code
     raise typer.Exit(outcome.exit_code)
 
 
@@ -179,11 +202,16 @@ def _skip_if_blackout(plan_path: Any, scenario: str, env: str, as_json: bool) ->
     if hit is None:
         return
     until = hit.end.isoformat().replace("+00:00", "Z")
+    _skipped(scenario, env, as_json, f"inside blackout window {hit.window.name!r} until {until}")
+
+
+def _skipped(scenario: str, env: str, as_json: bool, reason: str) -> None:
+    """A scheduled run that does not start (blackout window, environment busy): exit 0."""
     if as_json:
         print_json({"scenario": scenario, "environment": env, "verdict": "skipped",
-                    "reasons": [f"inside blackout window {hit.window.name!r} until {until}"]})
+                    "reasons": [reason]})
     else:
-        typer.echo(f"drill skipped: inside blackout window {hit.window.name!r} until {until}")
+        typer.echo(f"drill skipped: {reason}")
     raise typer.Exit(0)
 
 
@@ -270,6 +298,10 @@ def run(
     skip_in_blackout: Annotated[bool, typer.Option(
         "--skip-in-blackout", help="Inside a blackout window, skip the drill and exit 0 (for "
         "schedulers) instead of refusing with exit 2.")] = False,
+    skip_if_busy: Annotated[bool, typer.Option(
+        "--skip-if-busy", help="When another command is changing the environment, skip the "
+        "drill and exit 0, naming it (for schedulers: runs never pile up) instead of refusing "
+        "with exit 2.")] = False,
     plan: PlanOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -277,10 +309,10 @@ def run(
 
     Phases run in the plan's order; the recovery clock starts with the fault and stops when
     every smoke flow passes through the public entry point. A canary writes payments all along
-    to measure data loss. SIGINT/SIGTERM stops the running phase and rolls back.
+    to measure data loss. SIGINT/SIGTERM/SIGHUP stops the running phase and rolls back.
 
-    Exit codes: 0 pass, 1 fail (a target missed, a flow or phase failed), 2 bad input,
-    3 aborted or could not run.
+    Exit codes: 0 pass, 1 fail (a target missed, a flow or phase failed) or inconclusive
+    (something the verdict needs was not observed), 2 bad input, 3 aborted or could not run.
     """
     if skip_in_blackout and override_blackout is None:
         _skip_if_blackout(plan, scenario, env, as_json)
@@ -298,7 +330,8 @@ def run(
     _drill(plan, scenario, env, as_json, metrics_file=metrics_file, junit_xml=junit_xml,
            dry_run=dry_run, failback=failback, confirm=confirm, smoke_timeout_s=timeout,
            request=request, override_blackout=override_blackout, change_id=change_id,
-           store=_store(store), approve_gates=approve_gates, gate=_terminal_gate())
+           store=_store(store), approve_gates=approve_gates, gate=_terminal_gate(),
+           skip_if_busy=skip_if_busy)
 
 
 @app.command()

@@ -29,52 +29,8 @@ def outcome(**kw: object) -> drill.DrillOutcome:
     return drill.DrillOutcome(**base)  # type: ignore[arg-type]
 
 
-def test_pass_when_every_flow_passed_and_targets_met() -> None:
-    o = outcome()
-    drill._judge(o, None)  # type: ignore[arg-type]
-    assert o.verdict == drill.Verdict.PASS
-    assert o.exit_code == 0
-    assert o.findings == []
-
-
-def test_rto_missed_is_named_with_the_figures() -> None:
-    o = outcome(rto_s=7.5, targets=drill.Targets(rto_s=5, rpo_s=0))
-    drill._judge(o, None)  # type: ignore[arg-type]
-    assert o.verdict == drill.Verdict.FAIL and o.exit_code == 1
-    assert any(r.startswith("RTO missed: 7.50s > target 5s") for r in o.reasons)
-    assert [f.check for f in o.findings] == ["rto"]
-
-
-def test_a_failed_flow_is_named() -> None:
-    o = outcome(smoke=[{"flow": "authorize", "status": "pass"},
-                       {"flow": "refund", "status": "fail"}], rto_s=None)
-    drill._judge(o, None)  # type: ignore[arg-type]
-    assert "smoke flows failed: refund" in o.reasons
-    assert any("did not recover" in r for r in o.reasons)
-
-
-def test_flows_not_reached_after_a_failure_are_not_blamed() -> None:
-    o = outcome(smoke=[{"flow": "authorize", "status": "pass"},
-                       {"flow": "refund", "status": "fail", "detail": "409 from the service"},
-                       {"flow": "balance", "status": "fail",
-                        "detail": "not run: refund failed in this round"}], rto_s=None)
-    drill._judge(o, None)  # type: ignore[arg-type]
-    assert "smoke flows failed: refund" in o.reasons
-    assert "smoke flows not reached after the failure: balance" in o.reasons
-    assert [f.check for f in o.findings if f.check.startswith("smoke:")] == ["smoke:refund"]
-
-
-def test_lost_payments_miss_a_zero_rpo_target() -> None:
-    o = outcome(rpo_s=0.0, lost_payments=3)
-    drill._judge(o, None)  # type: ignore[arg-type]
-    assert o.verdict == drill.Verdict.FAIL
-    assert any("RPO missed" in r and "3 acknowledged payments lost" in r for r in o.reasons)
-
-
-def test_unbalanced_ledger_fails_the_drill() -> None:
-    o = outcome(reconciliation={"ledger": {"balanced": False}})
-    drill._judge(o, None)  # type: ignore[arg-type]
-    assert any("ledger does not balance" in r for r in o.reasons)
+# The verdict's rules (RTO, RPO, flows, ledger) are tested on drkit.judge itself, in
+# test_judge.py; the drill's use of them through its runner seam in test_drill_seam.py.
 
 
 def test_json_has_the_documented_shape() -> None:
@@ -85,10 +41,11 @@ def test_json_has_the_documented_shape() -> None:
                 "rpo", "phases", "smoke", "evidence"):
         assert key in data
     assert data["rto"]["target_s"] == 30 and data["rto"]["actual_s"] == 4.2
-    assert data["rpo"] == {"target_s": 0, "actual_s": 0.0, "lost_payments": 0}
+    assert data["rto"]["met"] is True
+    assert data["rpo"] == {"target_s": 0, "actual_s": 0.0, "met": True, "lost_payments": 0}
     assert data["phases"][0] == {"name": "smoke", "status": "ok", "started_at":
                                  "2026-11-23T05:00:00Z", "duration_s": 1.25, "changed": 0,
-                                 "message": "", "tasks": []}
+                                 "message": "", "postconditions": [], "tasks": []}
     assert data["evidence"] == {"id": "ev1"}
 
 
