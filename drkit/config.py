@@ -220,6 +220,28 @@ class Blackout(_Model):
         return self
 
 
+def _duration_schema(schema: dict[str, Any]) -> None:
+    """A duration is written like 30m in the plan: the schema takes what the loader takes."""
+    schema.pop("type", None)
+    schema["anyOf"] = [{"type": "number", "minimum": 0},
+                       {"type": "string", "pattern": _DURATION.pattern}]
+
+
+class ChangeFreeze(_Model):
+    """Runbooks are refused around drills (drkit.envlock): a drill always excludes any other
+    change while it runs; the freeze also covers a drill that died half way (until `drill
+    resume` or `drill recover` ends it) and a quiet time after a drill."""
+
+    during_drills: bool = Field(False, description=(
+        "refuse runbooks while a drill is unfinished (killed, not yet resumed or recovered) "
+        "and for `after_drill` after one ends, unless --force-during-drill REASON (recorded)"))
+    after_drill: Duration = Field(
+        0.0, description="how long the freeze lasts after a drill ends, e.g. 30m",
+        json_schema_extra=_duration_schema)
+
+    _after = field_validator("after_drill", mode="before")(classmethod(lambda cls, v: _dur(v)))
+
+
 class PlanModel(_Model):
     version: Literal[1] = 1
     name: str = "drkit"
@@ -232,6 +254,7 @@ class PlanModel(_Model):
     policy: Policy = Policy()
     notify: tuple[str, ...] = ()
     blackouts: tuple[Blackout, ...] = ()
+    change_freeze: ChangeFreeze = ChangeFreeze()
 
     @model_validator(mode="after")
     def _references(self) -> PlanModel:

@@ -14,13 +14,12 @@ anything is broken. Failback is a second run, after the clock. Measured, not est
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -31,7 +30,7 @@ import yaml
 
 from drkit import engine
 from drkit.config import Phase, Plan, Scenario
-from drkit.errors import BadInput, DrkitError, EnvironmentProblem, RunFailed
+from drkit.errors import BadInput, DrkitError, RunFailed
 
 
 class Verdict(StrEnum):
@@ -303,35 +302,11 @@ def target(plan: Plan, env_name: str) -> Target:
 
 @contextmanager
 def drill_lock(state_dir: Path, env_name: str, notes: DrillListener) -> Iterator[None]:
-    """An flock the kernel releases when the holder dies, so a killed drill never leaves it stuck.
+    """The environment lock (drkit.envlock) as a drill command takes it, by environment name."""
+    from drkit import envlock
 
-    The file also names the holder, so a second drill can say who is running, and a drill that
-    takes over from a dead one says so.
-    """
-    locks = state_dir / "locks"
-    locks.mkdir(parents=True, exist_ok=True)
-    path = locks / f"drill-{env_name}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
-            raise EnvironmentProblem(
-                f"another drill is running on environment {env_name!r} ({holder}); wait for it "
-                "to finish, or stop that process"
-            ) from None
-        previous = os.pread(fd, 4096, 0).decode(errors="replace").strip()
-        if previous:
-            notes.note(f"took over the lock left by a drill that died ({previous})")
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} since {_now().isoformat()}".encode(), 0)
-        try:
-            yield
-        finally:
-            os.ftruncate(fd, 0)  # we did not die: an empty file, nothing to take over
-    finally:
-        os.close(fd)
+    with envlock.hold(state_dir, env_name, "drill run", on_takeover=notes.note):
+        yield
 
 
 # ---------------------------------------------------------------------------------------------
@@ -514,7 +489,6 @@ def run_drill(
     window = blackout.check(plan, _now(), options.override_blackout, operator=options.operator)
     run_id = new_run_id()
     run_dir = tgt.state_dir / "runs" / f"{run_id}-{scenario_name}"
-    run_dir.mkdir(parents=True, exist_ok=True)
     smoke_timeout = options.smoke_timeout_s or max(30.0, 2 * targets.rto_s)
     extravars = {
         **tgt.extravars,
@@ -546,10 +520,22 @@ def run_drill(
             # Re-check what the first run finished before building on it.
             recovery = [Phase(name="holds", playbook=scenario.holds)] + recovery
             extravars["drkit_completed_phases"] = finished
-    with drill_lock(tgt.state_dir, env_name, listener):
+    from drkit import envlock
+
+    # One change at a time (drkit.envlock): a refused drill changes nothing. A dry run or a
+    # preflight check changes nothing either, so it never waits for the lock.
+    changes = not options.dry_run and not options.preflight_only
+    lock = envlock.hold(tgt.state_dir, env_name, ("drill resume " if options.resume else
+                                                  "drill run ") + scenario_name,
+                        key=envlock.key_for(plan, env_name), run_id=run_id,
+                        operator=options.operator, drill=True,
+                        on_takeover=listener.note) if changes else nullcontext()
+    with lock as lease:
+        run_dir.mkdir(parents=True, exist_ok=True)
         # Inside the lock: a drill refused because another one runs keeps its approval.
         gov = _Governance.start(plan, scenario_name, env_name, options, run_id, window,
                                 enforce=not options.dry_run and not options.preflight_only)
+        gov.lock = lease.to_evidence() if lease is not None else None
         rec = _open_evidence(plan, scenario_name, env_name, scenario, tgt, options, gov) \
             if record else None
         listener.drill_started(run_id, scenario_name, env_name, targets,
@@ -640,6 +626,7 @@ class _Governance:
 
     blackout: Any = None
     request: Any = None
+    lock: Any = None  # the environment lock held (drkit.envlock), and any takeover
 
     @classmethod
     def start(cls, plan: Plan, scenario: str, env: str, options: DrillOptions, run_id: str,
@@ -654,7 +641,8 @@ class _Governance:
 
     def to_evidence(self) -> dict[str, Any]:
         return {"approval": self.request.to_evidence() if self.request else None,
-                "blackout": self.blackout.to_evidence() if self.blackout else None}
+                "blackout": self.blackout.to_evidence() if self.blackout else None,
+                "lock": self.lock}
 
 
 def _evidence_files(plan: Plan, scenario: Scenario, tgt: Target) -> list[Path]:
@@ -1161,7 +1149,11 @@ def recover(plan: Plan, env_name: str, scenario_name: str | None = None, *,
         raise BadInput(f"scenario {name!r} has no rollback playbook to recover with")
     tgt = target(plan, env_name)
     sealed: tuple[str, ...] = ()
-    with drill_lock(tgt.state_dir, env_name, listener):
+    from drkit import envlock
+
+    with envlock.hold(tgt.state_dir, env_name, f"drill recover --scenario {name}",
+                      key=envlock.key_for(plan, env_name), drill=True,
+                      on_takeover=listener.note):
         try:
             from drkit import evidence
 

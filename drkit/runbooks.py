@@ -19,6 +19,12 @@ host the runbook targets.
 `run` writes an evidence record (kind runbook) whatever happens: opened before the playbook
 starts, sealed when it ends, with the change id and whatever the playbook published with
 `set_stats: data: {drkit_runbook: {...}}` as its summary.
+
+A run that changes something (not `--check`) holds the environment lock (drkit.envlock) first:
+while a drill, another runbook or `lab up`/`lab down` changes the environment, it is refused
+(exit 2, naming who holds it) before anything is written. Inside the lock it checks the plan's
+change freeze around drills (`change_freeze`), which only `--force-during-drill REASON` passes,
+recorded in the evidence with the lock it held.
 """
 
 from __future__ import annotations
@@ -179,6 +185,7 @@ class RunbookOptions:
     operator: str | None = None
     evidence_store: str | None = None
     override_blackout: str | None = None  # the reason to run inside a blackout window
+    force_during_drill: str | None = None  # the reason to run in the plan's change freeze
 
 
 @dataclass(frozen=True)
@@ -497,12 +504,65 @@ def run(rb: Prepared, *, listener: RunbookListener | None = None,
         raise BadInput(f"environment {rb.environment!r} is protected: confirm the run "
                        "(answer the prompt, or pass --yes when unattended)")
     listener = listener or RunbookListener()
+    from drkit import envlock
+
+    run_id = _run_id(rb.runbook.name)
+    if rb.options.check:
+        lock: Any = contextlib.nullcontext()  # check mode changes nothing: it never waits
+    else:
+        lock = envlock.hold(rb.state_dir, rb.environment, f"runbook run {rb.runbook.name}",
+                            key=envlock.key_for(rb.plan, rb.environment), run_id=run_id,
+                            operator=rb.options.operator, on_takeover=listener.note)
+    with lock as lease:
+        freeze = None if rb.options.check else _check_freeze(rb)
+        governance = {"blackout": rb.blackout,
+                      "lock": lease.to_evidence() if lease is not None else None,
+                      "change_freeze": freeze}
+        return _run_locked(rb, run_id, listener, cancel, governance)
+
+
+def _check_freeze(rb: Prepared) -> dict[str, Any] | None:
+    """The plan's change freeze around drills: refuse (exit 2) unless forced with a reason.
+    Returns what goes into the evidence (None: the plan declares no freeze)."""
+    from drkit import envlock
+
+    freeze = rb.plan.model.change_freeze
+    if not freeze.during_drills:
+        return None
+    key = envlock.key_for(rb.plan, rb.environment)
+    mark = envlock.drill_mark(rb.state_dir, key)
+    why = None
+    if mark is not None and mark.ended_at is None:
+        why = (f"`drkit {mark.command}` (run {mark.run_id}) started at {mark.started_at} and "
+               "has not ended (resume it with `drkit drill resume`, or end it with `drkit drill "
+               f"recover --env {rb.environment}`)")
+    elif mark is not None and mark.ended_at and freeze.after_drill > 0:
+        ended = datetime.fromisoformat(mark.ended_at.replace("Z", "+00:00"))
+        until = ended.timestamp() + freeze.after_drill
+        if _now().timestamp() < until:
+            left = datetime.fromtimestamp(until, UTC).isoformat().replace("+00:00", "Z")
+            why = (f"`drkit {mark.command}` (run {mark.run_id}) ended at {mark.ended_at}; the "
+                   f"freeze after a drill lasts until {left}")
+    decision: dict[str, Any] = {"during_drills": True, "after_drill_s": freeze.after_drill,
+                                "in_freeze": why is not None, "why": why, "forced": None}
+    if why is None:
+        return decision
+    reason = (rb.options.force_during_drill or "").strip()
+    if not reason:
+        raise BadInput(f"{rb.plan.path.name}: change_freeze: environment {rb.environment!r} is "
+                       f"frozen around a drill: {why}; to run anyway, pass "
+                       "--force-during-drill REASON (recorded in the evidence)")
+    decision["forced"] = {"reason": reason, "by": rb.options.operator or _operator()}
+    return decision
+
+
+def _run_locked(rb: Prepared, run_id: str, listener: RunbookListener, cancel: Any,
+                governance: dict[str, Any]) -> RunbookOutcome:
     from drkit.evidence import Recorder, open_store, recover_interrupted
 
     plan = rb.plan
     store = open_store(rb.options.evidence_store or plan.model.evidence.store, plan=plan)
     recover_interrupted(store, plan=plan)
-    run_id = _run_id(rb.runbook.name)
     run_dir = rb.state_dir / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     files = [rb.runbook.path, rb.source_inventory]
@@ -541,7 +601,8 @@ def run(rb: Prepared, *, listener: RunbookListener | None = None,
                        str(result.failure) if result.failure else f"ansible exited {result.rc}")
     except BaseException as e:
         failure = f"{type(e).__name__}: {e}"
-        _seal(rec, rb, Verdict.ABORTED, None, started, failure, listener)
+        _seal(rec, rb, Verdict.ABORTED, None, started, failure, listener,
+              governance=governance)
         raise
     ended = _now()
     summary = dict((result.facts.get(STAT_KEY) or {}) if result else {})
@@ -554,14 +615,16 @@ def run(rb: Prepared, *, listener: RunbookListener | None = None,
         tasks=len(result.tasks) if result else 0, failure=failure, summary=summary,
         stats=dict(result.stats) if result else {}, artifacts_dir=run_dir,
     )
-    outcome = _seal(rec, rb, verdict, result, started, failure, listener, outcome) or outcome
+    outcome = _seal(rec, rb, verdict, result, started, failure, listener, outcome,
+                    governance=governance) or outcome
     listener.runbook_finished(outcome)
     return outcome
 
 
 def _seal(rec: Any, rb: Prepared, verdict: Verdict, result: engine.RunResult | None,
           started: datetime, failure: str | None, listener: RunbookListener,
-          outcome: RunbookOutcome | None = None) -> RunbookOutcome | None:
+          outcome: RunbookOutcome | None = None, *,
+          governance: Mapping[str, Any] | None = None) -> RunbookOutcome | None:
     """Close the evidence record. A store that fails here must not hide the run's outcome."""
     from dataclasses import replace
 
@@ -578,7 +641,7 @@ def _seal(rec: Any, rb: Prepared, verdict: Verdict, result: engine.RunResult | N
             "hosts": list(rb.hosts), "limit": rb.options.limit,
             "operator": rb.options.operator or _operator(),
             "confirmed": rb.options.confirmed, "failure": failure,
-            "governance": {"blackout": rb.blackout},
+            "governance": dict(governance or {"blackout": rb.blackout}),
             **({"changes": [{"host": c.host, "task": c.task} for c in outcome.changes],
                 "result": dict(outcome.summary)} if outcome else {}),
         }

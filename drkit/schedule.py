@@ -272,8 +272,10 @@ class DrillJob:
     metrics_file: str | None = None  # default: <reports_dir>/drkit.prom
     confirm: str | None = None  # a protected environment's name, confirmed at schedule time
     # Scheduled runs skip blackout windows (exit 0, "skipped"), rather than fail the job: cron
-    # and OnCalendar cannot say "except month-end", so the run itself checks.
-    extra_args: tuple[str, ...] = field(default=("--skip-in-blackout",))
+    # and OnCalendar cannot say "except month-end", so the run itself checks. They also skip
+    # when another command is changing the environment (drkit.envlock): a run never waits, so
+    # runs never pile up behind a long drill, and the skip names who held it.
+    extra_args: tuple[str, ...] = field(default=("--skip-in-blackout", "--skip-if-busy"))
 
     @property
     def slug(self) -> str:

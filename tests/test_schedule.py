@@ -155,7 +155,7 @@ def test_unknown_scenario_and_protected_environment(plan: Plan) -> None:
                            "weekly", "--format", "cron", "--plan", str(plan.path))
     assert code == 2 and "add --confirm production" in err
     job = job_for(plan, "region-failover", "production", fmt=Format.CRON, confirm="production")
-    assert job.argv()[-3:] == ["--confirm", "production", "--skip-in-blackout"]
+    assert job.argv()[-4:] == ["--confirm", "production", "--skip-in-blackout", "--skip-if-busy"]
 
 
 # --------------------------------------------------------------------------- systemd
@@ -254,7 +254,7 @@ def test_crontab_line_runs_and_propagates_the_exit_code(plan: Plan, tmp_path: Pa
     assert argv_file.read_text().splitlines() == [
         "drill", "run", "region-failover", "--env", "lab", "--plan", str(plan.path), "--json",
         "--junit-xml", str(reports / "region-failover-lab.junit.xml"),
-        "--metrics-file", str(reports / "drkit.prom"), "--skip-in-blackout"]
+        "--metrics-file", str(reports / "drkit.prom"), "--skip-in-blackout", "--skip-if-busy"]
 
 
 # --------------------------------------------------------------------------- CI
@@ -279,7 +279,8 @@ def test_github_actions_workflow(plan: Plan, tmp_path: Path, fake_drkit: Path) -
     assert run["shell"] == "bash" and run["working-directory"] == "."
     assert ("drkit drill run region-failover --env lab --plan drkit.yml --json --junit-xml "
             "drkit-reports/region-failover-lab.junit.xml --metrics-file drkit-reports/drkit.prom"
-            " --skip-in-blackout > drkit-reports/region-failover-lab.json") in run["run"]
+            " --skip-in-blackout --skip-if-busy > drkit-reports/region-failover-lab.json"
+            ) in run["run"]
     upload = steps[-1]
     assert upload["if"] == "always()" and upload["uses"].startswith("actions/upload-artifact@")
     assert upload["with"]["path"] == "drkit-reports"
@@ -309,7 +310,7 @@ def test_gitlab_ci_job(plan: Plan) -> None:
     assert job["script"][-1] == (
         "drkit drill run region-failover --env lab --plan drkit.yml --json --junit-xml "
         "drkit-reports/region-failover-lab.junit.xml --metrics-file drkit-reports/drkit.prom"
-        " --skip-in-blackout > drkit-reports/region-failover-lab.json")
+        " --skip-in-blackout --skip-if-busy > drkit-reports/region-failover-lab.json")
     assert job["artifacts"]["when"] == "always"
     assert job["artifacts"]["reports"]["junit"] == "drkit-reports/region-failover-lab.junit.xml"
 

@@ -86,7 +86,9 @@ def up(plan: PlanOption = None, as_json: JsonOption = False,
     """Build the lab (moto, PostgreSQL primary + standby, payments APIs, HAProxy TLS entry).
 
     Idempotent: on a running lab it changes nothing and says so; on a half-up lab it restarts
-    what is down. Exit 3 when the environment is not fit (port in use, binaries missing).
+    what is down. A lab a drill left failed over is not "repaired" (that would lose its data):
+    it says to run `drkit drill recover`. Exit 2 when another command is changing the lab
+    (it names it), 3 when the environment is not fit (port in use, binaries missing).
     """
     from drkit import lab
 
@@ -106,7 +108,11 @@ def up(plan: PlanOption = None, as_json: JsonOption = False,
 @app.command()
 def down(plan: PlanOption = None, as_json: JsonOption = False,
          quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines.")) -> None:
-    """Stop every process the lab started (by pid), free its ports, remove its state."""
+    """Stop every process the lab started, free its ports, remove its state.
+
+    Every process the lab's playbooks start carries the lab's marker, so none is left behind
+    whatever pid files say. Exit 2 when another command is changing the lab (it names it).
+    """
     from drkit import lab
 
     p = load_plan(plan)
@@ -125,16 +131,22 @@ def down(plan: PlanOption = None, as_json: JsonOption = False,
 def status(plan: PlanOption = None, as_json: JsonOption = False) -> None:
     """Show each component with pid, port and health, and which region serves traffic.
 
-    Exit 0 when every component is healthy, 1 otherwise.
+    Read-only: never waits for a command that is changing the lab, and names it. The last line
+    says what to run: `drkit lab up` for what is down, `drkit drill recover` for a lab a drill
+    left failed over or half recovered. Exit 0 when every component is healthy and the lab is
+    in its normal topology, 1 otherwise.
     """
     from drkit import lab
 
     p = load_plan(plan)
     st: Any = call(lab.status, p)
+    advice = call(lab.advice, p, st)
     if as_json:
-        print_json(st.to_json())
+        print_json({**st.to_json(), "advice": advice})
     else:
         _render(st)
-        typer.echo("lab is up" if st.up else "lab is not (fully) up: `drkit lab up` repairs it")
-    if not st.up:
+        if st.busy:
+            typer.echo(f"busy: {st.busy}")
+        typer.echo(advice)
+    if not st.up or st.drift:
         raise typer.Exit(1)

@@ -123,6 +123,10 @@ def run(
     override_blackout: Annotated[str | None, typer.Option(
         "--override-blackout", metavar="REASON",
         help="Run inside a blackout window; the reason goes into the evidence.")] = None,
+    force_during_drill: Annotated[str | None, typer.Option(
+        "--force-during-drill", metavar="REASON",
+        help="Run inside the plan's change freeze around a drill (change_freeze); the reason "
+        "goes into the evidence. A drill that is running still excludes the run.")] = None,
     yes: Annotated[bool, typer.Option(
         "--yes", "-y", help="Do not ask for confirmation on a protected environment.")] = False,
     extra: Annotated[list[str] | None, typer.Option(
@@ -137,7 +141,9 @@ def run(
     On a protected environment a change id is required, and the run asks for confirmation
     (unattended runs need --yes). Exit codes: 0 done, 1 the runbook failed (and rolled back
     what it could), 2 bad input (unknown runbook, missing variable, --limit matching no
-    host, no change id or confirmation), 3 it could not run or was interrupted.
+    host, no change id or confirmation; another command is changing the environment, named in
+    the message; the plan's change freeze around a drill), 3 it could not run or was
+    interrupted.
     """
     from drkit import runbooks
     from drkit.drill import CancelToken
@@ -148,7 +154,7 @@ def run(
         options = runbooks.RunbookOptions(
             check=check, limit=limit, change_id=change_id, confirmed=yes,
             extravars=runbooks.parse_extravars(extra or []), evidence_store=store,
-            override_blackout=override_blackout)
+            override_blackout=override_blackout, force_during_drill=force_during_drill)
         runbooks.guard(p, name, env, options)
         if p.environment(env).protected and not (yes or check) and not sys.stdin.isatty():
             # Nobody can answer a prompt: refuse before even reading the inventory.

@@ -1,8 +1,15 @@
 """The lab: drkit's embedded default target, a two-region payments stack on loopback.
 
     up(plan)      build it, or repair what is dead (playbooks/lab/up.yml); idempotent
-    down(plan)    stop every process it started, by pid, and remove its runtime state
+    down(plan)    stop every process it started, and remove its runtime state
     status(plan)  pure-Python probes of pid files, ports, /healthz and HAProxy's runtime API
+    diagnose(plan)   is it failed over or half-recovered (what `drill recover` repairs)?
+
+`up` and `down` hold the environment lock (drkit.envlock), as drills and runbooks do: one
+change at a time. Every process the lab's playbooks start (lab up, a drill's phases, a runbook)
+carries the marker DRKIT_LAB_ID=<lab_id> in its environment (it is in `envvars`, inherited by
+Ansible, its modules and the daemons they start, PostgreSQL included), so `down` finds and stops
+all of them from /proc (`marked_pids`), whatever the pid files say after commands interleaved.
     run(plan, playbook)      run any playbook against the lab (the drill's phases do)
     extravars(plan), envvars(plan)   what those playbooks are given
 
@@ -20,12 +27,14 @@ State directory layout (LabConfig.state_dir, default /var/tmp/drkit-lab):
     haproxy/haproxy.cfg, active.map, admin.sock (runtime API), master.sock, haproxy.{pid,log}
     moto/moto.{pid,log}
     runs/<utc-stamp>-<playbook>/   stdout and job_events.jsonl of every run (kept by `down`)
+    locks/env-lab.lock, env-lab.drill   the environment lock and the last drill (kept by `down`)
 
 This module is imported by the payments service too (drkit.lab.payments): keep its top light.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import sys
@@ -51,6 +60,7 @@ DOWN_PLAYBOOK = "playbooks/lab/down.yml"
 LAB_AWS_ACCESS_KEY_ID = "drkit-lab"
 LAB_AWS_SECRET_ACCESS_KEY = "drkit-lab-not-a-secret"
 PAYMENTS_VERSION = "1.0.0"  # what `lab up` runs; a rolling-patch runbook changes it
+LAB_ID_VAR = "DRKIT_LAB_ID"  # the marker every lab process carries in its environment
 LAYOUT = {"aws": 0o755, "ca": 0o755, "tls": 0o700, "secrets": 0o700, "pg": 0o755,
           "services": 0o755, "haproxy": 0o755, "moto": 0o755, "runs": 0o755}
 
@@ -79,6 +89,9 @@ class LabStatus:
     duration_s: float | None = None
     run_dir: Path | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    untracked: tuple[int, ...] = ()  # lab processes (by marker) that no pid file names
+    drift: str | None = None  # failed over / half-recovered: what `drill recover` repairs
+    busy: str | None = None  # who holds the environment lock now (drkit.envlock), if anyone
 
     def component(self, name: str) -> Component | None:
         return next((c for c in self.components if c.name == name), None)
@@ -97,6 +110,9 @@ class LabStatus:
             "duration_s": None if self.duration_s is None else round(self.duration_s, 3),
             "run_dir": str(self.run_dir) if self.run_dir else None,
             "components": [asdict(c) for c in self.components],
+            "untracked_pids": list(self.untracked),
+            "drift": self.drift,
+            "busy": self.busy,
             **dict(self.extra),
         }
 
@@ -169,7 +185,33 @@ def envvars(plan: Plan) -> dict[str, str]:
         "AWS_EC2_METADATA_DISABLED": "true",
         "NO_PROXY": "127.0.0.1,localhost",
         "no_proxy": "127.0.0.1,localhost",
+        LAB_ID_VAR: lab_id(cfg),
     }
+
+
+def lab_id(cfg: LabConfig) -> str:
+    """The marker of one lab: a hash of its state directory (two labs never share it)."""
+    return hashlib.sha256(str(cfg.state_dir).encode()).hexdigest()[:16]
+
+
+def marked_pids(cfg: LabConfig) -> list[int]:
+    """Every live process that carries this lab's marker in its environment: what the lab's
+    playbooks started, whichever command started it and whatever the pid files now say.
+    drkit's own process and its ancestors are left out (they may carry it from a shell)."""
+    needle = f"{LAB_ID_VAR}={lab_id(cfg)}".encode()
+    skip = {os.getpid(), *_ancestors(os.getpid())}
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) in skip:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                environ = f.read()
+        except OSError:
+            continue  # gone, or a zombie (no environment, no ports)
+        if needle in environ.split(b"\0"):
+            found.append(int(name))
+    return sorted(found)
 
 
 def _resolve_playbook(plan: Plan, playbook: str | Path) -> Path:
@@ -225,30 +267,67 @@ def up(plan: Plan, listener: RunListener | None = None) -> LabStatus:
 
     cfg = config(plan)
     started = time.monotonic()
-    _preflight(cfg)
-    results = _run_parallel(plan, UP_PARTS, listener)
-    for result in results:
-        if not result.ok:
-            what = (str(result.failure) if result.failure
-                    else f"ansible-playbook exited {result.rc}")
-            raise RunFailed(
-                f"lab up failed: {what} (output: {result.stdout_path}); fix that and run "
-                "`drkit lab up` again, which restarts only what is down, or `drkit lab down` "
-                "to start over"
-            )
-    st = _wait_healthy(plan, timeout=10)
-    changed = sum(r.changed for r in results)
-    if not st.up:
-        bad = ", ".join(f"{c.name} ({c.detail})" for c in st.components if not c.healthy)
-        raise RunFailed(f"lab up finished but these are not healthy: {bad}; see "
-                        f"{cfg.state_dir}/*/ logs, then run `drkit lab up` again")
-    message = ("lab already up: nothing changed" if changed == 0
-               else f"lab up: {changed} changed")
-    return replace(st, changed=changed, message=message, run_dir=results[0].artifacts_dir,
-                   duration_s=time.monotonic() - started,
-                   extra={"runs": [{"playbook": r.playbook.name, "changed": r.changed,
-                                    "duration_s": round(r.duration_s, 3),
-                                    "artifacts": str(r.artifacts_dir)} for r in results]})
+    with _lock(plan, cfg, "lab up") as lease:
+        _preflight(cfg, plan)
+        results = _run_parallel(plan, UP_PARTS, listener)
+        for result in results:
+            if not result.ok:
+                what = (str(result.failure) if result.failure
+                        else f"ansible-playbook exited {result.rc}")
+                drift = diagnose(plan)
+                raise RunFailed(
+                    f"lab up failed: {what} (output: {result.stdout_path}); " + (
+                        _recover_advice(plan, drift) if drift else
+                        "fix that, then `drkit lab up` restarts only what is down; or start "
+                        "over with `drkit lab down`, then `drkit lab up`"))
+        st = _wait_healthy(plan, timeout=10)
+        changed = sum(r.changed for r in results)
+        if not st.up:
+            bad = ", ".join(f"{c.name} ({c.detail})" for c in st.components if not c.healthy)
+            raise RunFailed(f"lab up finished but these are not healthy: {bad}; " + (
+                _recover_advice(plan, st.drift) if st.drift else
+                f"see the logs under {cfg.state_dir}, or start over with `drkit lab down`, "
+                "then `drkit lab up`"))
+        message = ("lab already up: nothing changed" if changed == 0
+                   else f"lab up: {changed} changed")
+        if lease.took_over:
+            message += f" (took over the lock of {lease.took_over.describe()}, whose process "
+            message += "is gone)"
+        return replace(st, changed=changed, message=message, run_dir=results[0].artifacts_dir,
+                       duration_s=time.monotonic() - started,
+                       extra={"runs": [{"playbook": r.playbook.name, "changed": r.changed,
+                                        "duration_s": round(r.duration_s, 3),
+                                        "artifacts": str(r.artifacts_dir)} for r in results],
+                              "lock": lease.to_evidence()})
+
+
+def _lock(plan: Plan, cfg: LabConfig, command: str) -> Any:
+    """The lab's environment lock (the one drills and runbooks on the lab take)."""
+    from drkit import envlock
+    from drkit.errors import PlanError
+
+    try:
+        env = plan.lab_environment()
+    except PlanError:
+        env = envlock.LAB_KEY
+    # reenter: `drill recover` runs `lab up` under the lock it holds.
+    return envlock.hold(cfg.state_dir, env, command, key=envlock.LAB_KEY, reenter=True)
+
+
+def _lab_env_name(plan: Plan) -> str:
+    from drkit.errors import PlanError
+
+    try:
+        return plan.lab_environment()
+    except PlanError:
+        return "lab"
+
+
+def _recover_advice(plan: Plan, drift: str) -> str:
+    env = _lab_env_name(plan)
+    return (f"the lab is {drift}, which `drkit lab up` does not undo: run `drkit drill recover "
+            f"--env {env}` to bring it back (or start over: `drkit lab down`, then "
+            "`drkit lab up`)")
 
 
 def _run_parallel(plan: Plan, playbooks: tuple[str, ...],
@@ -291,39 +370,75 @@ def down(plan: Plan, listener: RunListener | None = None) -> LabStatus:
 
     cfg = config(plan)
     started = time.monotonic()
-    before = status(plan)
-    pids = _lab_pids(cfg)
-    if not cfg.state_dir.exists():
-        return replace(before, changed=0, message="lab is not up: nothing to do",
+    if not cfg.state_dir.exists() and not marked_pids(cfg):
+        return replace(status(plan), changed=0, message="lab is not up: nothing to do",
                        duration_s=time.monotonic() - started)
-    result = run(plan, DOWN_PLAYBOOK, listener=listener)
-    if not result.ok:
-        what = str(result.failure) if result.failure else f"ansible-playbook exited {result.rc}"
-        raise RunFailed(f"lab down failed: {what} (output: {result.stdout_path})")
-    rt = _rt()
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
+    with _lock(plan, cfg, "lab down") as lease:
+        pids = sorted(set(_lab_pids(cfg)) | set(marked_pids(cfg)))
+        result = run(plan, DOWN_PLAYBOOK, listener=listener)
+        # Whatever the pid files missed (a command that interleaved, a pid file overwritten),
+        # the marker finds: stop every process the lab started, even when the playbook failed.
+        swept = _stop_marked(cfg)
+        if not result.ok:
+            what = (str(result.failure) if result.failure
+                    else f"ansible-playbook exited {result.rc}")
+            raise RunFailed(f"lab down failed: {what} (output: {result.stdout_path})")
+        rt = _rt()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            alive = [p for p in pids if rt.pid_alive(p)]
+            busy = [p for p in cfg.ports.values() if rt.port_listening(p)]
+            if not alive and not busy:
+                break
+            time.sleep(0.1)
         alive = [p for p in pids if rt.pid_alive(p)]
-        busy = [p for p in cfg.ports.values() if rt.port_listening(p)]
-        if not alive and not busy:
+        busy_pids = {p: rt.port_owners(p) for p in cfg.ports.values() if rt.port_listening(p)}
+        if alive:
+            raise EnvironmentProblem(
+                f"lab down: pids {', '.join(map(str, alive))} are still running after SIGKILL "
+                "(stuck in the kernel?); see `ps -o pid,stat,wchan -p "
+                f"{','.join(map(str, alive))}`")
+        if busy_pids:
+            port, owners = next(iter(busy_pids.items()))
+            names = ", ".join(f"{p} ({rt.process_name(p)})" for p in owners) or "?"
+            raise EnvironmentProblem(
+                f"lab down: port {port} still listens (pid {names}), a process this lab did "
+                "not start (it does not carry the lab's marker); stop it, or move the lab with "
+                "DRKIT_LAB_PORT_BASE")
+        after = status(plan)
+        n = result.changed + len(swept)
+        message = "lab down: stopped and removed" if n else "lab is not up: nothing to do"
+        if swept:
+            message += (f" (also stopped {len(swept)} lab process(es) no pid file named: "
+                        f"{', '.join(map(str, swept))})")
+        if lease.took_over:
+            message += (f" (took over the lock of {lease.took_over.describe()}, whose process "
+                        "is gone)")
+        return replace(after, changed=n, run_dir=result.artifacts_dir, message=message,
+                       duration_s=time.monotonic() - started,
+                       extra={"stopped_pids": sorted(set(pids) | set(swept)),
+                              "lock": lease.to_evidence()})
+
+
+def _stop_marked(cfg: LabConfig, timeout: float = 10.0) -> list[int]:
+    """SIGTERM every process with the lab's marker, SIGKILL what is left after `timeout`."""
+    import signal
+
+    rt = _rt()
+    pids = marked_pids(cfg)
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        left = [p for p in pids if rt.pid_alive(p)]
+        if not left:
             break
-        time.sleep(0.1)
-    alive = [p for p in pids if rt.pid_alive(p)]
-    busy_pids = {p: rt.port_owners(p) for p in cfg.ports.values() if rt.port_listening(p)}
-    if alive:
-        raise EnvironmentProblem(
-            f"lab down: pids {', '.join(map(str, alive))} are still running; stop them with "
-            f"`kill {' '.join(map(str, alive))}`")
-    if busy_pids:
-        first = next(iter(busy_pids.items()))
-        raise EnvironmentProblem(
-            f"lab down: port {first[0]} still listens (pid {first[1] or '?'}), and is not "
-            "one of the lab's processes; stop it by hand")
-    after = status(plan)
-    n = result.changed
-    return replace(after, changed=n, run_dir=result.artifacts_dir,
-                   message="lab down: stopped and removed" if n else "lab is not up: nothing to do",
-                   duration_s=time.monotonic() - started, extra={"stopped_pids": list(pids)})
+        for pid in left:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + wait
+        while any(rt.pid_alive(p) for p in left) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    return pids
 
 
 def _wait_healthy(plan: Plan, timeout: float) -> LabStatus:
@@ -393,7 +508,7 @@ def _ancestors(pid: int) -> list[int]:
     return chain
 
 
-def _preflight(cfg: LabConfig) -> None:
+def _preflight(cfg: LabConfig, plan: Plan) -> None:
     import pwd
 
     from drkit.errors import EnvironmentProblem
@@ -419,7 +534,7 @@ def _preflight(cfg: LabConfig) -> None:
         raise EnvironmentProblem(
             "the lab runs PostgreSQL as another user and HAProxy as root: run drkit lab as root")
     _check_state_dir(cfg, pw.pw_uid)
-    _check_topology(cfg)
+    _check_topology(cfg, plan)
     _check_ports(cfg)
 
 
@@ -459,23 +574,61 @@ def _check_state_dir(cfg: LabConfig, pg_uid: int) -> None:
                 "directory under /var/tmp (DRKIT_LAB_DIR)")
 
 
-def _check_topology(cfg: LabConfig) -> None:
-    """Refuse to 'repair' a lab a drill left failed over: that would throw its data away."""
+def _check_topology(cfg: LabConfig, plan: Plan) -> None:
+    """Refuse to 'repair' a lab a drill left failed over: that would throw its data away, and
+    `lab up` cannot put it back; `drill recover` can, so say that (never "run lab up again")."""
     from drkit.errors import EnvironmentProblem
+
+    drift = _drift(cfg)
+    if drift:
+        raise EnvironmentProblem(_recover_advice(plan, drift))
+
+
+def diagnose(plan: Plan) -> str | None:
+    """What a drill left behind that `drkit lab up` cannot repair, in words (None: nothing):
+    the standby promoted, the old primary a standby, traffic on the secondary region."""
+    return _drift(config(plan))
+
+
+def _drift(cfg: LabConfig, active: str | None = None) -> str | None:
+    from drkit import envlock
 
     pg = _pg()
     dirs = _pg_dirs(cfg)
     prim, sec = dirs[cfg.primary_region], dirs[cfg.secondary_region]
-    fix = ("finish the drill's failback, or start over with `drkit lab down` then "
-           "`drkit lab up`")
+    what = None
     if pg.is_initialized(str(sec)) and not pg.standby_signal(str(sec)):
-        raise EnvironmentProblem(
-            f"the lab is failed over: the {cfg.secondary_region} database ({sec}) is a primary, "
-            f"not a standby of {cfg.primary_region}; {fix}")
-    if pg.is_initialized(str(prim)) and pg.standby_signal(str(prim)):
-        raise EnvironmentProblem(
-            f"the lab is failed over: the {cfg.primary_region} database ({prim}) is a standby; "
-            f"{fix}")
+        what = (f"failed over (the {cfg.secondary_region} database is a primary, not a "
+                f"standby of {cfg.primary_region})")
+    elif pg.is_initialized(str(prim)) and pg.standby_signal(str(prim)):
+        what = (f"failed over, half failed back (the {cfg.primary_region} database is a "
+                "standby)")
+    else:
+        if active is None:
+            active = _active_region(cfg)
+        if active is not None and active != cfg.primary_region:
+            what = (f"failed over, half recovered (traffic goes to {active}, the databases "
+                    f"are back in their places)")
+    if what is None:
+        return None
+    mark = envlock.drill_mark(cfg.state_dir, envlock.LAB_KEY)
+    if mark is not None and mark.unfinished:
+        what += f", after `drkit {mark.command}` (run {mark.run_id}) died half way"
+    return what
+
+
+def _active_region(cfg: LabConfig) -> str | None:
+    """The region HAProxy sends traffic to (its runtime map), None when HAProxy is not up."""
+    rt = _rt()
+    hp = cfg.state_dir / "haproxy"
+    if _daemon_pid(hp / "haproxy.pid") is None:
+        return None
+    try:
+        active: str | None = rt.haproxy_show_map(str(hp / "admin.sock"),
+                                                 str(hp / "active.map")).get("active")
+    except rt.HaproxyError:
+        return None
+    return active
 
 
 def _check_ports(cfg: LabConfig) -> None:
@@ -486,7 +639,7 @@ def _check_ports(cfg: LabConfig) -> None:
     busy = {name: port for name, port in cfg.ports.items() if port in listening}
     if not busy:
         return
-    ours = set(_lab_pids(cfg))
+    ours = set(_lab_pids(cfg)) | set(marked_pids(cfg))
     inodes = set().union(*(listening[p] for p in busy.values()))
     owners = rt.socket_owners(inodes)
     for name, port in busy.items():
@@ -525,8 +678,45 @@ def status(plan: Plan) -> LabStatus:
         comps = [f.result() for f in futures]
         haproxy, active = haproxy_f.result()
         comps += [haproxy, entry_f.result()]
+    from drkit import envlock
+
+    tracked = {c.pid for c in comps if c.pid}
+    untracked = tuple(p for p in marked_pids(cfg) if p not in tracked and
+                      not tracked.intersection(_ancestors(p)))
+    holder = envlock.peek(cfg.state_dir, envlock.LAB_KEY)
+    busy = None
+    if holder is not None:
+        busy = holder.describe() + ("" if holder.alive else
+                                    " (its process is gone: the next command takes over)")
     return LabStatus(state_dir=cfg.state_dir, components=tuple(comps), active_region=active,
-                     up=all(c.healthy for c in comps))
+                     up=all(c.healthy for c in comps), untracked=untracked,
+                     drift=_drift(cfg, active) if cfg.state_dir.is_dir() else None, busy=busy)
+
+
+def advice(plan: Plan, st: LabStatus) -> str:
+    """One line that matches the state: what to run, or that there is nothing to do."""
+    from drkit import envlock
+
+    env = _lab_env_name(plan)
+    holder = envlock.peek(st.state_dir, envlock.LAB_KEY)
+    if holder is not None and holder.alive:
+        return (f"the lab is being changed by {holder.describe()}: wait for it to finish "
+                "before changing it")
+    if st.drift:
+        return (f"the lab is {st.drift}: `drkit drill recover --env {env}` brings it back "
+                "(`drkit lab up` does not undo a drill)")
+    mark = envlock.drill_mark(st.state_dir, envlock.LAB_KEY)
+    if mark is not None and mark.unfinished:
+        return (f"`drkit {mark.command}` (run {mark.run_id}) died half way: `drkit drill "
+                f"recover --env {env}` seals its evidence and brings the lab back")
+    if st.up:
+        extra = (f"; {len(st.untracked)} lab process(es) no pid file names "
+                 f"({', '.join(map(str, st.untracked))}): `drkit lab down` stops them"
+                 if st.untracked else "")
+        return "lab is up" + extra
+    if not any(c.pid for c in st.components) and not st.untracked:
+        return "lab is down: `drkit lab up` builds it"
+    return "lab is not (fully) up: `drkit lab up` restarts what is down"
 
 
 def _region(cfg: LabConfig, role: str) -> str:

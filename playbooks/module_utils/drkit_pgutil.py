@@ -42,6 +42,10 @@ def run_as(os_user, argv, timeout=120, env=None):
                 "LC_ALL": "C.UTF-8", "PGCONNECT_TIMEOUT": "5"}
     if env:
         full_env.update(env)
+    # The lab's marker (drkit.lab.LAB_ID_VAR): a postmaster pg_ctl starts carries it, as every
+    # process the lab starts does, so `drkit lab down` finds it whatever its pid file says.
+    if os.environ.get("DRKIT_LAB_ID"):
+        full_env["DRKIT_LAB_ID"] = os.environ["DRKIT_LAB_ID"]
     try:
         return subprocess.run(argv, cwd="/", env=full_env, stdin=subprocess.DEVNULL,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
