@@ -12,10 +12,18 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import ErrorDetails
 
 from drkit.errors import PlanError
@@ -56,11 +64,103 @@ def format_duration(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
+# ---------------------------------------------------------------------------------------------
+# Names are names (issue 16). Plan values reach file paths (pg/<region>/data,
+# runs/<id>-<scenario>) and Ansible: a name is a plain token, never a path or a template.
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
+_NAME = re.compile(NAME_PATTERN)
+NAME_HINT = "letters, digits, - and _, starting with a letter or digit, at most 63"
+# eu-west-1, us-gov-west-1, ap-southeast-2, cn-north-1, us-isob-east-1
+_AWS_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]{1,2}$")
+_OS_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+TEMPLATE_MARKERS = ("{{", "{%")
+
+# Bounds on every duration and count: a plan is reviewed by people, and a typo such as
+# `1e32d` must not turn a target or a retention into "never".
+MAX_RTO_S = 7 * 86400.0  # an RTO or RPO over a week is not a recovery target
+MAX_CERT_VALIDITY_S = 825 * 86400.0  # the longest TLS certificate life browsers ever accepted
+MAX_POLICY_S = 5 * 365 * 86400.0  # drill cadence, finding deadlines
+MAX_RETENTION_S = 100 * 365 * 86400.0  # evidence retention (S3 Object Lock)
+MAX_ITEMS = 100  # environments, services, scenarios, blackouts, ...
+MAX_PHASES = 50
+
+
+def check_name(value: str, what: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError(f"{value!r} is not {what} drkit accepts ({NAME_HINT} characters)")
+    return value
+
+
+def check_hostname(value: str) -> str:
+    labels = value.split(".")
+    if len(value) > 253 or len(labels) < 2 or not all(_HOST_LABEL.match(x) for x in labels):
+        raise ValueError(f"{value!r} is not a DNS name with a zone (like payments.example.com)")
+    return value
+
+
+def check_plan_path(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("a path cannot hold a NUL byte")
+    return value
+
+
+def bounded(value: Any, limit: float) -> Any:
+    seconds = parse_duration(value) if isinstance(value, str) else float(value)
+    if seconds > limit:
+        raise ValueError(f"{format_duration(seconds) if seconds < 1e15 else value!r} is more "
+                         f"than the {format_duration(limit)} this field allows")
+    return value
+
+
+_METADATA_HOSTS = {"169.254.169.254", "fd00:ec2::254", "100.100.100.200",
+                   "metadata.google.internal", "metadata", "instance-data",
+                   "metadata.azure.com"}
+
+
+def webhook_problem(url: str) -> str | None:
+    """Why `url` may not be a webhook, or None. https, or http to loopback only; never a
+    link-local or cloud metadata address (a plan must not make drkit read instance
+    credentials), never file:// or another scheme."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as e:
+        return f"{url[:40]!r} is not a URL ({e})"
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not host:
+        return (f"{scheme or 'no'} scheme in a webhook URL: use https://host/path (http only "
+                "to 127.0.0.1 or localhost)")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        ip = None
+    loopback = host == "localhost" or (ip is not None and ip.is_loopback)
+    if host in _METADATA_HOSTS or (ip is not None and (ip.is_link_local or ip.is_unspecified
+                                                        or ip.is_multicast)):
+        return f"webhook host {host} is a link-local or cloud metadata address: refused"
+    if scheme == "http" and not loopback:
+        return f"webhook to {host} over http: use https (http is allowed only to loopback)"
+    return None
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-Duration = float  # seconds, parsed from '90s'-style strings by the validators below
+# Seconds, parsed from '90s'-style strings by the validators below. The JSON Schema takes what
+# the loader takes (a number of seconds, or a string like 90s), so editors accept the plans we
+# ship (issue 11: the shipped drkit.yml failed its own schema with 10 errors).
+DURATION_JSON_SCHEMA: dict[str, Any] = {
+    "anyOf": [{"type": "number", "minimum": 0},
+              {"type": "string", "pattern": _DURATION.pattern}],
+    "description": "a duration: 90s, 5m, 1h, 30d (or a number of seconds)"}
+Duration = Annotated[float, WithJsonSchema(DURATION_JSON_SCHEMA)]
 
 
 def _dur(v: Any) -> float:
@@ -70,9 +170,24 @@ def _dur(v: Any) -> float:
 class Regions(_Model):
     primary: str = Field(description="AWS region that serves traffic in normal operation")
     secondary: str = Field(description="AWS region a drill recovers into")
+    declared: tuple[str, ...] = Field((), max_length=20, description=(
+        "region names that are not AWS-style (a data centre, a site): each a plain name"))
+
+    @field_validator("declared")
+    @classmethod
+    def _declared(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for name in v:
+            check_name(name, "a declared region")
+        return v
 
     @model_validator(mode="after")
     def _differ(self) -> Regions:
+        for key in ("primary", "secondary"):
+            value = getattr(self, key)
+            if not (_AWS_REGION.match(value) or value in self.declared):
+                raise ValueError(
+                    f"{key}: {value!r} is not an AWS region name (like eu-west-1); a site that "
+                    "is not an AWS region must be listed in regions.declared")
         if self.primary == self.secondary:
             raise ValueError("primary and secondary must be different regions")
         return self
@@ -94,7 +209,24 @@ class LabSettings(_Model):
     def _validity(cls, v: str) -> str:
         if parse_duration(v) <= 0:
             raise ValueError("must be more than 0")
+        return bounded(v, MAX_CERT_VALIDITY_S)
+
+    @field_validator("os_user")
+    @classmethod
+    def _user(cls, v: str) -> str:
+        if not _OS_USER.match(v):
+            raise ValueError(f"{v!r} is not a user name (lower-case letters, digits, _ and -)")
         return v
+
+    @field_validator("hostname")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        return check_hostname(v)
+
+    @field_validator("state_dir")
+    @classmethod
+    def _dir(cls, v: str) -> str:
+        return check_plan_path(v)
 
 
 class Environment(_Model):
@@ -114,7 +246,7 @@ class Service(_Model):
     owner: str = "unassigned"
     rto: Duration
     rpo: Duration
-    smoke: tuple[str, ...] = SMOKE_FLOWS
+    smoke: tuple[str, ...] = Field(SMOKE_FLOWS, max_length=len(SMOKE_FLOWS) * 2)
 
     _rto = field_validator("rto", "rpo", mode="before")(classmethod(lambda cls, v: _dur(v)))
 
@@ -123,7 +255,12 @@ class Service(_Model):
     def _positive(cls, v: float) -> float:
         if v <= 0:
             raise ValueError("must be more than 0s (the time the business can be down)")
-        return v
+        return bounded(v, MAX_RTO_S)
+
+    @field_validator("rpo")
+    @classmethod
+    def _rpo_bound(cls, v: float) -> float:
+        return bounded(v, MAX_RTO_S)
 
     @field_validator("smoke")
     @classmethod
@@ -144,12 +281,22 @@ class Phase(_Model):
     failback: bool = Field(False, description="skipped with --no-failback")
     gate: bool = Field(False, description="pause for a human before this phase")
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name(v, "a phase name")
+
+    @field_validator("playbook")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        return check_plan_path(v)
+
 
 class Scenario(_Model):
     type: str = "region-failover"
     description: str = ""
-    services: tuple[str, ...]
-    phases: tuple[Phase, ...]
+    services: tuple[str, ...] = Field(max_length=MAX_ITEMS)
+    phases: tuple[Phase, ...] = Field(max_length=MAX_PHASES)
     rollback: str | None = Field(None, description="playbook that restores service on abort")
     holds: str | None = Field(None, description="playbook that re-checks finished phases "
                               "before `drkit drill resume` continues")
@@ -169,15 +316,58 @@ class Scenario(_Model):
         return self
 
 
+# S3 Object Lock retention below this is refused for an S3 store or anchor (docs/evidence.md):
+# `retention: 0s` would mean no lock at all. One day is a floor against mistakes, not a
+# recommendation: regulators ask for years (the default is 7).
+MIN_S3_RETENTION_S = 86400.0
+
+
 class Evidence(_Model):
     store: str = "./evidence"
     signing_key: str | None = Field(None, description="Ed25519 private key (PEM), plan-relative")
     public_key: str | None = None
+    kms_key: str | None = Field(None, description="AWS KMS key (ARN, id or alias) that signs "
+                                "records: ECC_NIST_P256, ECDSA_SHA_256; replaces signing_key")
+    kms_region: str | None = Field(None, description="region of kms_key (default: the ARN's)")
+    trusted_keys: tuple[str, ...] = Field((), description="SHA-256 fingerprints of the public "
+                                          "keys whose records verify accepts (pinned)")
+    anchor: str | None = Field(None, description="where each seal publishes the chain head: an "
+                               "append-only file (plan-relative) or s3://bucket/prefix "
+                               "(Object Lock)")
+    tsa_url: str | None = Field(None, description="RFC 3161 time-stamping authority URL")
+    tsa_ca: str | None = Field(None, description="CA certificate (PEM) that verifies the TSA's "
+                               "tokens, plan-relative")
     retention: Duration = Field(7 * 365 * 86400, description="S3 Object Lock retention")
     retention_class: str = "dr-test-evidence"
     controls: tuple[str, ...] = ()
 
+    @field_validator("trusted_keys")
+    @classmethod
+    def _fingerprints(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from drkit.errors import BadInput
+        from drkit.evidence.signing import normalise_fingerprint
+
+        try:
+            return tuple(normalise_fingerprint(f) for f in v)
+        except BadInput as e:
+            raise ValueError(str(e)) from None
+
+    @model_validator(mode="after")
+    def _retention_floor(self) -> Evidence:
+        on_s3 = self.store.startswith("s3://") or (self.anchor or "").startswith("s3://")
+        if on_s3 and self.retention < MIN_S3_RETENTION_S:
+            raise ValueError(f"retention {format_duration(self.retention)} is below the floor "
+                             f"of {format_duration(MIN_S3_RETENTION_S)} for S3 Object Lock "
+                             "(records must stay locked; regulators ask for years: use e.g. "
+                             "2555d)")
+        return self
+
     _ret = field_validator("retention", mode="before")(classmethod(lambda cls, v: _dur(v)))
+
+    @field_validator("retention")
+    @classmethod
+    def _ret_bound(cls, v: float) -> float:
+        return bounded(v, MAX_RETENTION_S)
 
 
 class Policy(_Model):
@@ -195,10 +385,17 @@ class Policy(_Model):
     @classmethod
     def _durs(cls, v: Any) -> Any:
         if isinstance(v, dict):
-            return {k: _dur(d) for k, d in v.items()}
+            if len(v) > MAX_ITEMS:
+                raise ValueError(f"at most {MAX_ITEMS} entries")
+            return {k: bounded(_dur(d), MAX_POLICY_S) for k, d in v.items()}
         return v
 
     _cmv = field_validator("cert_min_validity", mode="before")(classmethod(lambda cls, v: _dur(v)))
+
+    @field_validator("cert_min_validity")
+    @classmethod
+    def _cmv_bound(cls, v: float) -> float:
+        return bounded(v, MAX_CERT_VALIDITY_S)
 
 
 class Blackout(_Model):
@@ -246,15 +443,30 @@ class PlanModel(_Model):
     version: Literal[1] = 1
     name: str = "drkit"
     regions: Regions
-    environments: dict[str, Environment]
+    environments: dict[str, Environment] = Field(max_length=MAX_ITEMS)
     lab: LabSettings = LabSettings()
-    services: dict[str, Service]
-    scenarios: dict[str, Scenario]
+    services: dict[str, Service] = Field(max_length=MAX_ITEMS)
+    scenarios: dict[str, Scenario] = Field(max_length=MAX_ITEMS)
     evidence: Evidence = Evidence()
     policy: Policy = Policy()
-    notify: tuple[str, ...] = ()
-    blackouts: tuple[Blackout, ...] = ()
+    notify: tuple[str, ...] = Field((), max_length=20, description=(
+        "webhook URLs: https (http only to loopback); link-local and metadata hosts refused"))
+    blackouts: tuple[Blackout, ...] = Field((), max_length=MAX_ITEMS)
     change_freeze: ChangeFreeze = ChangeFreeze()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name(v, "a plan name")
+
+    @field_validator("notify")
+    @classmethod
+    def _hooks(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for i, url in enumerate(v):
+            problem = webhook_problem(url)
+            if problem:
+                raise ValueError(f"{i}: {problem}")
+        return v
 
     @model_validator(mode="after")
     def _references(self) -> PlanModel:
@@ -361,9 +573,18 @@ def _load_with_lines(text: str, name: str) -> tuple[Any, dict[tuple[str, ...], i
 
         def walk(n: yaml.Node, path: tuple[str, ...]) -> None:
             if isinstance(n, yaml.MappingNode):
+                first: dict[str, int] = {}
                 for k, v in n.value:
                     key = str(k.value)
-                    lines[path + (key,)] = k.start_mark.line + 1
+                    line = k.start_mark.line + 1
+                    if key in first and k.tag != "tag:yaml.org,2002:merge":
+                        # PyYAML keeps the last; a reviewer reads the first (issue 16).
+                        where = ".".join(path + (key,))
+                        raise PlanError(
+                            f"{name}:{line} {where}: duplicate key (first at line "
+                            f"{first[key]}); keep one")
+                    first[key] = line
+                    lines[path + (key,)] = line
                     walk(v, path + (key,))
             elif isinstance(n, yaml.SequenceNode):
                 for i, v in enumerate(n.value):
@@ -394,7 +615,9 @@ def _describe(err: ErrorDetails) -> str:
 
 def load_plan(path: str | Path | None = None) -> Plan:
     """Read and validate a plan. Every problem becomes a one-line PlanError (exit 2)."""
-    p = plan_path(path)
+    from drkit.files import check_path, read_regular
+
+    p = check_path(plan_path(path), "plan")
     if not p.exists():
         raise PlanError(
             f"{p}: plan file not found (run from the directory holding drkit.yml, or pass "
@@ -405,7 +628,7 @@ def load_plan(path: str | Path | None = None) -> Plan:
     size = p.stat().st_size
     if size > MAX_PLAN_BYTES:
         raise PlanError(f"{p}: {size} bytes is too large for a plan (the limit is 1 MiB)")
-    raw = p.read_bytes()
+    raw = read_regular(p, limit=MAX_PLAN_BYTES, what="plan")
     if b"\x00" in raw:
         raise PlanError(f"{p}: is a binary file, not YAML (give the path of drkit.yml)")
     try:
@@ -426,6 +649,7 @@ def load_plan(path: str | Path | None = None) -> Plan:
         raise PlanError(f"{p}: not valid YAML: {e}") from None
     if not isinstance(data, dict):
         raise PlanError(f"{p}:1: the plan must be a mapping (regions:, environments:, ...)")
+    _check_data(data, lines, p)
     try:
         model = PlanModel.model_validate(data)
     except ValidationError as e:
@@ -449,6 +673,48 @@ def load_plan(path: str | Path | None = None) -> Plan:
         raise PlanError(f"{p}: cannot check a path the plan names: {e.strerror} (fix the "
                         "inventory and playbook paths)") from None
     return plan
+
+
+_NAMED_MAPS = {("environments",): "an environment name", ("services",): "a service name",
+               ("scenarios",): "a scenario name"}
+
+
+def _check_data(data: Any, lines: dict[tuple[str, ...], int], p: Path) -> None:
+    """Before the schema: no NUL byte and no template anywhere (keys and values), and the
+    names of environments, services and scenarios are names. One line, with the line number."""
+
+    def fail(path: tuple[str, ...], what: str) -> PlanError:
+        line = 0
+        for i in range(len(path), -1, -1):
+            if path[:i] in lines:
+                line = lines[path[:i]]
+                break
+        where = f"{p}:{line}" if line else str(p)
+        return PlanError(f"{where} {'.'.join(path) or '(top level)'}: {what}")
+
+    def text(value: str, path: tuple[str, ...]) -> None:
+        if "\x00" in value:
+            raise fail(path, "holds a NUL byte (plan values are plain text)")
+        if any(m in value for m in TEMPLATE_MARKERS):
+            raise fail(path, f"{value[:60]!r} looks like a Jinja template: plan values are "
+                       "data, never templated (remove the {{ }} or {% %})")
+
+    stack: list[tuple[Any, tuple[str, ...]]] = [(data, ())]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            kind = _NAMED_MAPS.get(path)
+            for k, v in node.items():
+                key = str(k)
+                text(key, path + (key,))
+                if kind and not _NAME.match(key):
+                    raise fail(path + (key,), f"{key!r} is not {kind} drkit accepts "
+                               f"({NAME_HINT} characters)")
+                stack.append((v, path + (key,)))
+        elif isinstance(node, list):
+            stack.extend((v, path + (str(i),)) for i, v in enumerate(node))
+        elif isinstance(node, str):
+            text(node, path)
 
 
 def _check_files(plan: Plan, lines: dict[tuple[str, ...], int]) -> None:
@@ -520,11 +786,17 @@ def lab_config(plan: Plan) -> LabConfig:
         raise PlanError(f"DRKIT_LAB_PORT_BASE/DRKIT_LAB_INSTANCES: not a number: {e}") from None
     if not 1024 <= port_base <= 65000:
         raise PlanError(f"lab port base {port_base} is out of range (use 1024-65000)")
+    if not 1 <= instances <= 9:  # the port layout holds 9 per region; status probes each
+        raise PlanError(f"lab instances {instances} is out of range (use 1-9; "
+                        "DRKIT_LAB_INSTANCES or lab.instances)")
+    from drkit.files import check_path
+
+    state_dir = check_path(env.get("DRKIT_LAB_DIR", s.state_dir), "lab state dir")
     replication = env.get("DRKIT_LAB_REPLICATION", s.replication)
     if replication not in ("sync", "async"):
         raise PlanError(f"DRKIT_LAB_REPLICATION={replication!r}: use sync or async")
     return LabConfig(
-        state_dir=Path(env.get("DRKIT_LAB_DIR", s.state_dir)).resolve(),
+        state_dir=state_dir.resolve(),
         port_base=port_base,
         instances=instances,
         replication=replication,

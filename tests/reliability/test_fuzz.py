@@ -13,6 +13,7 @@ Hypothesis is derandomized and keeps no example database, so CI sees the same ca
 from __future__ import annotations
 
 import copy
+import re
 import string
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,19 @@ RANGES = [(("services", "payments", "rto"), [0, "0s", "0m", -1, "-5s", -0.5]),
           (("services", "payments", "tier"), [0, -1, 5, 99]),
           (("lab", "port_base"), [0, -1, 80, 1023, 65001, 10**12]),
           (("lab", "instances"), [0, -3, 10]),
+          # issue 16: bounds on every duration, names that are names, webhooks that stay safe
+          (("services", "payments", "rto"), ["8d", 10**9, 1e32, "99999999999d", "169h"]),
+          (("services", "payments", "rpo"), ["8d", 1e32]),
+          (("evidence", "retention"), ["36501d", 1e32]),
+          (("lab", "cert_validity"), ["826d", "1000000d"]),
+          (("policy", "cert_min_validity"), ["826d"]),
+          (("regions", "primary"), ["../../victim", "EU-WEST-1", "eu west 1", "eu-west-1/..",
+                                    "{{ lookup('pipe', 'id') }}", ""]),
+          (("lab", "hostname"), ["localhost", "-a.b", "a..b", "../x.y", "a b.c"]),
+          (("lab", "os_user"), ["root;id", "Postgres", "../x", ""]),
+          (("notify",), [["http://example.com/h"], ["file:///etc/passwd"],
+                         ["https://169.254.169.254/latest/meta-data/"], ["http://[fe80::1]/"],
+                         ["https://metadata.google.internal/x"], ["gopher://x.y/"]]),
           (("lab", "cert_validity"), ["0d", "0s"]),
           (("version",), [0, 2, -1])]
 
@@ -274,25 +288,68 @@ def test_mutated_plans(sandbox: Path, figures: Any, case: tuple[str, dict, str])
     _kind, doc, expect = case
     path = plans(sandbox).write(doc)
     line = assert_one_line_error(validate(path), str(path))
-    assert expect in line, line
+    # A random value holding NUL or {{ is refused before the schema looks at it (issue 16).
+    assert expect in line or "holds a NUL byte" in line or "Jinja template" in line, line
+
+
+plain_name = word.filter(lambda w: w[0].isalnum())  # names start with a letter or digit
+STRING_PATHS = [p for p in ALL_PATHS if isinstance(_get(BASE, p), str)]
+NAMED_MAPS = ("environments", "services", "scenarios")
+
+
+@settings(FUZZ, max_examples=200)
+@given(path=st.sampled_from(STRING_PATHS), before=st.text(max_size=10),
+       marker=st.sampled_from(["{{", "{%"]), after=st.text(max_size=10))
+def test_a_template_anywhere_is_refused(sandbox: Path, figures: Any, path: tuple, before: str,
+                                       marker: str, after: str) -> None:
+    # Plan values are data: Ansible would run {{ }} as Jinja (issue 16).
+    figures.add("fuzz_plan")
+    doc = copy.deepcopy(BASE)
+    _set(doc, path, before + marker + after)
+    line = assert_one_line_error(validate(plans(sandbox).write(doc)))
+    assert "looks like a Jinja template" in line or "NUL byte" in line, line
+
+
+@settings(FUZZ, max_examples=200)
+@given(where=st.sampled_from(NAMED_MAPS),
+       name=st.text(min_size=1, max_size=70).filter(
+           lambda t: not re.match(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$", t)))
+def test_names_that_are_not_names_are_refused(sandbox: Path, figures: Any, where: str,
+                                              name: str) -> None:
+    # Names become paths (pg/<region>/data, runs/<id>-<scenario>): `..`, `/`, spaces, control
+    # characters and templates are refused, with the line.
+    figures.add("fuzz_plan")
+    doc = copy.deepcopy(BASE)
+    mapping = doc[where]
+    first = next(iter(mapping))
+    mapping[name] = mapping.pop(first)
+    if where == "services":
+        doc["scenarios"]["region-failover"]["services"] = [name, "ledger"] if first == \
+            "payments" else ["payments", name]
+    line = assert_one_line_error(validate(plans(sandbox).write(doc)))
+    assert where in line, line
 
 
 @st.composite
 def harmless_variation(draw: st.DrawFn) -> dict:
     """Changes that keep the plan valid: the fuzz must not just be a machine for exit 2."""
     doc = copy.deepcopy(BASE)
-    good = st.one_of(st.builds(lambda n, u: f"{n}{u}", st.integers(1, 10**4),
+    # Within the plan's bounds (an RTO or RPO is at most 7d; issue 16).
+    good = st.one_of(st.builds(lambda n, u: f"{n}{u}", st.integers(1, 7),
                                st.sampled_from(["ms", "s", "m", "h", "d"])),
-                     st.integers(1, 10**6), st.floats(0.001, 10**6))
+                     st.builds(lambda n, u: f"{n}{u}", st.integers(1, 10**4),
+                               st.sampled_from(["ms", "s", "m"])),
+                     st.integers(1, 7 * 86400), st.floats(0.001, 7 * 86400))
     doc["services"]["payments"]["rto"] = draw(good)
     doc["services"]["ledger"]["rpo"] = draw(st.one_of(good, st.just(0), st.just("0s")))
     doc["evidence"]["retention"] = draw(good)
     doc["lab"]["port_base"] = draw(st.integers(1024, 65000))
-    name = draw(word)
+    name = draw(plain_name)
     doc["environments"][name] = {"inventory": "inventory.yml",
                                  "protected": draw(st.booleans())}
-    doc["services"]["payments"]["owner"] = draw(st.text(min_size=1, max_size=30))
-    doc["scenarios"][draw(word)] = copy.deepcopy(doc["scenarios"]["region-failover"])
+    doc["services"]["payments"]["owner"] = draw(st.text(min_size=1, max_size=30).filter(
+        lambda t: "{{" not in t and "{%" not in t and "\x00" not in t))
+    doc["scenarios"][draw(plain_name)] = copy.deepcopy(doc["scenarios"]["region-failover"])
     return doc
 
 
