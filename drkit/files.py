@@ -65,6 +65,10 @@ def check_path(path: str | os.PathLike[str], what: str) -> Path:
     if "\x00" in text:
         shown = _shown(text.replace("\x00", "\\0"))
         raise _bad(f"{what} {shown}: a path cannot hold a NUL byte (give a plain file path)")
+    if any(ord(c) < 32 or c == "\x7f" for c in text):
+        shown = _shown(text.encode("unicode_escape").decode("ascii"))
+        raise _bad(f"{what} {shown}: a path with control characters (a newline, an escape) "
+                   "is refused; rename it")
     if len(text.encode("utf-8", "surrogateescape")) >= PATH_MAX:
         raise _bad(f"{what} {_shown(text)}: the path is longer than {PATH_MAX} bytes")
     if any(len(part.encode("utf-8", "surrogateescape")) > NAME_MAX for part in text.split("/")):

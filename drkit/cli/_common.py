@@ -15,6 +15,85 @@ from drkit.errors import DrkitError
 
 T = TypeVar("T")
 
+def fail(message: str, code: int) -> typer.Exit:
+    typer.echo(f"drkit: {message}", err=True)
+    return typer.Exit(code)
+
+
+# ---------------------------------------------------------------------------------------------
+# File arguments (issue 16): checked when parsed, so a NUL byte, an over-long name, /proc, a
+# device or a FIFO gets one line and exit 2 before any command code opens it.
+
+
+def input_file(what: str) -> Callable[[Any], Any]:
+    """A Typer callback for a file to read: refused unless it is (or will be) a regular file.
+    A path that does not exist passes (the command says 'not found' in its own words)."""
+
+    def check(value: Any) -> Any:
+        if value is None or (isinstance(value, str) and "://" in value):
+            return value  # unset, or a URL (s3://...): not a local file
+        import os
+        import stat
+
+        from drkit.errors import BadInput
+        from drkit.files import check_path
+
+        try:
+            path = check_path(value, what)
+            st = os.stat(path)  # stat, never open: a FIFO must not block here
+        except BadInput as e:
+            raise fail(str(e), 2) from None
+        except (FileNotFoundError, NotADirectoryError):
+            return value
+        except OSError as e:
+            raise fail(f"{what} {value}: cannot use it ({e.strerror})", 2) from None
+        if stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) \
+                or stat.S_ISSOCK(st.st_mode):
+            raise fail(f"{what} {value}: is not a regular file (a FIFO, device or socket)", 2)
+        return value
+
+    return check
+
+
+def input_dir(what: str) -> Callable[[Any], Any]:
+    """A Typer callback for a directory (or URL) argument: the path checks only."""
+
+    def check(value: Any) -> Any:
+        if value is None or (isinstance(value, str) and "://" in value):
+            return value
+        from drkit.errors import BadInput
+        from drkit.files import check_path
+
+        try:
+            check_path(value, what)
+        except BadInput as e:
+            raise fail(str(e), 2) from None
+        return value
+
+    return check
+
+
+def output_file(what: str, *, stdout: bool = True) -> Callable[[Any], Any]:
+    """A Typer callback for a file to write: `-` is stdout (when `stdout`); anything that
+    exists must be a regular file (a rename over a FIFO or a device would replace it)."""
+
+    def check(value: Any) -> Any:
+        if value is None:
+            return value
+        if str(value) == "-" and not stdout:
+            raise fail(f"{what}: give a file path (this output cannot go to stdout)", 2)
+        from drkit.errors import BadInput
+        from drkit.files import check_output
+
+        try:
+            check_output(value, what)
+        except BadInput as e:
+            raise fail(str(e), 2) from None
+        return value
+
+    return check
+
+
 PlanOption = Annotated[
     Path | None,
     typer.Option(
@@ -23,14 +102,10 @@ PlanOption = Annotated[
         help="Plan file (default: ./drkit.yml, or $DRKIT_PLAN).",
         show_default=False,
         envvar="DRKIT_PLAN",
+        callback=input_file("plan"),
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object for machines.")]
-
-
-def fail(message: str, code: int) -> typer.Exit:
-    typer.echo(f"drkit: {message}", err=True)
-    return typer.Exit(code)
 
 
 @contextmanager
