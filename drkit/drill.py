@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -1056,7 +1057,9 @@ def check(plan: Plan, env_name: str, scenario_name: str | None = None,
 
 def find_run(plan: Plan, run_id: str) -> Path:
     """The run directory of `run_id`, in any environment's state directory."""
-    if not run_id or "/" in run_id or run_id.startswith("."):
+    # Matched literally, never as a glob: `drill resume '*'` matched the runs folder's first
+    # entry (issue 16). A run id is 20250101T000000Z-abc123 (or a prefix of one).
+    if not re.fullmatch(r"[0-9A-Za-z][0-9A-Za-z_-]{0,127}", run_id or ""):
         raise BadInput(f"{run_id!r} is not a drill run id (see `drkit evidence list`)")
     roots = []
     for name in plan.model.environments:
@@ -1065,8 +1068,8 @@ def find_run(plan: Plan, run_id: str) -> Path:
         except DrkitError:
             continue
     for root in dict.fromkeys(roots):
-        for found in sorted(root.glob(f"{run_id}*")) if root.is_dir() else []:
-            if found.is_dir():
+        for found in sorted(root.iterdir()) if root.is_dir() else []:
+            if found.name.startswith(run_id) and found.is_dir():
                 return found
     raise BadInput(f"no drill run {run_id!r} here (its directory is under the environment's "
                    "state directory, runs/; the id is in the drill's output and evidence)")
