@@ -8,7 +8,18 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from drkit.cli._common import JsonOption, PlanOption, call, errors, fail, new_app, print_json
+from drkit.cli._common import (
+    JsonOption,
+    PlanOption,
+    call,
+    errors,
+    fail,
+    input_dir,
+    input_file,
+    new_app,
+    output_file,
+    print_json,
+)
 
 if TYPE_CHECKING:
     from drkit.config import Plan
@@ -18,12 +29,14 @@ app = new_app("Signed, hash-chained DR evidence: keygen, list, show, verify, exp
 
 StoreOption = Annotated[
     str | None,
-    typer.Option("--store", "-s", help="Evidence store: a directory or s3://bucket/prefix "
+    typer.Option("--store", "-s", callback=input_dir("--store"),
+                 help="Evidence store: a directory or s3://bucket/prefix "
                  "(default: the plan's evidence.store).", show_default=False),
 ]
 PublicKeyOption = Annotated[
     Path | None,
-    typer.Option("--public-key", "-k", help="Trusted Ed25519 public key (PEM). Default: the "
+    typer.Option("--public-key", "-k", callback=input_file("public key"),
+                 help="Trusted Ed25519 public key (PEM). Default: the "
                  "plan's evidence.public_key, else the .pub beside its signing key.",
                  show_default=False),
 ]
@@ -81,7 +94,8 @@ def _public_key(plan: Plan | None, given: Path | None) -> Path:
 
 @app.command()
 def keygen(
-    output: Annotated[Path, typer.Option("--output", "-o", help="Private key path; the public "
+    output: Annotated[Path, typer.Option("--output", "-o", callback=output_file(
+        "key output", stdout=False), help="Private key path; the public "
                                          "key goes beside it with .pub.")] = Path(
                                              "keys/evidence.key"),
     force: Annotated[bool, typer.Option("--force", help="Replace an existing pair.")] = False,
@@ -253,8 +267,8 @@ def verify(
 def export(
     record: Annotated[str, typer.Argument(help="Record id, unique id prefix, or sequence number.")],
     fmt: Annotated[str, typer.Option("--format", "-f", help="html, md, json or junit.")] = "html",
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write "
-                                                "(default: stdout).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", callback=output_file(
+        "export output"), help="File to write (default, or -: stdout).")] = None,
     store: StoreOption = None,
     public_key: PublicKeyOption = None,
     plan: PlanOption = None,
@@ -291,7 +305,7 @@ def export(
                               "verify it as shown below.")
     hint = f"drkit evidence verify --store {st.describe()} --public-key evidence.pub"
     text = call(render, r, fmt, integrity, hint)
-    if output is None:
+    if output is None or str(output) == "-":
         typer.echo(text, nl=False)
         return
     from drkit.files import atomic_write

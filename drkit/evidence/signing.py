@@ -69,10 +69,13 @@ def generate_keypair(path: Path, *, force: bool = False) -> KeyPair:
 
 
 def _read_key(path: Path, what: str, fix: str) -> bytes:
+    from drkit.files import read_regular
+
     try:
-        if path.stat().st_size > MAX_KEY_BYTES:
-            raise BadInput(f"{path}: too large to be an Ed25519 {what} key")
-        return path.read_bytes()
+        if not path.exists():
+            raise FileNotFoundError(path)
+        # A regular file only, read with a bound: /dev/zero or a FIFO never hangs (issue 16).
+        return read_regular(path, limit=MAX_KEY_BYTES, what=f"{what} key")
     except FileNotFoundError:
         raise BadInput(f"{what} key {path} not found ({fix})") from None
     except OSError as e:
