@@ -23,30 +23,26 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
-from drkit import engine
+from drkit import engine, judge
 from drkit.config import Phase, Plan, Scenario
 from drkit.errors import BadInput, DrkitError, RunFailed
+from drkit.judge import Finding, PhaseStatus, Verdict
 
 
-class Verdict(StrEnum):
-    PASS = "pass"
-    FAIL = "fail"
-    ABORTED = "aborted"
+class PlaybookRunner(Protocol):
+    """Runs one playbook and returns its result: `engine.run_playbook` implements it; tests of
+    the drill's decisions pass a fake (the seam of issue 11), the lab tests the real one."""
 
-
-class PhaseStatus(StrEnum):
-    OK = "ok"
-    FAILED = "failed"
-    SKIPPED = "skipped"  # not reached, or left out (--no-failback)
-    CANCELED = "canceled"
-    ERROR = "error"  # the playbook run died without a task failing (Ansible killed, crashed)
-    CHECKED = "checked"  # --dry-run: ran in check mode
+    def __call__(self, playbook: Path, *, inventory: Path, content_root: Path,
+                 extravars: dict[str, Any] | None = ..., artifacts_dir: Path,
+                 check: bool = ..., listener: engine.RunListener | None = ...,
+                 cancel: Callable[[], bool] | None = ...,
+                 envvars: dict[str, str] | None = ...) -> engine.RunResult: ...
 
 
 @dataclass(frozen=True)
@@ -68,12 +64,11 @@ class PhaseResult:
     def changed(self) -> int:
         return sum(1 for t in self.tasks if t.status == "changed")
 
-
-@dataclass(frozen=True)
-class Finding:
-    check: str
-    severity: str  # high, medium, low
-    message: str
+    @property
+    def postconditions(self) -> tuple[str, ...]:
+        """The checks of its own effect the phase ran and saw hold (its passed asserts)."""
+        return tuple(t.task for t in self.tasks
+                     if t.action.endswith("assert") and t.status in ("ok", "changed"))
 
 
 @dataclass(frozen=True)
@@ -158,6 +153,9 @@ class DrillOutcome:
     preflight: dict[str, Any] | None = None
     findings: list[Finding] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
+    observed: list[str] = field(default_factory=list)  # what the verdict rests on, in words
+    warnings: list[str] = field(default_factory=list)  # e.g. a listener switched off
+    missing: list[str] = field(default_factory=list)  # what it needed and did not observe
     evidence_id: str | None = None
     artifacts_dir: Path | None = None
     gates: list[GateDecision] = field(default_factory=list)
@@ -165,7 +163,18 @@ class DrillOutcome:
 
     @property
     def exit_code(self) -> int:
-        return {Verdict.PASS: 0, Verdict.FAIL: 1, Verdict.ABORTED: 3}[self.verdict]
+        return self.verdict.exit_code
+
+    @property
+    def rto_met(self) -> bool | None:
+        return None if self.rto_s is None else self.rto_s <= self.targets.rto_s
+
+    @property
+    def rpo_met(self) -> bool | None:
+        if self.rpo_s is None:
+            return None
+        return self.rpo_s <= self.targets.rpo_s and not (
+            self.targets.rpo_s == 0 and (self.lost_payments or 0) > 0)
 
     def to_json(self) -> dict[str, Any]:
         def ts(d: datetime | None) -> str | None:
@@ -178,16 +187,21 @@ class DrillOutcome:
             "verdict": str(self.verdict),
             "dry_run": self.dry_run,
             "reasons": self.reasons,
+            "observed": self.observed,
+            "missing": self.missing,
+            "warnings": self.warnings,
             "started_at": ts(self.started_at),
             "ended_at": ts(self.ended_at),
             "rto": {"target_s": self.targets.rto_s, "actual_s": self.rto_s,
+                    "met": self.rto_met,
                     "clock_started_at": ts(self.clock_started_at),
                     "clock_stopped_at": ts(self.clock_stopped_at)},
             "rpo": {"target_s": self.targets.rpo_s, "actual_s": self.rpo_s,
-                    "lost_payments": self.lost_payments},
+                    "met": self.rpo_met, "lost_payments": self.lost_payments},
             "phases": [
                 {"name": p.name, "status": str(p.status), "started_at": ts(p.started_at),
                  "duration_s": p.duration_s, "changed": p.changed, "message": p.message,
+                 "postconditions": list(p.postconditions),
                  "tasks": [_task_json(t) for t in p.tasks]}
                 for p in self.phases
             ],
@@ -383,10 +397,14 @@ class _PhaseTracker(engine.RunListener):
 def _run_phases(
     plan: Plan, tgt: Target, phases: Sequence[Phase], *, label: str, run_dir: Path,
     extravars: dict[str, Any], check: bool, listener: DrillListener, cancel: CancelToken,
-    clock_phase: str | None = None,
+    clock_phase: str | None = None, runner: PlaybookRunner | None = None,
 ) -> tuple[list[PhaseResult], engine.RunResult]:
     """Run `phases` as one playbook run; return a result per phase, in order. The listener's
-    clock_started is called when `clock_phase` starts."""
+    clock_started is called when `clock_phase` starts.
+
+    A phase the run never reached although nothing before it failed or was cancelled did not
+    run (ansible-playbook died before its first play, a playbook error, an unknown module): it
+    is `error`, never skipped (issue 11)."""
     combined = run_dir / f"{label}.yml"
     counts = []
     for ph in phases:
@@ -399,21 +417,32 @@ def _run_phases(
         encoding="utf-8",
     )
     tracker = _PhaseTracker(counts, listener, clock_phase)
-    result = engine.run_playbook(
+    result = (runner or engine.run_playbook)(
         combined, inventory=tgt.inventory, content_root=plan.root, extravars=extravars,
         artifacts_dir=run_dir / label, check=check, listener=tracker, envvars=tgt.envvars,
         cancel=lambda: cancel.cancelled,
     )
     out: list[PhaseResult] = []
+    stopped = False  # an earlier phase failed or was cancelled: later ones were not reached
     for name, _ in counts:
         if name in tracker.finished:
             done = tracker.finished[name]
             out.append(replace(done, status=PhaseStatus.CHECKED) if check and
                        done.status == PhaseStatus.OK else done)
+            stopped = stopped or done.status != PhaseStatus.OK
             continue
         start = tracker.started.get(name)
-        if start is None:  # never reached: an earlier phase failed, or the run was cancelled
-            out.append(PhaseResult(name, PhaseStatus.SKIPPED, None, None))
+        if start is None:
+            if stopped or result.status == engine.RunStatus.CANCELED or cancel.cancelled:
+                # never reached: an earlier phase failed, or the run was cancelled
+                out.append(PhaseResult(name, PhaseStatus.SKIPPED, None, None))
+            else:
+                why = (result.failure.message if result.failure and result.failure.message
+                       else f"ansible-playbook ended (rc {result.rc}) without starting it")
+                out.append(PhaseResult(name, PhaseStatus.ERROR, None, None, (),
+                                       f"did not run: {why}"))
+                listener.phase_finished(out[-1])
+            stopped = True
             continue
         # The last phase the run reached: it ends with the run.
         tasks = tuple(tracker.tasks[name])
@@ -428,6 +457,7 @@ def _run_phases(
                 f"{result.failure.message if result.failure else 'no output'}")
         else:
             status, msg = (PhaseStatus.CHECKED if check else PhaseStatus.OK), ""
+        stopped = stopped or status != PhaseStatus.OK and status != PhaseStatus.CHECKED
         out.append(PhaseResult(name, status, start, result.ended_at, tasks, msg))
         listener.phase_finished(out[-1])
     return out, result
@@ -463,10 +493,12 @@ def run_drill(
     options: DrillOptions = DrillOptions(),
     listener: DrillListener | None = None,
     cancel: CancelToken | None = None,
+    runner: PlaybookRunner | None = None,
 ) -> DrillOutcome:
     """Rehearse `scenario_name` on `env_name` and return the outcome. Raises only for bad input
-    or when the drill cannot start; anything that happens once it runs is in the outcome."""
-    listener = listener or DrillListener()
+    or when the drill cannot start; anything that happens once it runs is in the outcome.
+
+    `runner` runs the playbooks (default: `engine.run_playbook`, through ansible-runner)."""
     cancel = cancel or CancelToken()
     scenario = plan.scenario(scenario_name)
     env = plan.environment(env_name)
@@ -511,7 +543,10 @@ def run_drill(
     # A dry run or a preflight check proves no recovery, so it leaves no drill record (it would
     # count as a drill in `drkit status`); its summary and artifacts stay in the run directory.
     record = options.evidence and not options.dry_run and not options.preflight_only
-    listener = _Journal(listener, run_dir, outcome, scenario_name, env_name)
+    # A listener that fails (stdout closed, journal disk full) is reported and switched off;
+    # the drill goes on (issue 11).
+    listener = _Journal(_Contained(listener or DrillListener(), outcome), run_dir, outcome,
+                        scenario_name, env_name)
     if options.resume is not None:
         outcome.resumed_from = {"run_id": options.resume.run_id,
                                 "evidence_id": options.resume.evidence_id}
@@ -546,11 +581,24 @@ def run_drill(
             if not options.dry_run and not options.preflight_only and tgt.entry_url:
                 canary = _start_canary(tgt, run_id, options.canary_rate)
             _drive(plan, tgt, scenario, recovery, failback, left_out, outcome, extravars,
-                   options, listener, cancel, canary, run_dir)
+                   options, listener, cancel, canary, run_dir, runner)
         except DrkitError as e:
             # Once a drill runs, what goes wrong is part of its outcome and its evidence.
             outcome.verdict = Verdict.ABORTED
             outcome.reasons.append(f"could not complete: {e}")
+            if listener.clock is not None and changes:
+                # The fault was injected (the clock started): never leave the environment
+                # half failed over because the drill could not go on.
+                try:
+                    rb = _rollback(plan, tgt, scenario, outcome, extravars, listener, run_dir,
+                                   runner)
+                except DrkitError as e2:
+                    outcome.reasons.append(f"rollback could not run: {e2}")
+                else:
+                    if rb is not None:
+                        outcome.phases.append(rb)
+                        if rb.status != PhaseStatus.OK:
+                            outcome.reasons.append(f"rollback failed: {rb.message}")
         finally:
             if canary is not None:
                 canary.stop()
@@ -567,6 +615,50 @@ def run_drill(
     return outcome
 
 
+class _Contained(DrillListener):
+    """The caller's listener, each hook guarded: one that raises is reported in the outcome
+    and switched off, so a broken progress writer never stops a drill half way (as
+    chaostoolkit-lib's run.py guards its event handlers)."""
+
+    def __init__(self, inner: DrillListener, outcome: DrillOutcome) -> None:
+        self.inner, self.outcome, self.off = inner, outcome, False
+
+    def _call(self, hook: str, *args: Any) -> None:
+        if self.off:
+            return
+        try:
+            getattr(self.inner, hook)(*args)
+        except Exception as e:  # noqa: BLE001 - contained: reported, switched off
+            self.off = True
+            self.outcome.warnings.append(
+                f"progress listener {type(self.inner).__name__} failed in {hook} and was "
+                f"switched off: {type(e).__name__}: {e}")
+
+    def drill_started(self, *a: Any) -> None:
+        self._call("drill_started", *a)
+
+    def phase_started(self, name: str, at: datetime) -> None:
+        self._call("phase_started", name, at)
+
+    def phase_finished(self, result: PhaseResult) -> None:
+        self._call("phase_finished", result)
+
+    def task_finished(self, phase: str, result: engine.TaskResult) -> None:
+        self._call("task_finished", phase, result)
+
+    def clock_started(self, at: datetime) -> None:
+        self._call("clock_started", at)
+
+    def clock_stopped(self, at: datetime, rto_s: float) -> None:
+        self._call("clock_stopped", at, rto_s)
+
+    def note(self, message: str) -> None:
+        self._call("note", message)
+
+    def drill_finished(self, outcome: DrillOutcome) -> None:
+        self._call("drill_finished", outcome)
+
+
 class _Journal(DrillListener):
     """Forwards to the caller's listener, and writes progress.json as each phase ends, so a
     drill killed half way leaves what it finished and when its fault happened (for resume)."""
@@ -577,6 +669,7 @@ class _Journal(DrillListener):
         self.scenario, self.environment = scenario, environment
         self.done: list[PhaseResult] = []
         self.clock: datetime | None = None
+        self.broken = False
 
     def drill_started(self, *a: Any) -> None:
         self.inner.drill_started(*a)
@@ -609,6 +702,17 @@ class _Journal(DrillListener):
         self.inner.drill_finished(outcome)
 
     def _write(self) -> None:
+        if self.broken:
+            return
+        try:
+            self._write_progress()
+        except Exception as e:  # noqa: BLE001 - a journal that fails must not stop the drill
+            self.broken = True
+            self.outcome.warnings.append(f"progress journal {self.path} switched off: {e}")
+            self.inner.note(f"progress journal switched off: {e} (resume will not know this "
+                            "run's progress)")
+
+    def _write_progress(self) -> None:
         clock = self.clock  # told live when the clock's phase starts (see _PhaseTracker)
         data = {"id": self.outcome.id, "scenario": self.scenario,
                 "environment": self.environment, "pid": os.getpid(),
@@ -701,6 +805,7 @@ def _seal(plan: Plan, rec: Any, outcome: DrillOutcome, gov: _Governance, run_dir
         listener.note(f"findings register not updated: {e}")
     summary = {
         **data,
+        # met: None when not measured (never a default from the missing figure).
         "rto": {**data["rto"], "measured_s": outcome.rto_s},
         "rpo": {**data["rpo"], "measured_s": outcome.rpo_s},
         "clock": {"started_at": data["rto"]["clock_started_at"],
@@ -710,8 +815,7 @@ def _seal(plan: Plan, rec: Any, outcome: DrillOutcome, gov: _Governance, run_dir
         "governance": gov.to_evidence(),
         "findings_register": register,
     }
-    verdict = {Verdict.PASS: "pass", Verdict.FAIL: "fail", Verdict.ABORTED: "aborted"}
-    sealed = rec.seal(verdict[outcome.verdict], summary)
+    sealed = rec.seal(str(outcome.verdict), summary)
     outcome.evidence_id = sealed.id
     if gov.request is not None:
         approvals.record_run(plan, gov.request.id, run_id=outcome.id, evidence_id=sealed.id)
@@ -774,7 +878,7 @@ def _start_canary(tgt: Target, run_id: str, rate: float) -> Any:
 def _run_recovery(
     plan: Plan, tgt: Target, recovery: list[Phase], outcome: DrillOutcome,
     extravars: dict[str, Any], options: DrillOptions, listener: DrillListener,
-    cancel: CancelToken, run_dir: Path,
+    cancel: CancelToken, run_dir: Path, runner: PlaybookRunner | None = None,
 ) -> tuple[list[PhaseResult], dict[str, Any], bool]:
     """The recovery path: one run per stretch between gates (one run when there are none)."""
     results: list[PhaseResult] = []
@@ -810,7 +914,8 @@ def _run_recovery(
         clock = None if options.dry_run else next((p.name for p in seg if p.starts_clock), None)
         res, run = _run_phases(plan, tgt, seg, label=label, run_dir=run_dir,
                                extravars=extravars, check=options.dry_run,
-                               listener=listener, cancel=cancel, clock_phase=clock)
+                               listener=listener, cancel=cancel, clock_phase=clock,
+                               runner=runner)
         results += res
         stats.update(run.facts)
         cancelled = run.status == engine.RunStatus.CANCELED
@@ -839,10 +944,13 @@ def _drive(
     plan: Plan, tgt: Target, scenario: Scenario, recovery: list[Phase], failback: list[Phase],
     left_out: list[Phase], outcome: DrillOutcome, extravars: dict[str, Any],
     options: DrillOptions, listener: DrillListener, cancel: CancelToken, canary: Any,
-    run_dir: Path,
+    run_dir: Path, runner: PlaybookRunner | None = None,
 ) -> None:
+    """Run the phases, roll back when needed, collect what was observed; then judge it."""
+    mode = judge.Mode.CHECK if options.preflight_only else (
+        judge.Mode.DRY_RUN if options.dry_run else judge.Mode.DRILL)
     results, stats, run_cancelled = _run_recovery(plan, tgt, recovery, outcome, extravars,
-                                                  options, listener, cancel, run_dir)
+                                                  options, listener, cancel, run_dir, runner)
     outcome.phases = list(results)
     outcome.preflight = stats.get("drkit_preflight")
     smoke = stats.get("drkit_smoke") or {}
@@ -850,176 +958,152 @@ def _drive(
 
     by_name = {p.name: p for p in results}
     start_phase = next((p for p in recovery if p.starts_clock), None)
-    stop_phase = next((p for p in recovery if p.stops_clock), None)
     if options.resume is not None and options.resume.clock_started_at is not None:
         # The recovery clock continues from the original fault, not from this run's start.
         outcome.clock_started_at = options.resume.clock_started_at
-    elif start_phase and (clock_at := by_name[start_phase.name].started_at):
+    elif start_phase and (clock_at := by_name[start_phase.name].started_at) and not (
+            options.dry_run):
         outcome.clock_started_at = clock_at  # (the listener heard of it as the phase started)
-    green_at = smoke.get("green_at")
-    if stop_phase and by_name[stop_phase.name].status == PhaseStatus.OK:
-        stop_at = _parse_ts(green_at) if green_at else by_name[stop_phase.name].ended_at
-        if outcome.clock_started_at and stop_at:
-            outcome.clock_stopped_at = stop_at
-            outcome.rto_s = round((stop_at - outcome.clock_started_at).total_seconds(), 3)
-            listener.clock_stopped(stop_at, outcome.rto_s)
 
     destructive_started = outcome.clock_started_at is not None
     failed = next((p for p in results if p.status in (PhaseStatus.FAILED, PhaseStatus.ERROR)),
                   None)
     # A run that died under us (not a check that failed) cannot judge the recovery: aborted.
-    died = failed is not None and failed.status == PhaseStatus.ERROR
+    died = failed is not None and failed.status == PhaseStatus.ERROR and mode == judge.Mode.DRILL
     if died and failed is not None and not cancel.reason:
         cancel.reason = f"phase {failed.name}: {failed.message}"
     cancelled = cancel.cancelled or run_cancelled or died
 
-    if canary is not None and destructive_started and not cancelled and failed is None and (
-            options.resume is None):
-        # (A resumed drill's canary started after the fault: the original canary's
-        # acknowledgements died with it, so data loss cannot be measured again.)
-        from drkit import flows
-
-        fault_at = outcome.clock_started_at
-        # destructive_started: the clock started; a canary runs only with an entry URL.
-        assert fault_at is not None and tgt.entry_url is not None
-        rec = flows.reconcile(tgt.entry_url, tgt.ca_file, outcome.id, list(canary.acked),
-                              fault_at)
-        outcome.reconciliation = _jsonable(rec)
-        outcome.rpo_s = rec.rpo_s
-        outcome.lost_payments = rec.lost_count
-
-    if options.preflight_only:
-        outcome.verdict = Verdict.PASS if failed is None and not cancelled else Verdict.FAIL
-        outcome.reasons.append("ready: every preflight check passed" if failed is None
-                               else f"not ready: {failed.message}")
-        if failed is not None:
-            outcome.findings.append(Finding("preflight", "high", failed.message))
-        return
-    if options.dry_run:
-        _verdict_dry_run(outcome, failed)
-        outcome.phases += [PhaseResult(p.name, PhaseStatus.SKIPPED, None, None, (),
-                                       "left out (--no-failback)") for p in left_out]
-        return
-
-    if cancelled or failed is not None:
-        if failed is not None and not died and failed.name == recovery[0].name and (
-                not destructive_started):
-            # Preflight failed: nothing was broken, nothing to roll back.
-            outcome.verdict = Verdict.FAIL
-            outcome.reasons.append(f"preflight failed: {failed.message}")
-            outcome.findings.append(Finding("preflight", "high", failed.message))
-            outcome.phases += [PhaseResult(p.name, PhaseStatus.SKIPPED, None, None)
-                               for p in failback]
-            return
-        if destructive_started or cancelled:
-            _rollback(plan, tgt, scenario, outcome, extravars, listener, run_dir)
-        if cancelled:
-            outcome.verdict = Verdict.ABORTED
-            outcome.reasons.append(f"aborted: {cancel.reason or 'the run was cancelled'}")
-        else:
-            assert failed is not None
-            outcome.verdict = Verdict.FAIL
-            outcome.reasons.append(f"phase {failed.name} failed: {failed.message}")
-            outcome.findings.append(Finding(f"phase:{failed.name}", "high", failed.message))
-        outcome.phases += [PhaseResult(p.name, PhaseStatus.SKIPPED, None, None)
-                           for p in failback + left_out]
-        return
-
-    _judge(outcome, scenario)
-    if failback:
-        fb, _ = _run_phases(plan, tgt, failback, label="failback", run_dir=run_dir,
-                            extravars=extravars, check=False, listener=listener, cancel=cancel)
-        outcome.phases += fb
-        bad = next((p for p in fb if p.status != PhaseStatus.OK), None)
-        if bad is not None:
-            if cancel.cancelled or bad.status == PhaseStatus.ERROR:
-                _rollback(plan, tgt, scenario, outcome, extravars, listener, run_dir)
-                outcome.verdict = Verdict.ABORTED
-                outcome.reasons.append(
-                    f"aborted during failback: {cancel.reason or bad.message}")
-            else:
-                outcome.verdict = Verdict.FAIL
-                outcome.reasons.append(f"failback failed: {bad.message}")
-                outcome.findings.append(Finding("failback", "medium", bad.message))
-        elif canary is not None and outcome.clock_started_at is not None:
-            # Without a fault time (no phase started the clock) there is nothing to reconcile
-            # against, as for the recovery reconciliation above.
+    rollback: PhaseResult | None = None
+    fb_results: list[PhaseResult] = []
+    aborted = cancel.reason or "the run was cancelled" if cancelled else None
+    if mode == judge.Mode.DRILL:
+        if canary is not None and destructive_started and not cancelled and failed is None and (
+                options.resume is None):
+            # (A resumed drill's canary started after the fault: the original canary's
+            # acknowledgements died with it, so data loss cannot be measured again.)
             from drkit import flows
 
-            assert tgt.entry_url is not None  # a canary runs only with an entry URL
-            after = flows.reconcile(tgt.entry_url, tgt.ca_file, outcome.id,
-                                    list(canary.acked), outcome.clock_started_at)
-            outcome.after_failback = _jsonable(after)
-            if after.lost_count > (outcome.lost_payments or 0):
-                lost = after.lost_count - (outcome.lost_payments or 0)
-                outcome.verdict = Verdict.FAIL
-                outcome.reasons.append(f"failback lost {lost} acknowledged payments")
-                outcome.findings.append(Finding("failback-data", "high",
-                                                f"{lost} acknowledged payments lost"))
+            fault_at = outcome.clock_started_at
+            # destructive_started: the clock started; a canary runs only with an entry URL.
+            assert fault_at is not None and tgt.entry_url is not None
+            rec = flows.reconcile(tgt.entry_url, tgt.ca_file, outcome.id, list(canary.acked),
+                                  fault_at)
+            outcome.reconciliation = _jsonable(rec)
+            outcome.rpo_s = rec.rpo_s
+            outcome.lost_payments = rec.lost_count
+        preflight_failed = failed is not None and not died and failed.name == recovery[0].name \
+            and not destructive_started
+        if cancelled or (failed is not None and not preflight_failed):
+            if destructive_started or cancelled:
+                rollback = _rollback(plan, tgt, scenario, outcome, extravars, listener, run_dir,
+                                     runner)
+        elif failed is None and failback:
+            fb_results, _ = _run_phases(plan, tgt, failback, label="failback", run_dir=run_dir,
+                                        extravars=extravars, check=False, listener=listener,
+                                        cancel=cancel, runner=runner)
+            bad = next((p for p in fb_results if p.status != PhaseStatus.OK), None)
+            if bad is not None and (cancel.cancelled or bad.status == PhaseStatus.ERROR):
+                aborted = cancel.reason or f"failback phase {bad.name}: {bad.message}"
+                rollback = _rollback(plan, tgt, scenario, outcome, extravars, listener, run_dir,
+                                     runner)
+            elif bad is None and canary is not None and outcome.clock_started_at is not None \
+                    and outcome.reconciliation is not None:
+                # Without a fault time (no phase started the clock) there is nothing to
+                # reconcile against, as for the recovery reconciliation above.
+                from drkit import flows
+
+                assert tgt.entry_url is not None  # a canary runs only with an entry URL
+                after = flows.reconcile(tgt.entry_url, tgt.ca_file, outcome.id,
+                                        list(canary.acked), outcome.clock_started_at)
+                outcome.after_failback = _jsonable(after)
+    judged_phases = list(results)
+    if mode == judge.Mode.DRILL:
+        # Failback runs only after a recovery that held; otherwise it was not reached.
+        judged_phases += fb_results or [PhaseResult(p.name, PhaseStatus.SKIPPED, None, None)
+                                        for p in failback]
+    outcome.phases = list(judged_phases)
+    if rollback is not None:
+        outcome.phases.append(rollback)
     outcome.phases += [PhaseResult(p.name, PhaseStatus.SKIPPED, None, None, (),
                                    "left out (--no-failback)") for p in left_out]
+    fb_names = {p.name for p in failback}
+    obs = observations(
+        mode, judged_phases, fb_names, _flows(plan, scenario) if scenario.services else [],
+        outcome, smoke, aborted=aborted, rollback=rollback, canary=canary is not None)
+    apply(outcome, judge.judge(obs), listener)
 
 
-def _verdict_dry_run(outcome: DrillOutcome, failed: PhaseResult | None) -> None:
-    if failed is not None:
-        outcome.verdict = Verdict.FAIL
-        outcome.reasons.append(f"dry run: phase {failed.name} would fail: {failed.message}")
-    else:
-        outcome.verdict = Verdict.PASS
-        outcome.reasons.append("dry run: every phase ran in check mode; nothing was changed")
+def observations(mode: judge.Mode, phases: Sequence[PhaseResult], failback: set[str],
+                 flows: Sequence[str], outcome: DrillOutcome, smoke: dict[str, Any], *,
+                 aborted: str | None, rollback: PhaseResult | None,
+                 canary: bool) -> judge.Observations:
+    """What the run observed, as the judge's typed observations."""
+    smoke_obs = None
+    results = smoke.get("results")
+    if isinstance(results, list) and smoke.get("entry"):
+        green = smoke.get("green_at")
+        smoke_obs = judge.SmokeObservation(
+            entry=str(smoke["entry"]),
+            flows=tuple(judge.FlowObservation(str(r.get("flow")), r.get("status") == "pass",
+                                              str(r.get("detail") or ""))
+                        for r in results if isinstance(r, dict)),
+            green_at=_parse_ts(green) if isinstance(green, str) and green else None)
+    return judge.Observations(
+        mode=mode,
+        phases=tuple(judge.PhaseObservation(p.name, p.status, p.message, p.postconditions,
+                                            p.name in failback) for p in phases),
+        flows=tuple(flows),
+        rto_target_s=outcome.targets.rto_s,
+        rpo_target_s=outcome.targets.rpo_s,
+        clock_started_at=outcome.clock_started_at,
+        smoke=smoke_obs,
+        data=_data_obs(outcome.reconciliation),
+        after_failback=_data_obs(outcome.after_failback),
+        aborted=aborted,
+        rollback=judge.PhaseObservation(rollback.name, rollback.status, rollback.message)
+        if rollback is not None else None,
+        canary=canary,
+    )
 
 
-def _judge(outcome: DrillOutcome, scenario: Scenario) -> None:
-    """Pass when every flow passed and RTO and RPO are within target; else name what missed."""
-    reasons = outcome.reasons
-    # A smoke round stops at its first failing flow; the flows after it were not run.
-    red = [r for r in outcome.smoke if r.get("status") != "pass"]
-    not_run = [str(r.get("flow")) for r in red if str(r.get("detail", "")).startswith("not run")]
-    failed_flows = [str(r.get("flow")) for r in red if str(r.get("flow")) not in not_run]
-    if failed_flows:
-        reasons.append(f"smoke flows failed: {', '.join(failed_flows)}")
-        outcome.findings += [Finding(f"smoke:{f}", "high", f"smoke flow {f} did not pass")
-                             for f in failed_flows]
-    if not_run:
-        reasons.append(f"smoke flows not reached after the failure: {', '.join(not_run)}")
-    t = outcome.targets
-    if outcome.rto_s is None:
-        reasons.append(f"RTO missed: the service did not recover (target {t.rto_s:g}s)")
-        outcome.findings.append(Finding("rto", "high", "no recovery was measured"))
-    elif outcome.rto_s > t.rto_s:
-        reasons.append(f"RTO missed: {outcome.rto_s:.2f}s > target {t.rto_s:g}s")
-        outcome.findings.append(
-            Finding("rto", "high", f"RTO {outcome.rto_s:.2f}s exceeds the {t.rto_s:g}s target"))
-    if outcome.rpo_s is not None and (outcome.rpo_s > t.rpo_s or (
-            t.rpo_s == 0 and (outcome.lost_payments or 0) > 0)):
-        reasons.append(f"RPO missed: {outcome.rpo_s:.2f}s, {outcome.lost_payments} acknowledged "
-                       f"payments lost (target {t.rpo_s:g}s)")
-        outcome.findings.append(Finding("rpo", "high", reasons[-1]))
-    rec = outcome.reconciliation or {}
-    if rec and not (rec.get("ledger") or {}).get("balanced", True):
-        reasons.append("reconciliation: the ledger does not balance after failover")
-        outcome.findings.append(Finding("ledger", "high", "debits differ from credits"))
-    outcome.verdict = Verdict.FAIL if reasons else Verdict.PASS
-    if not reasons:
-        reasons.append(f"all flows green in {outcome.rto_s:.2f}s (target {t.rto_s:g}s), "
-                       f"{outcome.lost_payments or 0} payments lost")
+def _data_obs(rec: dict[str, Any] | None) -> judge.DataObservation | None:
+    if not rec or rec.get("rpo_s") is None:
+        return None
+    ledger = rec.get("ledger")
+    balanced = ledger.get("balanced") if isinstance(ledger, dict) else None
+    return judge.DataObservation(
+        acknowledged=int(rec.get("acked_count") or 0), present=int(rec.get("present_count") or 0),
+        lost=int(rec.get("lost_count") or 0), rpo_s=float(rec["rpo_s"]),
+        ledger_balanced=balanced if isinstance(balanced, bool) else None)
+
+
+def apply(outcome: DrillOutcome, j: judge.Judgement, listener: DrillListener) -> None:
+    """The judgement into the outcome: verdict, reasons, findings, what was observed, RTO."""
+    outcome.verdict = j.verdict
+    outcome.reasons += list(j.reasons)
+    outcome.findings += list(j.findings)
+    outcome.observed = list(j.observed)
+    outcome.missing = list(j.missing)
+    if j.rto_s is not None and j.clock_stopped_at is not None:
+        outcome.rto_s = j.rto_s
+        outcome.clock_stopped_at = j.clock_stopped_at
+        listener.clock_stopped(j.clock_stopped_at, j.rto_s)
 
 
 def _rollback(plan: Plan, tgt: Target, scenario: Scenario, outcome: DrillOutcome,
-              extravars: dict[str, Any], listener: DrillListener, run_dir: Path) -> None:
+              extravars: dict[str, Any], listener: DrillListener, run_dir: Path,
+              runner: PlaybookRunner | None = None) -> PhaseResult | None:
     """Bring payments back whatever state the phases left. Never cancelled itself."""
     if not scenario.rollback:
         listener.note("no rollback playbook in the plan: the environment is left as it is")
-        return
+        return None
     listener.note("rolling back: restoring service")
     rb = Phase(name="rollback", playbook=scenario.rollback)
     results, _ = _run_phases(plan, tgt, [rb], label="rollback", run_dir=run_dir,
                              extravars=extravars, check=False, listener=listener,
-                             cancel=CancelToken())
-    outcome.phases += results
-    if results[0].status != PhaseStatus.OK:
-        outcome.reasons.append(f"rollback failed: {results[0].message}")
-        outcome.findings.append(Finding("rollback", "high", results[0].message))
+                             cancel=CancelToken(), runner=runner)
+    return results[0]
 
 
 def _parse_ts(value: str) -> datetime:
@@ -1045,14 +1129,15 @@ def _atomic_json(path: Path, data: Any) -> None:
 
 
 def check(plan: Plan, env_name: str, scenario_name: str | None = None,
-          listener: DrillListener | None = None) -> DrillOutcome:
+          listener: DrillListener | None = None,
+          runner: PlaybookRunner | None = None) -> DrillOutcome:
     """The daily readiness check: the scenario's first phase (preflight) alone."""
     name = scenario_name or next(iter(plan.model.scenarios), None)
     if name is None:
         raise BadInput(f"{plan.path.name}: no scenarios declared")
     return run_drill(plan, name, env_name,
                      options=DrillOptions(preflight_only=True, failback=False),
-                     listener=listener)
+                     listener=listener, runner=runner)
 
 
 def find_run(plan: Plan, run_id: str) -> Path:
@@ -1077,7 +1162,7 @@ def find_run(plan: Plan, run_id: str) -> Path:
 
 def resume(plan: Plan, run_id: str, *, options: DrillOptions = DrillOptions(),
            listener: DrillListener | None = None, cancel: CancelToken | None = None,
-           ) -> DrillOutcome:
+           runner: PlaybookRunner | None = None) -> DrillOutcome:
     """Continue an interrupted or failed drill from its first unfinished phase, under a new
     evidence record linked to the first, with the recovery clock counting from the original
     fault. The phases it finished are re-checked first (the scenario's `holds` playbook)."""
@@ -1110,7 +1195,8 @@ def resume(plan: Plan, run_id: str, *, options: DrillOptions = DrillOptions(),
     from dataclasses import replace as _replace
 
     return run_drill(plan, data["scenario"], data["environment"],
-                     options=_replace(options, resume=state), listener=listener, cancel=cancel)
+                     options=_replace(options, resume=state), listener=listener, cancel=cancel,
+                     runner=runner)
 
 
 @dataclass(frozen=True)
@@ -1208,6 +1294,7 @@ def _recovery_status(plan: Plan, env_name: str, tgt: Target, phases: tuple[Phase
     return Recovery(env_name, serving, active, replication, phases, sealed, message)
 
 
-__all__ = ["CancelToken", "DrillListener", "DrillOptions", "DrillOutcome", "GateDecision",
-           "GateRequest", "PhaseResult", "PhaseStatus", "Recovery", "Resume", "RunFailed",
-           "Verdict", "check", "recover", "resume", "run_drill", "target"]
+__all__ = ["CancelToken", "DrillListener", "DrillOptions", "DrillOutcome", "Finding",
+           "GateDecision", "GateRequest", "PhaseResult", "PhaseStatus", "PlaybookRunner",
+           "Recovery", "Resume", "RunFailed", "Verdict", "check", "recover", "resume",
+           "run_drill", "target"]

@@ -282,6 +282,8 @@ def judge(obs: Observations) -> Judgement:
                 v.missing.append(f"RTO not measured: {why}")
             _rpo(obs, v)
     if obs.rollback is not None:
+        if not (v.aborted or v.failed):
+            v.missing.append("a rollback ran, so the recovery did not complete as planned")
         if obs.rollback.status == PhaseStatus.OK:
             v.observed.append("rollback ok: service restored")
         else:

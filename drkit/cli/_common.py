@@ -146,13 +146,15 @@ def new_app(help: str) -> typer.Typer:
 
 @contextmanager
 def cancel_on_signals(cancel: Any) -> Iterator[None]:
-    """SIGINT and SIGTERM cancel the run (its rollback then runs) instead of killing drkit."""
+    """SIGINT, SIGTERM and SIGHUP (a dropped SSH session) cancel the run (its rollback then
+    runs) instead of killing drkit."""
     import signal
 
     def stop(signum: int, _frame: Any) -> None:
         cancel.cancel(signal.Signals(signum).name)
 
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, stop)
+                for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:

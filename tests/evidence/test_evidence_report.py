@@ -62,15 +62,44 @@ def test_timeline_places_budget_after_the_fault(store, plan, tmp_path):
 
 
 def test_junit_maps_phases_and_smoke_flows(store, plan, tmp_path):
+    """A failed drill is red: a testcase per phase and flow, and for RTO, RPO, reconciliation,
+    integrity and the verdict; `failures` counts them all (issue 11: it said failures="1"
+    for a drill that missed its RTO)."""
     rec = _failing(store, plan, tmp_path)
     root = ET.fromstring(render(rec, "junit", OK))
     cases = root.findall(".//testcase")
-    assert [c.get("name") for c in cases] == ["preflight", "inject-fault", "smoke",
-                                              "authorize", "refund"]
+    assert [c.get("name") for c in cases] == [
+        "preflight", "inject-fault", "smoke", "authorize", "refund", "RTO payments",
+        "RPO payments", "reconciliation", "integrity", "verdict"]
     failed = [c.get("name") for c in cases if c.find("failure") is not None]
-    assert failed == ["refund"]
-    assert root.get("failures") == "1" and root.get("tests") == "5"
-    assert "HTTP 502" in cases[-1].find("failure").get("message")
+    # The fixture's reconciliation has no ledger balance: not observed, so not green.
+    assert failed == ["refund", "RTO payments", "reconciliation", "verdict"]
+    assert root.get("failures") == "4" and root.get("tests") == "10"
+    assert "HTTP 502" in cases[4].find("failure").get("message")
+    assert "RTO missed: measured 41.25s, target 30s" in cases[5].find("failure").get("message")
+
+
+def test_junit_of_a_record_that_fails_verification_is_red(store, plan, tmp_path):
+    rec = seal_one(store, plan, tmp_path)
+    bad = Integrity(True, False, "NOT intact: 1 problem(s) with this record", ("hash",))
+    text = render(rec, "junit", bad)
+    assert "WARNING: this record FAILED verification" in text.split("<testsuites")[0]
+    root = ET.fromstring(text)
+    integrity = [c for c in root.findall(".//testcase") if c.get("name") == "integrity"][0]
+    assert integrity.find("failure") is not None
+
+
+def test_every_format_warns_first_when_not_verified(store, plan, tmp_path):
+    rec = seal_one(store, plan, tmp_path)
+    for integrity, word in ((Integrity(True, False, "NOT intact"), "FAILED verification"),
+                            (Integrity(False, False, "no public key"), "NOT verified")):
+        html = render(rec, "html", integrity)
+        assert html.index(word) < html.index('id="verdict"')
+        assert "verdict v-pass" not in html  # no green PASS badge for what did not verify
+        md = render(rec, "md", integrity)
+        assert md.startswith("> **WARNING: this record") and word in md.splitlines()[0]
+        first = next(iter(json.loads(render(rec, "json", integrity))))
+        assert first == "integrity_warning"
 
 
 def test_md_and_json(store, plan, tmp_path):
