@@ -235,6 +235,15 @@ def peek(state_dir: Path, key: str) -> Holder | None:
     return Holder.from_text(text) if text else None
 
 
+def refuse_if_busy(state_dir: Path, environment: str, key: str) -> None:
+    """Raise EnvironmentBusy now when a live command holds the lock, without taking it: for a
+    command that must write something (a generated inventory) before it takes the lock, so a
+    refused run writes nothing. `hold` remains what excludes."""
+    holder = peek(state_dir, key)
+    if holder is not None and holder.alive:
+        raise _busy(environment, json.dumps(holder.to_json()))
+
+
 def drill_mark(state_dir: Path, key: str) -> DrillMark | None:
     try:
         data = json.loads(mark_path(state_dir, key).read_text(encoding="utf-8"))
@@ -307,4 +316,4 @@ def _operator() -> str:
 
 
 __all__ = ["DrillMark", "EnvironmentBusy", "Holder", "Lease", "drill_mark", "hold", "key_for",
-           "lock_path", "peek"]
+           "lock_path", "peek", "refuse_if_busy"]

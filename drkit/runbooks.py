@@ -259,6 +259,12 @@ def prepare(plan: Plan, name: str, env_name: str, options: RunbookOptions) -> Pr
         **dict(options.extravars),
     }
     inventory = tgt.inventory
+    if not options.check:
+        from drkit import envlock
+
+        # A refused run writes nothing, not even the generated inventory below (run() holds
+        # the lock itself; this only says "busy" before anything is written).
+        envlock.refuse_if_busy(tgt.state_dir, env_name, envlock.key_for(plan, env_name))
     if env.lab:
         inventory = _lab_inventory(plan, tgt.inventory, run_dir_root / ".inventory")
     hosts, defined = _resolve(inventory, runbook.hosts, options.limit,
