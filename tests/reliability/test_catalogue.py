@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +112,10 @@ def test_command_line_case(name: str, sandbox: Path, figures: Any) -> None:
     argv = list(case["argv"])
     if "{request}" in argv:
         argv = [a.replace("{request}", _request(sandbox)) for a in argv]
-    check(invoke(argv), case, usage=bool(case.get("usage")))
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in (case.get("env") or {}).items():
+            mp.setenv(key, value)
+        check(invoke(argv), case, usage=bool(case.get("usage")))
     assert not (sandbox / "lab-state").exists(), "a catalogue case reached the lab"
     figures.add("catalogue")
 
@@ -146,3 +150,107 @@ def test_the_report_section_is_replaced_between_its_markers(tmp_path: Path) -> N
     write_section(path, "second")
     text = path.read_text()
     assert "first" not in text and f"{START}\nsecond\n{END}" in text and text.endswith(other)
+
+
+# ------------------------------------------------------------------------ issue 16: odd files
+
+
+def test_a_fifo_given_as_the_plan(tmp_path: Path, figures: Any) -> None:
+    # O_NONBLOCK and a stat before any read: a FIFO with no writer must not hang drkit.
+    fifo = tmp_path / "drkit.yml"
+    os.mkfifo(fifo)
+    check(invoke(["plan", "validate", "--plan", str(fifo)]), CASES["generated"]["plan-is-a-fifo"],
+          str(fifo))
+    figures.add("catalogue")
+
+
+def test_a_100000_character_plan_path(figures: Any) -> None:
+    check(invoke(["plan", "validate", "--plan", "a" * 100_000]),
+          CASES["generated"]["plan-path-100k"])
+    figures.add("catalogue")
+
+
+@pytest.mark.parametrize("argv", [
+    ["evidence", "verify", "--public-key", "{fifo}"],
+    ["evidence", "export", "1", "-o", "{fifo}"],
+    ["evidence", "list", "--store", "/tmp/" + "s" * 100_000],
+    ["evidence", "show", "1", "--store", "/tmp/" + "s" * 100_000],
+], ids=["verify-public-key-fifo", "export-onto-fifo", "list-store-100k", "show-store-100k"])
+def test_odd_files_on_the_evidence_commands(argv: list[str], sandbox: Path, tmp_path: Path,
+                                            figures: Any) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    argv = [a.replace("{fifo}", str(fifo)) for a in argv]
+    res = invoke(argv)
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    lines = res.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("drkit: "), res.stderr
+    assert any(w in lines[0] for w in ("FIFO", "longer than 4096")), lines[0]
+    assert fifo.exists() and stat.S_ISFIFO(fifo.lstat().st_mode), "the FIFO was replaced"
+    figures.add("catalogue")
+
+
+def _tree(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+@pytest.mark.parametrize("name", ["template-in-region.yml", "region-traversal.yml",
+                                  "scenario-name-traversal.yml", "duplicate-key.yml",
+                                  "webhook-metadata.yml"])
+def test_a_hostile_plan_in_a_dry_run_drill_writes_and_runs_nothing(
+        name: str, sandbox: Path, figures: Any) -> None:
+    # A plan under review must be data: the dry run refuses it before any playbook or file.
+    canary = Path("/tmp/drkit-catalogue-pwned")
+    canary.unlink(missing_ok=True)
+    before = _tree(sandbox)
+    plan = CATALOGUE / "plans" / name
+    res = invoke(["drill", "run", "region-failover", "--env", "lab", "--dry-run", "--plan",
+                  str(plan)])
+    check(res, {**CASES["plans"][name], "expect": [str(plan)]}, str(plan))
+    assert _tree(sandbox) == before, "a refused dry run wrote into the sandbox"
+    assert not canary.exists(), "a plan value ran as a template"
+    figures.add("catalogue")
+
+
+def test_extra_vars_reach_ansible_as_data_never_as_templates(tmp_path: Path,
+                                                              figures: Any) -> None:
+    # The engine marks every string it passes !unsafe: a value holding {{ lookup('pipe') }}
+    # (a plan value, an -e from the command line) is printed as it is, never run.
+    from drkit.engine import run_playbook
+
+    canary = tmp_path / "pwned"
+    evil = "{{ lookup('ansible.builtin.pipe', 'touch " + str(canary) + "') }}"
+    (tmp_path / "pb.yml").write_text(
+        "- name: Use extra vars the way drkit's playbooks do\n  hosts: localhost\n"
+        "  gather_facts: false\n  tasks:\n"
+        "    - name: Print a value, a path built from one, and a number\n"
+        "      ansible.builtin.debug:\n"
+        "        msg: \"value={{ evil }} dir={{ base }}/x n={{ n + 1 }}\"\n"
+        "    - name: Write a value to a file\n"
+        "      ansible.builtin.copy: {dest: \"" + str(tmp_path / "out") + "\", "
+        "content: \"{{ evil }}\", mode: \"0600\"}\n"
+        "      when: flag\n")
+    (tmp_path / "inv.yml").write_text(
+        "all: {hosts: {localhost: {ansible_connection: local, ansible_python_interpreter: "
+        "'{{ ansible_playbook_python }}'}}}\n")
+    res = run_playbook(tmp_path / "pb.yml", inventory=tmp_path / "inv.yml",
+                       content_root=Path(__file__).resolve().parents[2],
+                       extravars={"evil": evil, "base": "/var/lab", "n": 2, "flag": True},
+                       artifacts_dir=tmp_path / "art")
+    assert res.ok, res.failure
+    assert not canary.exists(), "an extra var was templated"
+    assert (tmp_path / "out").read_text() == evil
+    assert "dir=/var/lab/x n=3" in (tmp_path / "art" / "stdout").read_text()
+    figures.add("catalogue")
+
+
+def test_no_log_is_never_a_variable_in_shipped_content() -> None:
+    # `-e drkit_no_log=false` turned off no_log in the certificate rotation (issue 16): tasks
+    # that handle secrets say `no_log: true`, literally.
+    root = Path(__file__).resolve().parents[2]
+    found = []
+    for path in [*root.glob("runbooks/**/*.yml"), *root.glob("playbooks/**/*.yml")]:
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if "no_log:" in line and line.split("no_log:", 1)[1].strip() != "true":
+                found.append(f"{path.relative_to(root)}:{i}: {line.strip()}")
+    assert not found, found
