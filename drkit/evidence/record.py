@@ -1,10 +1,12 @@
-"""The evidence record (schema_version 1) and its canonical form.
+"""The evidence record (schema_version 2; version 1 is still read) and its canonical form.
 
 A record is a frozen dataclass tree. `to_dict()` gives the JSON object written to the store;
-`canonical_bytes()` gives the bytes that are hashed and signed:
+`canonical_bytes()` gives the bytes that are hashed and signed: the record without its
+unsigned members (`hash`, `signature`, `timestamp`), in
 
-    json.dumps(record_without_hash_and_signature, sort_keys=True, separators=(",", ":"),
-               ensure_ascii=False).encode("utf-8")
+- schema_version 2: RFC 8785 (JSON Canonicalization Scheme), see drkit.evidence.jcs;
+- schema_version 1 (records written before): Python's
+  `json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)` in UTF-8.
 
 Every duration drkit controls is an integer number of milliseconds and every time is a UTC
 string with millisecond precision (`2025-03-01T02:14:07.123Z`), so the canonical form has no
@@ -26,7 +28,9 @@ from typing import Any
 
 from drkit.errors import BadInput
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # what new records are written in
+SCHEMA_VERSIONS = (1, 2)  # what verify reads, each with its own canonical form
+UNSIGNED = ("hash", "signature", "timestamp")  # members outside the canonical bytes
 GENESIS = "0" * 64  # prev_hash of the first record of a ledger
 REDACTED = "[REDACTED]"
 
@@ -42,6 +46,7 @@ class Kind(StrEnum):
 class Verdict(StrEnum):
     PASS = "pass"
     FAIL = "fail"
+    INCONCLUSIVE = "inconclusive"  # something the verdict needs was not observed (issue 11)
     ABORTED = "aborted"
     INTERRUPTED = "interrupted"
     RUNNING = "running"  # only ever in an open record, never in a sealed one
@@ -175,6 +180,8 @@ class Finding:
     severity: Severity
     check: str
     detail: str = ""
+    owner: str | None = None  # v2: who must fix it (the service owner from the plan)
+    due: str | None = None  # v2: by when (UTC date, from the plan's policy.finding_due)
 
 
 @dataclass(frozen=True)
@@ -218,6 +225,63 @@ class Redaction:
 
 
 @dataclass(frozen=True)
+class Regions:
+    primary: str | None = None
+    secondary: str | None = None
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who ran drkit. `source` says how it is known: `aws-sts` (the caller identity ARN of the
+    AWS credentials the run used: established by AWS) or `os-user` (the OS account, with
+    $DRKIT_OPERATOR as given: self-asserted, nothing checked it)."""
+
+    name: str
+    source: str
+    self_asserted: bool
+    os_user: str | None = None
+    aws_arn: str | None = None
+
+
+@dataclass(frozen=True)
+class Canary:
+    """The RPO canary's figures: payments acknowledged, write attempts that failed, and
+    acknowledged payments missing after failover."""
+
+    acknowledged: int | None = None
+    failed: int | None = None
+    lost: int | None = None
+
+
+@dataclass(frozen=True)
+class Approval:
+    request_id: str | None = None
+    requested_by: str | None = None
+    approved_by: str | None = None
+    approved_at: str | None = None
+
+
+@dataclass(frozen=True)
+class SignerInfo:
+    """The key that signed a v2 record: its algorithm, fingerprint and public key (PEM).
+
+    The public key is carried for convenience only: verify trusts a record because the
+    fingerprint of this key is pinned (plan or --trust), never because the key is here."""
+
+    type: str  # file (an Ed25519 key file) or aws-kms
+    algorithm: str  # ed25519 or ecdsa-p256-sha256
+    key_id: str  # SHA-256 (hex) of the DER SubjectPublicKeyInfo
+    public_key: str
+    kms_key: str | None = None  # the KMS key ARN
+
+
+# Top-level members only schema_version 2 has, and the Finding members it added.
+V2_ONLY = ("regions", "target_type", "operator_identity", "canary", "approvals", "signer",
+           "timestamp")
+FINDING_V2 = ("owner", "due")
+
+
+@dataclass(frozen=True)
 class Record:
     schema_version: int
     id: str
@@ -255,9 +319,26 @@ class Record:
     prev_hash: str | None
     hash: str | None = None
     signature: str | None = None
+    # schema_version 2
+    regions: Regions | None = None
+    target_type: str | None = None
+    operator_identity: Identity | None = None
+    canary: Canary | None = None
+    approvals: tuple[Approval, ...] = ()
+    signer: SignerInfo | None = None
+    timestamp: str | None = None  # RFC 3161 TimeStampResp (DER, base64) over `hash`
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if self.schema_version == 1:
+            for k in V2_ONLY:
+                d.pop(k, None)
+            for f in d["findings"]:
+                for k in FINDING_V2:
+                    f.pop(k, None)
+        elif d.get("timestamp") is None:
+            d.pop("timestamp", None)  # absent until the TSA answered (or none is configured)
+        return d
 
     def canonical_bytes(self) -> bytes:
         return canonical(self.to_dict())
@@ -274,11 +355,22 @@ class Record:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Record:
-        """Rebuild a record read from a store. Raises BadInput when it is not a v1 record."""
+        """Rebuild a record read from a store. Raises BadInput when it is not a v1/v2 record."""
         try:
-            if d.get("schema_version") != SCHEMA_VERSION:
-                raise ValueError(f"schema_version {d.get('schema_version')!r} (expected 1)")
+            version = d.get("schema_version")
+            if version not in SCHEMA_VERSIONS or isinstance(version, bool):
+                raise ValueError(f"schema_version {version!r} (this drkit reads 1 and 2)")
             red = d["redaction"]
+            v2: dict[str, Any] = {}
+            if version == 2:
+                ident, canary, signer = d.get("operator_identity"), d.get("canary"), d["signer"]
+                v2 = {"regions": Regions(**d["regions"]) if d.get("regions") else None,
+                      "target_type": d.get("target_type"),
+                      "operator_identity": Identity(**ident) if ident else None,
+                      "canary": Canary(**canary) if canary else None,
+                      "approvals": tuple(Approval(**a) for a in d.get("approvals", ())),
+                      "signer": SignerInfo(**signer) if signer else None,
+                      "timestamp": d.get("timestamp")}
             return cls(
                 schema_version=d["schema_version"], id=d["id"], seq=d["seq"],
                 kind=Kind(d["kind"]), name=d["name"], scenario_type=d.get("scenario_type"),
@@ -312,31 +404,49 @@ class Record:
                 ),
                 artifacts=tuple(Artifact(**a) for a in d["artifacts"]),
                 key_id=d.get("key_id"), prev_hash=d.get("prev_hash"),
-                hash=d.get("hash"), signature=d.get("signature"),
+                hash=d.get("hash"), signature=d.get("signature"), **v2,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             rid = d.get("id", "?") if isinstance(d, Mapping) else "?"
-            raise BadInput(f"record {rid}: not a valid schema_version 1 record ({e})") from None
+            raise BadInput(f"record {rid}: not a valid schema_version "
+                           f"{d.get('schema_version') if isinstance(d, Mapping) else '?'} "
+                           f"record ({e})") from None
 
 
-# Top-level fields of a v1 record: verify reports anything else as unexpected.
-FIELDS = frozenset(Record.__dataclass_fields__)
+# Top-level fields per schema version: verify reports anything else as unexpected.
+FIELDS_V2 = frozenset(Record.__dataclass_fields__)
+FIELDS_V1 = FIELDS_V2 - frozenset(V2_ONLY)
+FIELDS = {1: FIELDS_V1, 2: FIELDS_V2}
 
 
-def canonical(d: Mapping[str, Any]) -> bytes:
-    """The canonical bytes of a record dict: without hash and signature, sorted, compact, UTF-8."""
-    body = {k: v for k, v in d.items() if k not in ("hash", "signature")}
+def _py_canonical(body: Mapping[str, Any]) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                       allow_nan=False).encode("utf-8")
 
 
+def canonical(d: Mapping[str, Any]) -> bytes:
+    """The canonical bytes of a record dict (its unsigned members left out), in the form of
+    its schema_version: RFC 8785 for 2, Python's sorted compact JSON for 1."""
+    body = {k: v for k, v in d.items() if k not in UNSIGNED}
+    if d.get("schema_version") == 1:
+        return _py_canonical(body)
+    from drkit.evidence.jcs import canonicalize
+
+    return canonicalize(body)
+
+
 def record_file_bytes(rec: Record) -> bytes:
-    """What a record file holds: the canonical JSON of the WHOLE record (hash and signature
-    included, in their sorted places) and a newline. Removing the `"hash":"...",` and
-    `"signature":"...",` members from it gives the canonical bytes again, which lets verify
-    skip re-encoding (see verify.py); any JSON layout of the same content still verifies."""
-    return json.dumps(rec.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8") + b"\n"
+    """What a record file holds: the canonical JSON of the WHOLE record (unsigned members
+    included, in their sorted places) and a newline. Removing the `"hash":"...",`,
+    `"signature":"...",` and `"timestamp":"...",` members from it gives the canonical bytes
+    again, which lets verify skip re-encoding (see verify.py); any JSON layout of the same
+    content still verifies."""
+    d = rec.to_dict()
+    if rec.schema_version == 1:
+        return _py_canonical(d) + b"\n"
+    from drkit.evidence.jcs import canonicalize
+
+    return canonicalize(d) + b"\n"
 
 
 def digest(canon: bytes) -> str:

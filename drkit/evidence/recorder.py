@@ -7,7 +7,12 @@
 The open record lives at open/<id>.json (outside the chain) and is rewritten atomically after
 every addition, with the writer's pid, its start time and host. `recover_interrupted(store)`
 seals the open records of dead writers as "interrupted", so a SIGKILLed run still leaves a
-record. Sealing (sequence number, prev_hash, hash, signature) happens under the store's lock.
+record. Sealing (sequence number, prev_hash, hash, signature) happens under the store's lock;
+then the new head goes to the plan's anchor and the hash to its time-stamping authority.
+
+No signing oracle: an open record is signed by the run's signer when it is written, and
+`recover_interrupted` seals only open records whose signature verifies with the PLAN's
+signer, with that signer; nothing in an open file (a key path, a key id) chooses a key.
 """
 
 from __future__ import annotations
@@ -22,27 +27,32 @@ import subprocess
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from drkit.errors import BadInput, Interrupted, RunFailed
+from drkit.errors import BadInput, DrkitError, Interrupted, RunFailed
 from drkit.evidence import ledger
 from drkit.evidence.record import (
     SCHEMA_VERSION,
+    Approval,
     Artifact,
+    Canary,
     Clock,
     FileDigest,
     Finding,
     Git,
+    Identity,
     IndexEntry,
     Kind,
     Phase,
     Record,
     Redacted,
     Redaction,
+    Regions,
     Severity,
+    SignerInfo,
     Smoke,
     Status,
     Target,
@@ -64,14 +74,13 @@ from drkit.evidence.redact import (
     redact_jsonl,
     redact_text,
 )
-from drkit.evidence.signing import key_id, load_private_key, sign
+from drkit.evidence.signing import Signer, signer_for, verify_signature
 from drkit.evidence.store import AlreadyExists, Store, record_key, safe_name
 
 if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
     from drkit.config import Plan
     from drkit.engine import RunResult
+    from drkit.evidence.anchor import Anchor
 
 MAX_ARTIFACT_BYTES = 256 * 1024 * 1024
 
@@ -87,10 +96,41 @@ def operator() -> str:
     env = os.environ.get("DRKIT_OPERATOR", "").strip()
     if env:
         return env
+    return _os_user()
+
+
+def _os_user() -> str:
     try:
         return getpass.getuser()
     except (KeyError, OSError):
         return f"uid:{os.getuid()}"
+
+
+def identity(*, aws: bool = False) -> Identity:
+    """The operator's identity, from the environment's real identity where one exists: on an
+    AWS target the caller identity ARN of the credentials the run uses (established by AWS);
+    otherwise the OS user and $DRKIT_OPERATOR, marked self-asserted."""
+    user = _os_user()
+    if aws:
+        arn = _aws_caller_arn()
+        if arn:
+            return Identity(name=arn, source="aws-sts", self_asserted=False, os_user=user,
+                            aws_arn=arn)
+    return Identity(name=operator(), source="os-user", self_asserted=True, os_user=user)
+
+
+def _aws_caller_arn() -> str | None:
+    try:
+        import boto3
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        sts = boto3.client("sts", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+        try:
+            return str(sts.get_caller_identity()["Arn"])
+        except (BotoCoreError, ClientError, KeyError):
+            return None
+    except ImportError:
+        return None
 
 
 def pid_start(pid: int) -> int | None:
@@ -196,11 +236,12 @@ class Recovery:
 class Recorder:
     """Builds one record while a run goes; see the module docstring. Thread-safe."""
 
-    def __init__(self, store: Store, key: Ed25519PrivateKey, key_path: Path, base: Record,
-                 secrets: Sequence[str], plan: Plan | None) -> None:
+    def __init__(self, store: Store, signer: Signer, base: Record, secrets: Sequence[str],
+                 plan: Plan | None, anchor: Anchor | None = None) -> None:
         self.store = store
-        self._key = key
-        self._key_path = key_path
+        self._signer = signer
+        self._anchor = anchor
+        self.warnings: list[str] = []  # anchor or time stamp not obtained (the record is sealed)
         self._secrets = tuple(secrets)
         self._plan = plan
         self._rec = base
@@ -214,15 +255,29 @@ class Recorder:
              plan: Plan | None = None, approved_by: str | None = None,
              change_id: str | None = None, signing_key_path: Path | str | None = None,
              scenario_type: str | None = None, files: Iterable[Path] = (),
-             secrets: Iterable[str] = ()) -> Recorder:
-        """Open a record (verdict "running") in the store now, before anything runs."""
+             secrets: Iterable[str] = (), signer: Signer | None = None,
+             target_type: str | None = None, anchor: Anchor | None = None) -> Recorder:
+        """Open a record (verdict "running") in the store now, before anything runs.
+
+        The signer is `signer`, else the key file `signing_key_path`, else the plan's
+        (evidence.kms_key or evidence.signing_key). The anchor is `anchor`, else the plan's."""
         try:
             kind = Kind(kind)
         except ValueError:
             raise BadInput(f"evidence kind {kind!r}: use drill or runbook") from None
-        key_path = _key_path(signing_key_path, plan)
-        key = load_private_key(key_path)
+        signer = signer or signer_for(plan, key_path=signing_key_path)
+        if anchor is None and plan is not None:
+            from drkit.evidence.anchor import open_anchor
+
+            anchor = open_anchor(None, plan=plan)
         ev = plan.model.evidence if plan is not None else None
+        env_model = plan.model.environments.get(environment) if plan is not None else None
+        if target_type is None and env_model is not None:
+            target_type = getattr(env_model, "target", None) or (
+                "lab" if env_model.lab else None)
+        if target_type is not None and not isinstance(target_type, str):
+            target_type = str(getattr(target_type, "type", target_type))
+        ident = identity(aws=bool(target_type and target_type.startswith("aws")))
         if scenario_type is None and plan is not None and kind == Kind.DRILL:
             sc = plan.model.scenarios.get(name)
             scenario_type = sc.type if sc else None
@@ -233,7 +288,7 @@ class Recorder:
         base = Record(
             schema_version=SCHEMA_VERSION, id=safe_name(new_id(now), "id"), seq=None, kind=kind,
             name=name, scenario_type=scenario_type, environment=environment,
-            operator=operator(), approved_by=approved_by, change_id=change_id,
+            operator=ident.name, approved_by=approved_by, change_id=change_id,
             host=socket.gethostname(), pid=os.getpid(), started_at=utc(now) or "",
             ended_at=None, duration_ms=None, verdict=Verdict.RUNNING, clock=Clock(),
             targets=_plan_targets(plan, name, kind), phases=(), smoke=(), reconciliation=None,
@@ -244,11 +299,16 @@ class Recorder:
             retention_class=ev.retention_class if ev else "dr-test-evidence",
             retention_days=round(ev.retention / 86400) if ev else None,
             controls=tuple(ev.controls) if ev else (),
-            redaction=Redaction(rules=RULES), artifacts=(), key_id=key_id(key.public_key()),
+            redaction=Redaction(rules=RULES), artifacts=(), key_id=signer.fingerprint,
             prev_hash=None,
+            regions=Regions(plan.model.regions.primary, plan.model.regions.secondary)
+            if plan is not None else None,
+            target_type=target_type, operator_identity=ident,
+            approvals=(Approval(approved_by=approved_by),) if approved_by else (),
+            signer=signer_info(signer),
         )
         known = list(secrets) + env_secrets(os.environ)
-        rec = cls(store, key, key_path, base, known, plan)
+        rec = cls(store, signer, base, known, plan, anchor)
         rec._write_open()
         return rec
 
@@ -373,8 +433,9 @@ class Recorder:
             clean = {}
         with self._lock:
             rec = _finish(self._rec, verdict, clean, datetime.now(UTC), self._secrets,
-                          self._tallies)
-            sealed = _seal(self.store, self._key, rec)
+                          self._tallies, self._plan)
+            sealed = _seal(self.store, self._signer, rec, anchor=self._anchor, plan=self._plan,
+                           warnings=self.warnings)
             if sealed is None:
                 raise RunFailed(f"evidence record {rec.id} was sealed by another process "
                                 "(recover_interrupted thought its writer was dead)")
@@ -418,25 +479,32 @@ class Recorder:
 
     def _write_open(self) -> None:
         rec = replace(self._rec, redaction=_redaction(self._tallies))
-        doc = {
+        doc: dict[str, Any] = {
             "state": "running",
             "writer": {"pid": os.getpid(), "pid_start": pid_start(os.getpid()),
-                       "host": socket.gethostname(), "signing_key": str(self._key_path),
+                       "host": socket.gethostname(), "key_id": self._signer.fingerprint,
                        "updated_at": utc(datetime.now(UTC))},
             "record": rec.to_dict(),
         }
+        # Signed when written: recovery seals only what the plan's signer itself opened.
+        doc["signature"] = self._signer.sign(open_canonical(doc))
         self.store.write(f"open/{self.id}.json", json.dumps(doc, indent=1, ensure_ascii=False,
                                                             sort_keys=True).encode(),
                          immutable=False)
 
 
-def _key_path(given: Path | str | None, plan: Plan | None) -> Path:
-    if given:
-        return Path(given)
-    if plan is not None and plan.model.evidence.signing_key:
-        return plan.resolve(plan.model.evidence.signing_key)
-    raise BadInput("evidence: no signing key (set evidence.signing_key in the plan and create "
-                   "it with `drkit evidence keygen -o keys/evidence.key`)")
+def open_canonical(doc: Mapping[str, Any]) -> bytes:
+    """The signed bytes of an open record: RFC 8785 of the document without its signature."""
+    from drkit.evidence.jcs import canonicalize
+
+    return canonicalize({k: v for k, v in doc.items() if k != "signature"})
+
+
+def signer_info(signer: Signer) -> SignerInfo:
+    from drkit.evidence.signing import public_pem
+
+    return SignerInfo(type=signer.type, algorithm=signer.algorithm, key_id=signer.fingerprint,
+                      public_key=public_pem(signer.public_key), kms_key=signer.kms_key)
 
 
 def _plan_targets(plan: Plan | None, name: str, kind: Kind) -> tuple[Target, ...]:
@@ -570,8 +638,61 @@ def _findings(rec: Record, summary: Mapping[str, Any]) -> tuple[Finding, ...]:
     return tuple(found.values())
 
 
+def _owned(findings: tuple[Finding, ...], rec: Record, plan: Plan | None,
+           now: datetime) -> tuple[Finding, ...]:
+    """v2: each finding gets an owner (the service's owner in the plan; for a check not tied
+    to one service, the owners of the run's services) and a due date (policy.finding_due)."""
+    if plan is None:
+        return findings
+    services = plan.model.services
+    run_owners = sorted({services[t.service].owner for t in rec.targets if t.service in services})
+    due_after = plan.model.policy.finding_due
+    out = []
+    for f in findings:
+        _, _, tail = f.check.partition(":")
+        owner = f.owner or (services[tail].owner if tail in services else
+                            (", ".join(run_owners) if run_owners else "unassigned"))
+        due = f.due
+        if due is None and str(f.severity) in due_after:
+            due = (now + timedelta(seconds=due_after[str(f.severity)])).strftime("%Y-%m-%d")
+        out.append(replace(f, owner=owner, due=due))
+    return tuple(out)
+
+
+def _canary(summary: Mapping[str, Any], targets: tuple[Target, ...]) -> Canary | None:
+    raw = summary.get("canary")
+    c: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+    lost = [t.lost_payments for t in targets if t.lost_payments is not None]
+
+    def count(*names: str) -> int | None:
+        for n in names:
+            v = c.get(n)
+            if isinstance(v, int) and not isinstance(v, bool):
+                return v
+        return None
+
+    got = Canary(acknowledged=count("acknowledged", "acked"),
+                 failed=count("failed", "failed_attempts"), lost=sum(lost) if lost else None)
+    return got if got != Canary() else None
+
+
+def _approvals(summary: Mapping[str, Any], have: tuple[Approval, ...]) -> tuple[Approval, ...]:
+    gov = summary.get("governance")
+    a = gov.get("approval") if isinstance(gov, Mapping) else None
+    if not isinstance(a, Mapping):
+        return have
+
+    def opt(k: str) -> str | None:
+        v = a.get(k)
+        return str(v) if v is not None else None
+
+    return (Approval(request_id=opt("id"), requested_by=opt("requested_by"),
+                     approved_by=opt("approved_by"), approved_at=opt("approved_at")),)
+
+
 def _finish(rec: Record, verdict: Verdict, summary: Mapping[str, Any], now: datetime,
-            secrets: Sequence[str], tallies: dict[str, Tally]) -> Record:
+            secrets: Sequence[str], tallies: dict[str, Tally],
+            plan: Plan | None = None) -> Record:
     ended = utc(now)
     phases = tuple(replace(p, status=Status.INTERRUPTED, ended_at=p.ended_at or ended,
                            duration_ms=p.duration_ms or between_ms(p.started_at, ended))
@@ -595,14 +716,23 @@ def _finish(rec: Record, verdict: Verdict, summary: Mapping[str, Any], now: date
                   duration_ms=between_ms(rec.started_at, ended), phases=phases, clock=clock,
                   targets=_targets(rec.targets, summary), smoke=_smoke(summary.get("smoke")),
                   reconciliation=recon)
-    return replace(rec, findings=_findings(rec, summary), redaction=_redaction(tallies))
+    findings = _findings(rec, summary)
+    if rec.schema_version >= 2:
+        findings = _owned(findings, rec, plan, now)
+        rec = replace(rec, canary=_canary(summary, rec.targets),
+                      approvals=_approvals(summary, rec.approvals))
+    return replace(rec, findings=findings, redaction=_redaction(tallies))
 
 
-def _seal(store: Store, key: Ed25519PrivateKey, rec: Record) -> Record | None:
-    """Append to the chain under the store's lock: seq, prev_hash, hash, signature.
+def _seal(store: Store, signer: Signer, rec: Record, *, anchor: Anchor | None = None,
+          plan: Plan | None = None, warnings: list[str] | None = None) -> Record | None:
+    """Append to the chain under the store's lock: seq, prev_hash, hash, signature; then the
+    time stamp (before the file is written: it is kept in it) and the anchor (after).
 
     None when the record is already in the chain (sealed, then killed before cleaning up).
     """
+    warnings = warnings if warnings is not None else []
+    ev = plan.model.evidence if plan is not None else None
     for attempt in range(5):
         with store.lock():
             files, _ = ledger.record_files(store)
@@ -610,9 +740,17 @@ def _seal(store: Store, key: Ed25519PrivateKey, rec: Record) -> Record | None:
                 store.delete_open(f"open/{rec.id}.json")
                 return None
             seq, prev = ledger.head(store)
-            rec = replace(rec, seq=seq + 1, prev_hash=prev, hash=None, signature=None)
+            rec = replace(rec, seq=seq + 1, prev_hash=prev, hash=None, signature=None,
+                          timestamp=None)
             canon = canonical(rec.to_dict())
-            rec = replace(rec, hash=digest(canon), signature=sign(key, canon))
+            rec = replace(rec, hash=digest(canon), signature=signer.sign(canon))
+            if ev is not None and ev.tsa_url and rec.schema_version >= 2:
+                from drkit.evidence import tsa
+
+                try:
+                    rec = replace(rec, timestamp=tsa.timestamp(ev.tsa_url, rec.hash or ""))
+                except RunFailed as e:
+                    warnings.append(f"record sealed without an RFC 3161 time stamp: {e}")
             body = record_file_bytes(rec)
             try:
                 store.write(record_key(rec.seq or 0, rec.id), body)
@@ -624,8 +762,23 @@ def _seal(store: Store, key: Ed25519PrivateKey, rec: Record) -> Record | None:
                 continue
             _index_append(store, rec)
             store.delete_open(f"open/{rec.id}.json")
+            if anchor is not None:
+                _publish(store, anchor, rec, warnings)
             return rec
     raise AssertionError("unreachable")
+
+
+def _publish(store: Store, anchor: Anchor, rec: Record, warnings: list[str]) -> None:
+    """The new head to the anchor (under the store lock, so heads arrive in order)."""
+    from drkit.evidence.anchor import head_of
+
+    assert rec.seq is not None and rec.hash is not None
+    try:
+        ledger_id = rec.hash if rec.seq == 1 else str(
+            ledger.load_dict(store, ledger.record_files(store)[0][0].key).get("hash"))
+        anchor.publish(head_of(rec.seq, rec.hash, rec.id, ledger_id))
+    except (RunFailed, IndexError) as e:
+        warnings.append(f"record #{rec.seq} sealed but not anchored: {e}")
 
 
 def _index_append(store: Store, rec: Record) -> None:
@@ -646,22 +799,43 @@ def _index_append(store: Store, rec: Record) -> None:
 
 
 def recover_interrupted(store: Store, *, signing_key_path: Path | str | None = None,
-                        plan: Plan | None = None) -> Recovery:
-    """Seal the open records of writers that died (verdict "interrupted"). Call it at the start
-    of every command that uses the store; it does nothing when nothing needs doing."""
+                        plan: Plan | None = None, signer: Signer | None = None) -> Recovery:
+    """Seal the open records of writers that died (verdict "interrupted") with the plan's
+    signer (or the one given), and only those that signer signed when it opened them. Call it
+    where a run starts and in `drill recover`; read-only commands never do (no signing oracle)."""
     names = [n for n in store.list("open") if n.endswith(".json") and not n.startswith(".")]
     if not names:
         return Recovery()
     host = socket.gethostname()
-    sealed, left = [], []
+    sealed: list[Record] = []
+    left: list[str] = []
+    try:
+        signer = signer or signer_for(plan, key_path=signing_key_path)
+        trusted = signer.public_key
+    except DrkitError as e:
+        return Recovery((), tuple(f"{n.removesuffix('.json')}: cannot seal it: {e}"
+                                  for n in sorted(names)))
+    anchor = None
+    if plan is not None:
+        from drkit.evidence.anchor import open_anchor
+
+        anchor = open_anchor(None, plan=plan)
     for n in sorted(names):
         rid = n.removesuffix(".json")
         try:
-            doc = json.loads(store.read(f"open/{n}"))
+            from drkit.evidence.jcs import loads_strict
+
+            doc = loads_strict(store.read(f"open/{n}"))
             writer, body = doc["writer"], doc["record"]
             pid, started = int(writer["pid"]), writer.get("pid_start")
+            signed = isinstance(doc.get("signature"), str) and verify_signature(
+                trusted, open_canonical(doc), doc["signature"])
         except Exception as e:  # noqa: BLE001 - a damaged open record is reported, not fatal
             left.append(f"{rid}: unreadable open record ({e})")
+            continue
+        if not signed:
+            left.append(f"{rid}: not signed by the plan's signer ({signer.describe()}): left "
+                        "alone, never sealed (planted, or opened by another signer)")
             continue
         if writer.get("host") != host:
             left.append(f"{rid}: run on host {writer.get('host')} (cannot check its pid here)")
@@ -670,21 +844,22 @@ def recover_interrupted(store: Store, *, signing_key_path: Path | str | None = N
             left.append(f"{rid}: running (pid {pid})")
             continue
         try:
-            key = load_private_key(Path(signing_key_path) if signing_key_path else _key_path(
-                writer.get("signing_key"), plan))
             rec = Record.from_dict({**body, "hash": None, "signature": None})
         except BadInput as e:
-            left.append(f"{rid}: writer pid {pid} died, cannot seal it yet: {e}")
+            left.append(f"{rid}: writer pid {pid} died, cannot seal it: {e}")
+            continue
+        if rec.id != rid:
+            left.append(f"{rid}: the open file holds record {rec.id}: left alone")
             continue
         ended = writer.get("updated_at") or rec.started_at
         rec = _finish(rec, Verdict.INTERRUPTED, {}, datetime.fromisoformat(
-            ended.replace("Z", "+00:00")), (), {})
+            ended.replace("Z", "+00:00")), (), {}, plan)
         # The tallies of the dead writer are gone; its open record already carries them.
         rec = replace(rec, redaction=Redaction(rules=RULES, applied=Record.from_dict(
             {**body}).redaction.applied))
         try:
-            done = _seal(store, key, rec)
-        except RunFailed as e:
+            done = _seal(store, signer, rec, anchor=anchor, plan=plan)
+        except DrkitError as e:
             left.append(f"{rid}: {e}")
             continue
         if done is not None:

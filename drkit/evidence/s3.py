@@ -158,6 +158,60 @@ class S3Store(Store):
                             f"{self._error(e)}") from None
         return names
 
+    def _names(self, base: str) -> tuple[set[str], set[str]]:
+        """(files, folders) directly under the key prefix `base` (ending in / or empty)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        files, folders = set(), set()
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=base, Delimiter="/")
+            for page in pages:
+                files |= {o["Key"][len(base):] for o in page.get("Contents", ())}
+                folders |= {p["Prefix"][len(base):].rstrip("/")
+                            for p in page.get("CommonPrefixes", ())}
+        except (ClientError, BotoCoreError) as e:
+            raise RunFailed(f"evidence store {self.url}: cannot list {base or '/'}: "
+                            f"{self._error(e)}") from None
+        return files, folders
+
+    def list_folders(self, prefix: str) -> set[str]:
+        return self._names(self._key(prefix) + "/")[1]
+
+    def top_level(self) -> set[str]:
+        files, folders = self._names(f"{self.prefix}/" if self.prefix else "")
+        return files | folders
+
+    def versions(self, prefix: str) -> dict[str, int]:
+        """Object versions (delete markers included) per name under a folder key."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        base = self._key(prefix) + "/"
+        out: dict[str, int] = {}
+        try:
+            for page in self.client.get_paginator("list_object_versions").paginate(
+                    Bucket=self.bucket, Prefix=base):
+                for v in [*page.get("Versions", ()), *page.get("DeleteMarkers", ())]:
+                    name = v["Key"][len(base):]
+                    out[name] = out.get(name, 0) + 1
+        except (ClientError, BotoCoreError) as e:
+            raise RunFailed(f"evidence store {self.url}: cannot list versions of {prefix}: "
+                            f"{self._error(e)}") from None
+        return out
+
+    def retention(self, key: str) -> tuple[str | None, datetime | None]:
+        """(mode, retain-until) of the object's current version; (None, None) without a lock."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        # HeadObject carries the lock (with s3:GetObjectRetention); moto 5.2 answers
+        # GetObjectRetention with a 500.
+        try:
+            got = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except (ClientError, BotoCoreError):
+            return None, None
+        until = got.get("ObjectLockRetainUntilDate")
+        return got.get("ObjectLockMode"), until.astimezone(UTC) if until else None
+
     def append_index(self, data: bytes) -> None:
         # S3 has no append: rewrite the (small) index under the seal lock.
         try:

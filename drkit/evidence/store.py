@@ -172,6 +172,14 @@ class Store(ABC):
     def refresh(self) -> None:  # noqa: B027 - optional hook: most stores cache nothing
         """Forget anything cached about the store's files (before verifying it)."""
 
+    def list_folders(self, prefix: str) -> set[str]:
+        """Names of the folders directly under a folder key (artifacts/<id>)."""
+        return set(self.list(prefix))
+
+    def top_level(self) -> set[str]:
+        """Names (files and folders) at the store's root."""
+        return set()
+
 
 class LocalStore(Store):
     def __init__(self, root: Path, *, retention_s: float | None = None) -> None:
@@ -335,6 +343,17 @@ class LocalStore(Store):
         except FileProblem as e:
             if e.reason == "missing":
                 return []
+            raise
+
+    def list_folders(self, prefix: str) -> set[str]:
+        return {n for n in self.list(prefix) if not n.startswith(".")}
+
+    def top_level(self) -> set[str]:
+        try:
+            return set(os.listdir(self._dir("")))
+        except FileProblem as e:
+            if e.reason == "missing":
+                return set()
             raise
 
     def append_index(self, data: bytes) -> None:

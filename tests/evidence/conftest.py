@@ -89,6 +89,9 @@ def make_run(tmp: Path, name: str, *, ok: bool = True, stdout: str = "PLAY [x]\n
 
 SUMMARY = {
     "rto": {"target_s": 30, "measured_s": 12.5},
+    # The clock runs from the fault (inject-fault's start) to all smoke flows green, inside the
+    # smoke phase: 12.5 s, as measured (verify checks the two agree).
+    "clock": {"started_at": "2025-03-01T02:00:03Z", "stopped_at": "2025-03-01T02:00:15.500Z"},
     "rpo": {"target_s": 0, "measured_s": 0.0, "lost_payments": 0},
     "smoke": [{"flow": "authorize", "ok": True, "duration_s": 0.12},
               {"flow": "refund", "ok": True, "duration_s": 0.2}],
@@ -97,12 +100,14 @@ SUMMARY = {
 
 
 def seal_one(store: LocalStore, plan: Plan, tmp: Path, *, verdict: str = "pass",
-             summary: dict | None = None, environment: str = "lab", **kw) -> object:
+             summary: dict | None = None, environment: str = "lab", smoke_s: float = 10.0,
+             **kw) -> object:
     rec = Recorder.open(store, kind="drill", name="region-failover", environment=environment,
                         plan=plan, files=[plan.root / "pb", plan.root / "inventory.ini"], **kw)
     for i, phase in enumerate(("preflight", "inject-fault", "smoke")):
         t = T0 + timedelta(seconds=3 * i)
-        rec.add_phase(phase, status="ok", started_at=t, ended_at=t + timedelta(seconds=2.5),
+        length = smoke_s if phase == "smoke" else 2.5
+        rec.add_phase(phase, status="ok", started_at=t, ended_at=t + timedelta(seconds=length),
                       counts_for_rto=phase != "preflight", playbook=f"pb/{phase}.yml",
                       run=make_run(tmp, f"{rec.id}-{phase}"))
     return rec.seal(verdict, SUMMARY if summary is None else summary)
@@ -110,3 +115,24 @@ def seal_one(store: LocalStore, plan: Plan, tmp: Path, *, verdict: str = "pass",
 
 def seal_n(store: LocalStore, plan: Plan, tmp: Path, n: int) -> list:
     return [seal_one(store, plan, tmp) for _ in range(n)]
+
+
+def rewrite_open(path: Path, plan: Plan, change) -> None:
+    """Change an open record the way its writer could (say, to look like a dead process's)
+    and sign it again with the plan's key, as the writer does on every write."""
+    from drkit.evidence.recorder import open_canonical
+    from drkit.evidence.signing import FileSigner
+
+    doc = json.loads(path.read_text())
+    change(doc)
+    doc["signature"] = FileSigner(plan.root / "keys" / "evidence.key").sign(open_canonical(doc))
+    path.write_text(json.dumps(doc))
+
+
+def dead_pid() -> int:
+    import subprocess
+
+    proc = subprocess.Popen(["sleep", "60"])
+    proc.kill()
+    proc.wait()
+    return proc.pid

@@ -12,7 +12,7 @@ import textwrap
 from drkit.evidence import Recorder, read_index, recover_interrupted, verify
 from drkit.evidence.recorder import pid_start
 
-from .conftest import T0, seal_n
+from .conftest import T0, rewrite_open, seal_n
 
 
 def _dead_pid() -> int:
@@ -31,10 +31,8 @@ def test_open_record_of_a_dead_pid_is_sealed_interrupted(store, plan, keys, tmp_
                   counts_for_rto=True)
     # Make the open record look like another process's, one that was killed.
     path = store.root / "open" / f"{rec.id}.json"
-    doc = json.loads(path.read_text())
-    doc["writer"]["pid"] = _dead_pid()
-    doc["writer"]["pid_start"] = None
-    path.write_text(json.dumps(doc))
+    pid = _dead_pid()
+    rewrite_open(path, plan, lambda doc: doc["writer"].update(pid=pid, pid_start=None))
 
     got = recover_interrupted(store, plan=plan)
     assert [r.id for r in got.sealed] == [rec.id]
@@ -53,6 +51,7 @@ def test_live_writer_is_left_alone(store, plan, keys):
                         plan=plan)
     got = recover_interrupted(store, plan=plan)
     assert got.sealed == () and got.left_open == (f"{rec.id}: running (pid {os.getpid()})",)
+    rec.add_phase("preflight", status="ok", started_at=T0, ended_at=T0.replace(second=3))
     rec.seal("pass")
     assert verify(store, keys.public).ok
 
@@ -60,9 +59,8 @@ def test_live_writer_is_left_alone(store, plan, keys):
 def test_reused_pid_counts_as_dead(store, plan):
     rec = Recorder.open(store, kind="runbook", name="patch", environment="lab", plan=plan)
     path = store.root / "open" / f"{rec.id}.json"
-    doc = json.loads(path.read_text())
-    doc["writer"]["pid_start"] = (pid_start(os.getpid()) or 0) + 1  # same pid, other process
-    path.write_text(json.dumps(doc))
+    other = (pid_start(os.getpid()) or 0) + 1  # same pid, other process
+    rewrite_open(path, plan, lambda doc: doc["writer"].update(pid_start=other))
     assert [r.id for r in recover_interrupted(store, plan=plan).sealed] == [rec.id]
 
 
