@@ -48,7 +48,14 @@ def test_full_drill_passes_twice_back_to_back(lab: Any, tmp_path: Path) -> None:
         assert all(p["status"] == "ok" for p in out["phases"])
         assert 0 < out["rto"]["actual_s"] <= out["rto"]["target_s"]
         # Synchronous replication: no acknowledged payment may be lost.
-        assert out["rpo"] == {"target_s": 0.0, "actual_s": 0.0, "lost_payments": 0}
+        assert out["rpo"] == {"target_s": 0.0, "actual_s": 0.0, "met": True,
+                              "lost_payments": 0}
+        # What the verdict rests on, observed: the flows through the entry point, the canary.
+        assert any(o.startswith("6 flows observed green through https://127.0.0.1:")
+                   for o in out["observed"]), out["observed"]
+        assert out["missing"] == [] and out["warnings"] == []
+        for phase in ("promote-data", "failover-traffic", "smoke"):
+            assert next(p for p in out["phases"] if p["name"] == phase)["postconditions"]
         rec = out["reconciliation"]
         assert rec["acked_count"] > 0 and rec["acked_count"] == rec["present_count"]
         assert rec["acked_digest"] == rec["present_digest"] and rec["ledger"]["balanced"]
@@ -113,10 +120,19 @@ def test_rto_target_below_what_is_achievable_fails_and_says_so(lab: Any, tmp_pat
     def tight(d: dict[str, Any]) -> None:
         d["services"]["payments"]["rto"] = "100ms"
 
-    rc, out, _ = drill(make_plan(tmp_path, tight), "--smoke-timeout", "30s")
+    junit = tmp_path / "drill.xml"
+    rc, out, _ = drill(make_plan(tmp_path, tight), "--smoke-timeout", "30s", "--junit-xml",
+                       str(junit))
     assert rc == 1 and out["verdict"] == "fail"
     assert any(r.startswith("RTO missed:") for r in out["reasons"]), out["reasons"]
     assert out["rto"]["actual_s"] > 0.1
+    # A failed drill is red in CI (issue 11: it wrote failures="0").
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(junit.read_text())
+    failed = [c.get("name") for c in root.iter("testcase") if c.find("failure") is not None]
+    assert "RTO payments" in failed and "verdict" in failed
+    assert root.get("failures") == str(len(failed))
     assert serving(lab)
 
 
