@@ -20,11 +20,11 @@ host the runbook targets.
 starts, sealed when it ends, with the change id and whatever the playbook published with
 `set_stats: data: {drkit_runbook: {...}}` as its summary.
 
-A run that changes something (not `--check`) holds the environment lock (drkit.envlock) first:
+A run that changes something (not `--check`) holds the environment lock (drkit.envlock):
 while a drill, another runbook or `lab up`/`lab down` changes the environment, it is refused
-(exit 2, naming who holds it) before anything is written. Inside the lock it checks the plan's
-change freeze around drills (`change_freeze`), which only `--force-during-drill REASON` passes,
-recorded in the evidence with the lock it held.
+(exit 2, naming who holds it) before anything is written. The plan's change freeze around
+drills (`change_freeze`) is a guard rail too, which only `--force-during-drill REASON` passes;
+the evidence records the freeze decision and the lock the run held (and any it took over).
 """
 
 from __future__ import annotations
@@ -205,6 +205,7 @@ class Prepared:
     secrets: tuple[str, ...]
     options: RunbookOptions
     blackout: Mapping[str, Any] = field(default_factory=dict)  # the window check, for evidence
+    freeze: Mapping[str, Any] | None = None  # the plan's change freeze check, for evidence
 
     @property
     def needs_confirmation(self) -> bool:
@@ -265,6 +266,7 @@ def prepare(plan: Plan, name: str, env_name: str, options: RunbookOptions) -> Pr
         # A refused run writes nothing, not even the generated inventory below (run() holds
         # the lock itself; this only says "busy" before anything is written).
         envlock.refuse_if_busy(tgt.state_dir, env_name, envlock.key_for(plan, env_name))
+    freeze = None if options.check else _check_freeze(plan, env_name, tgt.state_dir, options)
     if env.lab:
         inventory = _lab_inventory(plan, tgt.inventory, run_dir_root / ".inventory")
     hosts, defined = _resolve(inventory, runbook.hosts, options.limit,
@@ -283,7 +285,8 @@ def prepare(plan: Plan, name: str, env_name: str, options: RunbookOptions) -> Pr
     return Prepared(plan=plan, runbook=runbook, environment=env_name, protected=env.protected,
                     inventory=inventory, source_inventory=tgt.inventory, hosts=tuple(hosts),
                     extravars=extravars, envvars=dict(tgt.envvars), state_dir=tgt.state_dir,
-                    secrets=tgt.secrets, options=options, blackout=decision.to_evidence())
+                    secrets=tgt.secrets, options=options, blackout=decision.to_evidence(),
+                    freeze=freeze)
 
 
 def _python() -> str:
@@ -520,28 +523,29 @@ def run(rb: Prepared, *, listener: RunbookListener | None = None,
                             key=envlock.key_for(rb.plan, rb.environment), run_id=run_id,
                             operator=rb.options.operator, on_takeover=listener.note)
     with lock as lease:
-        freeze = None if rb.options.check else _check_freeze(rb)
         governance = {"blackout": rb.blackout,
                       "lock": lease.to_evidence() if lease is not None else None,
-                      "change_freeze": freeze}
+                      "change_freeze": rb.freeze}
         return _run_locked(rb, run_id, listener, cancel, governance)
 
 
-def _check_freeze(rb: Prepared) -> dict[str, Any] | None:
+def _check_freeze(plan: Plan, env_name: str, state_dir: Path,
+                  options: RunbookOptions) -> dict[str, Any] | None:
     """The plan's change freeze around drills: refuse (exit 2) unless forced with a reason.
-    Returns what goes into the evidence (None: the plan declares no freeze)."""
+    Checked with the guard rails, before anything is written (a drill that runs holds the
+    lock, which refuses the run anyway). Returns what goes into the evidence (None: the plan
+    declares no freeze)."""
     from drkit import envlock
 
-    freeze = rb.plan.model.change_freeze
+    freeze = plan.model.change_freeze
     if not freeze.during_drills:
         return None
-    key = envlock.key_for(rb.plan, rb.environment)
-    mark = envlock.drill_mark(rb.state_dir, key)
+    mark = envlock.drill_mark(state_dir, envlock.key_for(plan, env_name))
     why = None
     if mark is not None and mark.ended_at is None:
         why = (f"`drkit {mark.command}` (run {mark.run_id}) started at {mark.started_at} and "
                "has not ended (resume it with `drkit drill resume`, or end it with `drkit drill "
-               f"recover --env {rb.environment}`)")
+               f"recover --env {env_name}`)")
     elif mark is not None and mark.ended_at and freeze.after_drill > 0:
         ended = datetime.fromisoformat(mark.ended_at.replace("Z", "+00:00"))
         until = ended.timestamp() + freeze.after_drill
@@ -553,12 +557,12 @@ def _check_freeze(rb: Prepared) -> dict[str, Any] | None:
                                 "in_freeze": why is not None, "why": why, "forced": None}
     if why is None:
         return decision
-    reason = (rb.options.force_during_drill or "").strip()
+    reason = (options.force_during_drill or "").strip()
     if not reason:
-        raise BadInput(f"{rb.plan.path.name}: change_freeze: environment {rb.environment!r} is "
+        raise BadInput(f"{plan.path.name}: change_freeze: environment {env_name!r} is "
                        f"frozen around a drill: {why}; to run anyway, pass "
                        "--force-during-drill REASON (recorded in the evidence)")
-    decision["forced"] = {"reason": reason, "by": rb.options.operator or _operator()}
+    decision["forced"] = {"reason": reason, "by": options.operator or _operator()}
     return decision
 
 
@@ -594,6 +598,11 @@ def _run_locked(rb: Prepared, run_id: str, listener: RunbookListener, cancel: An
         )
         if result.status == engine.RunStatus.CANCELED:
             verdict, failure = Verdict.ABORTED, f"cancelled: {getattr(cancel, 'reason', '')}"
+        elif result.ok and not any(t.status != "skipped" for t in result.tasks):
+            # Every green is earned (issue 11): a run (or --check) in which no task ran on any
+            # host (no host matched, every task skipped) observed nothing.
+            verdict, failure = Verdict.FAIL, (
+                "nothing ran: no task ran on any host (check the inventory and --limit)")
         elif result.ok:
             verdict = Verdict.PASS
         else:
