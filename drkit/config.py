@@ -675,8 +675,9 @@ def load_plan(path: str | Path | None = None) -> Plan:
     return plan
 
 
-_NAMED_MAPS = {("environments",): "an environment name", ("services",): "a service name",
-               ("scenarios",): "a scenario name"}
+_NAMED_MAPS: dict[tuple[str, ...], str] = {
+    ("environments",): "an environment name", ("services",): "a service name",
+    ("scenarios",): "a scenario name"}
 
 
 def _check_data(data: Any, lines: dict[tuple[str, ...], int], p: Path) -> None:
