@@ -399,7 +399,7 @@ class Policy(_Model):
 
 
 class Blackout(_Model):
-    """A time when runs must not start; formats per `every` in drkit.governance.blackout."""
+    """A time when runs must not start; formats per `every` in drkit.windows."""
 
     name: str
     start: str
@@ -411,7 +411,7 @@ class Blackout(_Model):
     @model_validator(mode="after")
     def _rule(self) -> Blackout:
         # Checked at load so a bad window is a plan error (file, line), not a surprise at 3 a.m.
-        from drkit.governance.blackout import validate
+        from drkit.windows import validate
 
         validate(self)
         return self

@@ -52,7 +52,7 @@ def _plan(plan: Path | None, store: str | None) -> Plan | None:
 
 
 def _store(plan: Plan | None, url: str | None) -> Store:
-    from drkit.evidence.store import open_store
+    from drkit.evidence.locator import open_store
 
     if url is not None and "://" not in url:
         url = str(Path(url).expanduser().absolute())  # relative to where the user stands

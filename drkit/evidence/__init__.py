@@ -51,7 +51,7 @@ _EXPORTS = {
     "Recorder": "recorder", "Recovery": "recorder", "recover_interrupted": "recorder",
     "load_record": "ledger", "read_index": "ledger", "select": "ledger",
     "redact_text": "redact", "generate_keypair": "signing",
-    "LocalStore": "store", "Store": "store", "open_store": "store",
+    "LocalStore": "store", "Store": "store", "open_store": "locator",
     "VerifyReport": "verify", "verify": "verify",
 }
 __all__ = [
@@ -62,11 +62,12 @@ __all__ = [
 
 if TYPE_CHECKING:
     from drkit.evidence.ledger import load_record, read_index, select
+    from drkit.evidence.locator import open_store
     from drkit.evidence.record import Kind, Record, Verdict
     from drkit.evidence.recorder import Recorder, Recovery, recover_interrupted
     from drkit.evidence.redact import redact_text
     from drkit.evidence.signing import generate_keypair
-    from drkit.evidence.store import LocalStore, Store, open_store
+    from drkit.evidence.store import LocalStore, Store
     from drkit.evidence.verify import VerifyReport, verify
 
 
