@@ -36,9 +36,16 @@ StoreOption = Annotated[
 PublicKeyOption = Annotated[
     Path | None,
     typer.Option("--public-key", "-k", callback=input_file("public key"),
-                 help="Trusted Ed25519 public key (PEM). Default: the "
-                 "plan's evidence.public_key, else the .pub beside its signing key.",
+                 help="Public key (PEM). Trusted itself only when no fingerprint is pinned "
+                 "(evidence.trusted_keys, --trust). Default: the plan's "
+                 "evidence.public_key, else the .pub beside its signing key.",
                  show_default=False),
+]
+TrustOption = Annotated[
+    list[str] | None,
+    typer.Option("--trust", help="SHA-256 fingerprint of a trusted signing key (repeatable); "
+                 "added to the plan's evidence.trusted_keys. Get it with `openssl pkey -pubin "
+                 "-in KEY.pub -outform DER | sha256sum`.", show_default=False),
 ]
 
 
@@ -59,22 +66,11 @@ def _store(plan: Plan | None, url: str | None) -> Store:
     return call(open_store, url, plan=plan)
 
 
-def _recover(store: Store, plan: Plan | None) -> None:
-    """Seal runs whose writer died (every command that uses the store does this first)."""
-    from drkit.errors import DrkitError
-    from drkit.evidence.recorder import recover_interrupted
-
-    try:
-        rec = recover_interrupted(store, plan=plan)
-    except DrkitError as e:  # a read-only store (an auditor's copy) must stay readable
-        typer.echo(f"drkit: note: could not recover interrupted runs: {e}", err=True)
-        return
-    for r in rec.sealed:
-        typer.echo(f"drkit: sealed interrupted run #{r.seq} {r.id} ({r.name}, {r.environment})",
-                   err=True)
+# list, show, verify and export never write to the store (no signing oracle): runs whose
+# writer died are sealed where runs start and by `drkit drill recover`, with the plan's signer.
 
 
-def _public_key(plan: Plan | None, given: Path | None) -> Path:
+def _public_key(plan: Plan | None, given: Path | None, *, required: bool = True) -> Path | None:
     from drkit.errors import BadInput
     from drkit.evidence.signing import public_path
 
@@ -84,12 +80,24 @@ def _public_key(plan: Plan | None, given: Path | None) -> Path:
         ev = plan.model.evidence
         if ev.public_key:
             return plan.resolve(ev.public_key)
-        if ev.signing_key:
+        if ev.signing_key and (public_path(plan.resolve(ev.signing_key)).is_file()
+                               or not ev.trusted_keys):
             return public_path(plan.resolve(ev.signing_key))
+    if not required:
+        return None  # v2 records carry their key; the pins say which to trust
     with errors():
-        raise BadInput("no public key to verify with: pass --public-key FILE (or --plan with "
-                       "evidence.public_key)")
+        raise BadInput("no public key to verify with: pass --public-key FILE or --trust "
+                       "SHA256 (or --plan with evidence.trusted_keys / evidence.public_key)")
     raise AssertionError  # unreachable: errors() turned the BadInput into an exit
+
+
+def _pins(plan: Plan | None, given: list[str] | None) -> list[str]:
+    from drkit.evidence.signing import normalise_fingerprint
+
+    pins = list(plan.model.evidence.trusted_keys) if plan is not None else []
+    for g in given or ():
+        pins.append(call(normalise_fingerprint, g))
+    return pins
 
 
 @app.command()
@@ -107,10 +115,12 @@ def keygen(
     kp = call(generate_keypair, output, force=force)
     if as_json:
         print_json({"private_key": str(kp.private), "public_key": str(kp.public),
-                    "key_id": kp.key_id})
+                    "key_id": kp.key_id, "fingerprint": kp.fingerprint})
         return
     typer.echo(f"wrote {kp.private} (private, mode 0600) and {kp.public} (public)\n"
-               f"key id {kp.key_id}\nhand {kp.public} to auditors; keep {kp.private} secret")
+               f"fingerprint {kp.fingerprint}\n"
+               f"pin it in the plan: evidence.trusted_keys: [{kp.fingerprint}]\n"
+               f"hand {kp.public} to auditors; keep {kp.private} secret")
 
 
 def _since(value: str | None) -> datetime | None:
@@ -149,7 +159,6 @@ def list_(
     cutoff = _since(since)
     p = _plan(plan, store)
     st = _store(p, store)
-    _recover(st, p)
     entries = ledger.select(call(ledger.read_index, st), kind=kind, since=cutoff, name=scenario,
                             environment=environment)
     if as_json:
@@ -182,7 +191,6 @@ def show(
 
     p = _plan(plan, store)
     st = _store(p, store)
-    _recover(st, p)
     r = call(load_record, st, record)
     if as_json:
         print_json(r.to_dict())
@@ -229,25 +237,46 @@ def _met(v: bool | None) -> str:
 def verify(
     store: StoreOption = None,
     public_key: PublicKeyOption = None,
+    trust: TrustOption = None,
+    anchor: Annotated[str | None, typer.Option(
+        "--anchor", help="The anchor to check the head against: a file or s3://bucket/prefix "
+        "(default: the plan's evidence.anchor).", show_default=False)] = None,
+    expect_seq: Annotated[int | None, typer.Option(
+        "--expect-seq", min=0, help="Fail when the ledger ends before this record (the last "
+        "one you saw).", show_default=False)] = None,
+    tsa_ca: Annotated[Path | None, typer.Option(
+        "--tsa-ca", help="Check RFC 3161 time stamps with this CA certificate (default: the "
+        "plan's evidence.tsa_ca).", show_default=False)] = None,
     plan: PlanOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Check every record's hash, the chain, the sequence, signatures and artifact digests.
+    """Check every record's hash, the chain, signatures against pinned keys, artifacts, the
+    store's layout, each record's consistency, and the head against the anchor.
 
-    Exit 0 when intact; 1 naming the first broken record and what is wrong.
+    Exit 0 when intact; 1 naming the first broken record and what is wrong. Never writes.
+    The stand-alone auditor script `drkit-verify` (python3 + openssl) checks the same.
     """
+    from drkit.evidence.anchor import open_anchor
     from drkit.evidence.verify import verify as _verify
 
     p = _plan(plan, store)
     st = _store(p, store)
-    key = _public_key(p, public_key)
-    _recover(st, p)
-    report = call(_verify, st, key)
+    pins = _pins(p, trust)
+    key = _public_key(p, public_key, required=not pins)
+    anc = call(open_anchor, anchor, plan=p)
+    ev = p.model.evidence if p is not None else None
+    ca = tsa_ca if tsa_ca is not None else (
+        p.resolve(ev.tsa_ca) if p is not None and ev is not None and ev.tsa_ca else None)
+    report = call(_verify, st, key, trusted=pins, anchor=anc, expect_seq=expect_seq, tsa_ca=ca)
     if as_json:
         print_json(report.to_dict())
     elif report.ok:
+        keys = ", ".join(k[:16] + "..." for k in (report.keys_used or report.trusted))
+        head = f"; head #{report.head[0]} {report.head[1][:16]}..." if report.head else ""
+        pinned = "pinned" if report.pinned else "NOT pinned: trusted because its file was named"
         typer.echo(f"{report.store}: intact: {report.records} records, {report.artifacts} "
-                   f"artifacts, chain and signatures valid (key {report.key_id[:16]}...)")
+                   f"artifacts, chain and signatures valid (key {keys}, {pinned}){head}"
+                   + (f"; anchored in {report.anchor}" if report.anchor else ""))
         for n in report.notes:
             typer.echo(f"note: {n}")
     else:
@@ -283,7 +312,6 @@ def export(
         raise fail(f"--format {fmt!r}: use html, md, json or junit", 2)
     p = _plan(plan, store)
     st = _store(p, store)
-    _recover(st, p)
     r = call(load_record, st, record)
     key = public_key
     if key is None and p is not None:

@@ -3,10 +3,14 @@ drill a record attests cannot sign records themselves (only ask KMS to, which Cl
 and which IAM can restrict to the drill's role).
 
 The key must be asymmetric, KeySpec ECC_NIST_P256 with signing algorithm ECDSA_SHA_256 (KMS
-has no Ed25519 in the versions moto emulates). drkit signs the SHA-256 of the canonical bytes
-(MessageType DIGEST: the record hash itself), so the signature checks offline with
+has no Ed25519 in the versions moto emulates). KMS signs the 32 raw bytes of the record hash
+(SHA-256 of the canonical bytes) as a RAW message, so the signature is ECDSA P-256 with
+SHA-256 over hash.bin (the hash as bytes) and checks offline with
 
-    openssl dgst -sha256 -verify kms.pub -signature sig.der canon.bin
+    openssl dgst -sha256 -verify kms.pub -signature sig.der hash.bin
+
+(RAW rather than DIGEST: a record is larger than KMS's 4096-byte RAW limit, and moto 5.2
+does not implement DIGEST; signing the fixed-size hash works the same on both.)
 
 where kms.pub is the public key exported once (`aws kms get-public-key`, or
 `drkit evidence keygen --kms KEY`) and pinned by its fingerprint in the plan.
@@ -84,7 +88,7 @@ class KmsSigner(Signer):
     def sign(self, canon: bytes) -> str:
         self.public_key  # noqa: B018 - checks the key spec once, before the first signature
         got = self._call("sign", KeyId=self.key, Message=hashlib.sha256(canon).digest(),
-                         MessageType="DIGEST", SigningAlgorithm=ALGORITHM)
+                         MessageType="RAW", SigningAlgorithm=ALGORITHM)
         return base64.b64encode(got["Signature"]).decode("ascii")
 
     def describe(self) -> str:

@@ -10,8 +10,9 @@ A key's **fingerprint** (schema_version 2 `key_id`) is the SHA-256 of its DER
 SubjectPublicKeyInfo, in hex: `openssl pkey -pubin -in KEY.pub -outform DER | sha256sum`.
 Schema_version 1 records name their key by the SHA-256 of the raw 32-byte Ed25519 key.
 
-Signatures: Ed25519 (RFC 8032, pure) over the canonical bytes; ECDSA P-256 over SHA-256 of
-the canonical bytes (DER-encoded, as KMS returns it and `openssl dgst -sha256 -verify` reads).
+Signatures: Ed25519 (RFC 8032, pure) over the canonical bytes; ECDSA P-256 with SHA-256 over
+the 32 raw bytes of the record hash (DER-encoded, as KMS returns it and
+`openssl dgst -sha256 -verify KEY.pub -signature sig.der hash.bin` reads it).
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def verify_signature(public: Any, canon: bytes, signature: str) -> bool:
     try:
         sig = base64.b64decode(signature, validate=True)
         if isinstance(public, ec.EllipticCurvePublicKey):
-            public.verify(sig, canon, ec.ECDSA(hashes.SHA256()))
+            public.verify(sig, hashlib.sha256(canon).digest(), ec.ECDSA(hashes.SHA256()))
         else:
             public.verify(sig, canon)
     except (InvalidSignature, ValueError, TypeError):

@@ -16,10 +16,12 @@ OK = Integrity(True, True, "Verified: hash, signature, chain link and artifacts 
 
 def _failing(store, plan, tmp_path):
     summary = {**SUMMARY, "rto": {"target_s": 30, "measured_s": 41.25},
+               "clock": {"started_at": "2025-03-01T02:00:03Z",
+                         "stopped_at": "2025-03-01T02:00:44.250Z"},
                "smoke": [{"flow": "authorize", "ok": True},
                          {"flow": "refund", "ok": False, "message": "HTTP 502"}],
                "findings": [{"severity": "low", "check": "runbook-drift", "detail": "x"}]}
-    return seal_one(store, plan, tmp_path, verdict="fail", summary=summary,
+    return seal_one(store, plan, tmp_path, verdict="fail", summary=summary, smoke_s=40,
                     approved_by="cab-chair@example.com", change_id="CHG-1042")
 
 

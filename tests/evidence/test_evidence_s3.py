@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import os
 import socket
 import subprocess
@@ -12,12 +15,15 @@ from pathlib import Path
 
 import pytest
 
+from drkit.config import load_plan
 from drkit.errors import EnvironmentProblem
-from drkit.evidence import Recorder, open_store, read_index, verify
+from drkit.evidence import LocalStore, Recorder, open_store, read_index, verify
+from drkit.evidence.anchor import open_anchor
 
 from .conftest import seal_one
 
 MOTO = Path(sys.executable).parent / "moto_server"
+SCRIPT = Path(__file__).resolve().parents[2] / "drkit-verify"
 
 
 def _free_port() -> int:
@@ -113,3 +119,98 @@ def test_boto3_is_not_imported_by_the_local_path():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**os.environ}, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_second_version_of_a_locked_record_is_reported(s3env, plan, keys, tmp_path):
+    s3 = s3env
+    s3.create_bucket(Bucket="dr-evidence-3", ObjectLockEnabledForBucket=True)
+    store = open_store("s3://dr-evidence-3/p", plan=plan)
+    recs = [seal_one(store, plan, tmp_path) for _ in range(2)]
+    assert verify(store, keys.public).ok
+    key = f"p/records/{1:08d}-{recs[0].id}.json"
+    # A plain PutObject on a locked key: S3 keeps the locked version and adds a current one
+    # (here the same bytes, so every hash still matches: only the version count tells).
+    body = s3.get_object(Bucket="dr-evidence-3", Key=key)["Body"].read()
+    s3.put_object(Bucket="dr-evidence-3", Key=key, Body=body)
+    report = verify(store, keys.public)
+    assert [(i.seq, i.kind) for i in report.issues][:1] == [(1, "s3-version")], report.issues
+    assert "2 object versions" in report.first.message
+    # The new current version carries no lock either.
+    assert any(i.kind == "s3-lock" and i.seq == 1 for i in report.issues)
+
+
+def test_retention_below_the_floor_is_refused_for_s3(plan):
+    from drkit.errors import PlanError
+
+    text = plan.path.read_text().replace("store: ./evidence", "store: s3://b/p").replace(
+        "retention: 1d", "retention: 0s")
+    plan.path.write_text(text)
+    with pytest.raises(PlanError, match="below the floor of 1d"):
+        load_plan(plan.path)
+
+
+def test_s3_anchor_catches_truncation(s3env, plan, keys, tmp_path):
+    """The head goes to a separate locked bucket; cutting the store's end is caught."""
+    s3 = s3env
+    s3.create_bucket(Bucket="dr-store-4", ObjectLockEnabledForBucket=True)
+    s3.create_bucket(Bucket="dr-anchor-4", ObjectLockEnabledForBucket=True)
+    plan.path.write_text(plan.path.read_text().replace(
+        "  retention: 1d\n", "  retention: 1d\n  anchor: s3://dr-anchor-4/heads\n"))
+    p = load_plan(plan.path)
+    store = open_store("s3://dr-store-4/x", plan=p)
+    recs = [seal_one(store, p, tmp_path) for _ in range(2)]
+    anchor = open_anchor(None, plan=p)
+    heads = anchor.read().heads
+    assert [(h.seq, h.hash) for h in heads] == [(r.seq, r.hash) for r in recs]
+    head = s3.head_object(Bucket="dr-anchor-4", Key=f"heads/{2:08d}-{recs[1].hash}.json")
+    assert head["ObjectLockMode"] == "COMPLIANCE"
+    assert verify(store, keys.public, anchor=anchor).ok
+    # A delete without a version id is allowed under a lock: it adds a delete marker, and
+    # the newest record is gone from every listing and GET.
+    s3.delete_object(Bucket="dr-store-4", Key=f"x/records/{2:08d}-{recs[1].id}.json")
+    report = verify(store, keys.public, anchor=anchor)
+    assert not report.ok
+    assert any(i.kind == "truncated" and "records after #1 are gone" in i.message
+               for i in report.issues), report.issues
+
+
+def test_kms_signed_record_verifies_with_openssl_alone(s3env, plan, tmp_path):
+    import boto3
+
+    kms = boto3.client("kms")
+    key = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]
+    text = plan.path.read_text().replace("  signing_key: keys/evidence.key\n",
+                                         f"  kms_key: {key['Arn']}\n")
+    plan.path.write_text(text)
+    p = load_plan(plan.path)
+    store = LocalStore(p.root / "evidence")
+    rec = seal_one(store, p, tmp_path)
+    assert rec.signer.type == "aws-kms" and rec.signer.algorithm == "ecdsa-p256-sha256"
+    # The public key, exported once from KMS, is what the auditor gets, with its fingerprint.
+    der = tmp_path / "kms.der"
+    der.write_bytes(kms.get_public_key(KeyId=key["KeyId"])["PublicKey"])
+    pub = tmp_path / "kms.pub"
+    subprocess.run(["openssl", "pkey", "-pubin", "-inform", "DER", "-in", str(der), "-out",
+                    str(pub)], check=True)
+    fp = hashlib.sha256(der.read_bytes()).hexdigest()
+    assert fp == rec.key_id
+    # openssl alone: the signature (DER) over the record hash's 32 bytes; the hash itself is
+    # the SHA-256 of the canonical bytes (RFC 8785 of the record without its hash, signature
+    # and timestamp), which drkit-verify recomputes.
+    raw = json.loads((store.root / f"records/{1:08d}-{rec.id}.json").read_text())
+    sig = tmp_path / "sig.der"
+    sig.write_bytes(base64.b64decode(raw.pop("signature")))
+    h = raw.pop("hash")
+    from drkit.evidence.jcs import canonicalize
+
+    assert hashlib.sha256(canonicalize(raw)).hexdigest() == h
+    hash_bin = tmp_path / "hash.bin"
+    hash_bin.write_bytes(bytes.fromhex(h))
+    out = subprocess.run(["openssl", "dgst", "-sha256", "-verify", str(pub), "-signature",
+                          str(sig), str(hash_bin)], capture_output=True, text=True, check=False)
+    assert out.returncode == 0 and "Verified OK" in out.stdout, out.stdout + out.stderr
+    got = subprocess.run([sys.executable, str(SCRIPT), str(store.root), "--trust", fp],
+                         capture_output=True, text=True, check=False)
+    assert got.returncode == 0, got.stdout + got.stderr
+    # Pinned: the record verifies with drkit too, with no key file at all.
+    assert verify(store, None, trusted=[fp]).ok
