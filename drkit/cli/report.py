@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -51,10 +50,11 @@ def report(
         typer.echo(html, nl=False)
         return
     try:
+        from drkit.files import atomic_write
+
         output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = output.with_name(f".{output.name}.tmp")
-        tmp.write_text(html, encoding="utf-8")
-        os.replace(tmp, output)
+        # A report for people (auditors): readable like any file the user writes.
+        atomic_write(output, html.encode("utf-8"), mode=0o644)
     except OSError as e:
         from drkit.cli._common import fail
 
