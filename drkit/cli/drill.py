@@ -239,7 +239,11 @@ def _terminal_gate() -> Any:
 def _outputs(plan: Any, outcome: Any, metrics_file: Path | None, junit_xml: Path | None,
              store: str | None) -> None:
     """Files for schedulers. Failing to write one is reported; it never changes the verdict."""
-    if metrics_file is not None:
+    if metrics_file is not None and outcome.dry_run:
+        # A dry run proves no recovery: drkit_drill_success=1 from it would be a false green.
+        typer.echo("drkit: warning: a dry run writes no drill metrics (it recovers nothing)",
+                   err=True)
+    elif metrics_file is not None:
         from drkit import metrics
         from drkit.errors import DrkitError
 

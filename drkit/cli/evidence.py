@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -179,23 +179,70 @@ def list_(
                          for r in rows))
 
 
+UnverifiedOption = Annotated[
+    bool, typer.Option("--unverified", help="Show or export a record that fails verification "
+                       "or cannot be verified (no public key), with a warning, and exit 0.")]
+
+
+def _integrity(st: Store, p: Plan | None, r: Any, public_key: Path | None) -> Any:
+    """Verify the ledger before showing a record from it (drkit.evidence.verify): what holds
+    for this record, never assumed (issue 11)."""
+    from drkit.evidence.report import Integrity
+    from drkit.evidence.signing import public_path
+    from drkit.evidence.verify import verify as _verify
+
+    key = public_key
+    if key is None and p is not None:
+        ev = p.model.evidence
+        key = p.resolve(ev.public_key) if ev.public_key else (
+            public_path(p.resolve(ev.signing_key)) if ev.signing_key else None)
+    if (key is None or not key.is_file()) and p is not None and p.model.evidence.trusted_keys:
+        key = None  # pinned: v2 records carry their keys
+    elif key is None or not key.is_file():
+        return Integrity(False, False, "no public key to verify it with (pass --public-key "
+                         "FILE or --plan with evidence.public_key): verify it as shown below "
+                         "before relying on it.")
+    rep = call(_verify, st, key, trusted=_pins(p, None))
+    mine = tuple(str(i) for i in rep.issues if i.seq == r.seq or i.record == r.id)
+    ok = not mine and rep.ok
+    summary = (f"Verified: hash, signature (key {rep.key_id[:16]}...), chain link and "
+               f"{len(r.artifacts)} artifact digests are intact; the ledger holds "
+               f"{rep.records} records.") if ok else (
+        "NOT intact: " + (f"{len(mine)} problem(s) with this record" if mine else
+                          f"the ledger has {len(rep.issues)} problem(s) elsewhere"))
+    return Integrity(True, ok, summary, mine or tuple(str(i) for i in rep.issues[:5]))
+
+
 @app.command()
 def show(
     record: Annotated[str, typer.Argument(help="Record id, unique id prefix, or sequence number.")],
     store: StoreOption = None,
+    public_key: PublicKeyOption = None,
+    unverified: UnverifiedOption = False,
     plan: PlanOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Show one record."""
+    """Show one record, verified first.
+
+    Exit 0 when the record verifies intact; 1 when it fails verification or cannot be verified
+    (no public key), with a warning at the top (exit 0 with --unverified)."""
     from drkit.evidence.ledger import load_record
 
     p = _plan(plan, store)
     st = _store(p, store)
     r = call(load_record, st, record)
+    integrity = _integrity(st, p, r, public_key)
+    code = 0 if integrity.ok or unverified else 1
     if as_json:
-        print_json(r.to_dict())
-        return
-    lines = [
+        data = r.to_dict()
+        if integrity.banner:
+            data = {"integrity_warning": {"banner": integrity.banner, "checked":
+                                          integrity.checked, "ok": integrity.ok,
+                                          "issues": list(integrity.issues)}, **data}
+        print_json(data)
+        raise typer.Exit(code)
+    lines = [integrity.banner] if integrity.banner else []
+    lines += [
         f"record #{r.seq}  {r.id}  schema v{r.schema_version}",
         f"{r.kind} {r.name} in {r.environment}: {str(r.verdict).upper()}",
         f"operator {r.operator}; approved by {r.approved_by or '-'}; change {r.change_id or '-'}",
@@ -222,7 +269,10 @@ def show(
     lines.append("artifacts:")
     lines += [f"  {a.name}  {a.size} bytes  sha256 {a.sha256}" for a in r.artifacts]
     lines.append(f"hash {r.hash}\nprev {r.prev_hash}\nkey  {r.key_id}")
+    lines.append(f"integrity: {integrity.summary}")
+    lines += [f"  {i}" for i in integrity.issues]
     typer.echo("\n".join(lines))
+    raise typer.Exit(code)
 
 
 def _d(v: int | None) -> str:
@@ -300,42 +350,31 @@ def export(
         "export output"), help="File to write (default, or -: stdout).")] = None,
     store: StoreOption = None,
     public_key: PublicKeyOption = None,
+    unverified: UnverifiedOption = False,
     plan: PlanOption = None,
 ) -> None:
-    """Export one record as an offline HTML report, Markdown, JSON or JUnit XML."""
+    """Export one record as an offline HTML report, Markdown, JSON or JUnit XML, verified
+    first.
+
+    A record that fails verification or cannot be verified (no public key) gets a warning at
+    the top of every format and exit 1 (the file is still written); --unverified exits 0."""
     from drkit.evidence.ledger import load_record
-    from drkit.evidence.report import Format, Integrity, render
-    from drkit.evidence.signing import public_path
-    from drkit.evidence.verify import verify as _verify
+    from drkit.evidence.report import Format, render
 
     if fmt not in {f.value for f in Format}:
         raise fail(f"--format {fmt!r}: use html, md, json or junit", 2)
     p = _plan(plan, store)
     st = _store(p, store)
     r = call(load_record, st, record)
-    key = public_key
-    if key is None and p is not None:
-        ev = p.model.evidence
-        key = p.resolve(ev.public_key) if ev.public_key else (
-            public_path(p.resolve(ev.signing_key)) if ev.signing_key else None)
-    if key is not None and key.is_file():
-        rep = call(_verify, st, key)
-        mine = tuple(str(i) for i in rep.issues if i.seq == r.seq or i.record == r.id)
-        ok = not mine and rep.ok
-        summary = (f"Verified: hash, signature (key {rep.key_id[:16]}...), chain link and "
-                   f"{len(r.artifacts)} artifact digests are intact; the ledger holds "
-                   f"{rep.records} records.") if ok else (
-            "NOT intact: " + (f"{len(mine)} problem(s) with this record" if mine else
-                              f"the ledger has {len(rep.issues)} problem(s) elsewhere"))
-        integrity = Integrity(True, ok, summary, mine or tuple(str(i) for i in rep.issues[:5]))
-    else:
-        integrity = Integrity(False, False, "Not verified when exported (no public key given): "
-                              "verify it as shown below.")
+    integrity = _integrity(st, p, r, public_key)
+    code = 0 if integrity.ok or unverified else 1
     hint = f"drkit evidence verify --store {st.describe()} --public-key evidence.pub"
     text = call(render, r, fmt, integrity, hint)
+    if integrity.banner:
+        typer.echo(f"drkit: {integrity.banner}", err=True)
     if output is None or str(output) == "-":
         typer.echo(text, nl=False)
-        return
+        raise typer.Exit(code)
     from drkit.files import atomic_write
 
     with errors():
@@ -344,4 +383,5 @@ def export(
         except OSError as e:
             raise fail(f"cannot write {output}: {e.strerror}", 3) from None
     typer.echo(f"wrote {output} ({fmt}, record #{r.seq} {r.id})", err=True)
+    raise typer.Exit(code)
 
