@@ -214,13 +214,13 @@ class Prepared:
 
 def parse_extravars(pairs: Sequence[str]) -> dict[str, Any]:
     """`KEY=VALUE` pairs. A value that looks like JSON (a list, an object, a number, true or
-    false) is decoded, so `-e drkit_patch_serial=2` is a number; anything else stays a string."""
+    false) is decoded, so `--extra-var drkit_patch_serial=2` is a number; anything else stays a string."""
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         key = key.strip()
         if not sep or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
-            raise BadInput(f"-e {pair!r}: use KEY=VALUE with a variable name as KEY")
+            raise BadInput(f"--extra-var {pair!r}: use KEY=VALUE with a variable name as KEY")
         try:
             out[key] = json.loads(value) if re.match(r"^\s*([\[{\d-]|true|false)", value) \
                 else value

@@ -36,7 +36,7 @@ class _Groups(LazyGroup):
 app = typer.Typer(
     cls=_Groups,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},

@@ -20,7 +20,7 @@ def _group() -> None:
 @app.command()
 def check(
     env: Annotated[str | None, typer.Option(
-        "--env", help="Environment from the plan (default: the lab's).")] = None,
+        "--env", "-e", help="Environment from the plan (default: the lab's).")] = None,
     within: Annotated[str | None, typer.Option(
         "--within", help="Window, e.g. 30d (default: the plan's policy.cert_min_validity).")]
     = None,

@@ -146,7 +146,7 @@ def list_(
                                               "this date (UTC).")] = None,
     scenario: Annotated[str | None, typer.Option("--scenario", "--name",
                                                  help="Scenario or runbook name.")] = None,
-    environment: Annotated[str | None, typer.Option("--env", help="Environment.")] = None,
+    environment: Annotated[str | None, typer.Option("--env", "-e", help="Environment.")] = None,
     store: StoreOption = None,
     plan: PlanOption = None,
     as_json: JsonOption = False,

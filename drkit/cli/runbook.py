@@ -112,7 +112,7 @@ def _maybe_plan(plan: Any) -> Any:
 @app.command()
 def run(
     name: Annotated[str, typer.Argument(help="Runbook name (see `drkit runbook list`).")],
-    env: Annotated[str, typer.Option("--env", help="Environment from the plan.")],
+    env: Annotated[str, typer.Option("--env", "-e", help="Environment from the plan.")],
     limit: Annotated[str | None, typer.Option(
         "--limit", "-l", help="Only these hosts or groups (Ansible pattern).")] = None,
     check: Annotated[bool, typer.Option(
@@ -130,7 +130,8 @@ def run(
     yes: Annotated[bool, typer.Option(
         "--yes", "-y", help="Do not ask for confirmation on a protected environment.")] = False,
     extra: Annotated[list[str] | None, typer.Option(
-        "-e", "--extra-var", help="KEY=VALUE for the runbook (repeatable).")] = None,
+        "--extra-var", help="KEY=VALUE for the runbook (repeatable). Not -e: in every drkit "
+        "command -e is --env.")] = None,
     store: Annotated[str | None, typer.Option(
         "--store", help="Evidence store (default: the plan's evidence.store).")] = None,
     plan: PlanOption = None,
@@ -151,6 +152,9 @@ def run(
 
     p = load_plan(plan)
     with errors():
+        if "=" in env:  # Ansible's habit (-e KEY=VALUE); an environment name has no '='
+            raise BadInput(f"-e/--env {env!r} looks like an extra var: in drkit -e is --env, "
+                           f"as in every command; pass --extra-var {env}")
         options = runbooks.RunbookOptions(
             check=check, limit=limit, change_id=change_id, confirmed=yes,
             extravars=runbooks.parse_extravars(extra or []), evidence_store=store,

@@ -310,6 +310,14 @@ def _lock(plan: Plan, cfg: LabConfig, command: str) -> Any:
         env = plan.lab_environment()
     except PlanError:
         env = envlock.LAB_KEY
+    try:  # the lock lives in the state dir: a state dir that cannot exist says so first
+        cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+    except OSError as e:
+        from drkit.errors import EnvironmentProblem
+
+        raise EnvironmentProblem(
+            f"state dir {cfg.state_dir} cannot be created ({e.strerror}): set DRKIT_LAB_DIR or "
+            "lab.state_dir to a writable directory") from None
     # reenter: `drill recover` runs `lab up` under the lock it holds.
     return envlock.hold(cfg.state_dir, env, command, key=envlock.LAB_KEY, reenter=True)
 

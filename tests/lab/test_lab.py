@@ -219,3 +219,5 @@ def test_a_lab_left_failed_over_is_not_rebuilt_over_its_data(
     res = _cli_up(fresh_env, lab_session.plan_path)
     assert res.exit_code == 3, res.output
     assert "the lab is failed over" in res.output and "drkit lab down" in res.output
+    # ... and names what repairs it, never `lab up` again (issue 12).
+    assert "`drkit drill recover --env lab`" in res.output and "lab up` again" not in res.output

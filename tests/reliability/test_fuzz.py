@@ -392,7 +392,7 @@ missing_value_opts = {
     ("evidence", "verify"): ["--store", "--public-key"],
     ("evidence", "export"): ["--format", "--output"], ("certs", "check"): ["--within", "--env"],
     ("schedule",): ["--every", "--format", "--env"], ("report",): ["--since", "--until"],
-    ("status",): ["--env", "--store"], ("runbook", "run"): ["--env", "--limit", "-e"],
+    ("status",): ["--env", "--store"], ("runbook", "run"): ["--env", "--limit", "--extra-var"],
     ("findings", "assign"): ["--owner"], ("findings", "accept"): ["--reason"],
     ("plan", "validate"): ["--plan"], ("lab", "status"): ["--plan"],
 }
@@ -428,7 +428,7 @@ def bad_argv(draw: st.DrawFn) -> list[str]:
         ["evidence", "verify", "--public-key", "no/such/key.pub"],
         ["runbook", "run", draw(unknown_runbook), "--env", "lab"],
         ["runbook", "run", "cert-rotation", "--env", env],
-        ["runbook", "run", "cert-rotation", "--env", "lab", "-e", draw(st.sampled_from(
+        ["runbook", "run", "cert-rotation", "--env", "lab", "--extra-var", draw(st.sampled_from(
             ["novalue", "=x", "1x=2", "a b=c", "-=1", ""]))],
         ["schedule", sc, "--env", "lab", "--every", "weekly", "--format", "cron"],
         ["schedule", "region-failover", "--env", env, "--every", "weekly", "--format", "cron"],

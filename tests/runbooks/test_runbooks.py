@@ -137,11 +137,12 @@ def test_catalogue_lists_both_runbooks_with_their_header() -> None:
 @pytest.mark.parametrize(("args", "message"), [
     (["nope", "--env", "lab"], "unknown runbook 'nope'"),
     (["rolling-patch", "--env", "lab"], "needs variable drkit_patch_version"),
-    (["rolling-patch", "--env", "lab", "-e", "drkit_patch_version=2", "--limit", "nothere"],
+    (["rolling-patch", "--env", "lab", "--extra-var", "drkit_patch_version=2",
+      "--limit", "nothere"],
      "--limit 'nothere' matches no host"),
     (["cert-rotation", "--env", "lab", "--limit", "payments"], "matches no host"),
     (["cert-rotation", "--env", "nowhere"], "unknown environment 'nowhere'"),
-    (["cert-rotation", "--env", "lab", "-e", "not a pair"], "use KEY=VALUE"),
+    (["cert-rotation", "--env", "lab", "--extra-var", "not a pair"], "use KEY=VALUE"),
 ])
 def test_bad_input_is_one_line_and_exit_2(lab_session: Any, store: Path, args: list[str],
                                           message: str) -> None:
@@ -180,7 +181,7 @@ def test_check_mode_shows_changes_and_changes_nothing(lab: Any, store: Path) -> 
     assert "Install the new certificate" in would
     assert "Reload HAProxy through its master socket (open connections are kept)" in would
     code, patch = _run_json(store, "rolling-patch", "--env", "lab", "--check",
-                            "-e", "drkit_patch_version=9.9.9")
+                            "--extra-var", "drkit_patch_version=9.9.9")
     assert code == 0, patch
     would = {(c["host"], c["task"]) for c in patch["would_change"]}
     first = f"{lab.primary_region}-1"
@@ -196,8 +197,8 @@ def test_expiring_certificate_is_found_and_rotated_under_load(lab: Any, store: P
         # A certificate about to expire: issued by the runbook itself with a 5-day validity
         # (the policy's minimum lowered for this one run).
         code, short = _run_json(store, "cert-rotation", "--env", "lab", "--change-id", "CHG-7",
-                                "-e", "drkit_cert_validity_days=5",
-                                "-e", "drkit_cert_min_validity_s=0")
+                                "--extra-var", "drkit_cert_validity_days=5",
+                                "--extra-var", "drkit_cert_min_validity_s=0")
         assert code == 0, short
         res = runner.invoke(certs_app, ["check", "--env", "lab", "--within", "30d", "--json"])
         assert res.exit_code == 1, res.output
@@ -234,7 +235,7 @@ def test_failed_rotation_puts_the_old_certificate_back(lab: Any, store: Path) ->
     with _traffic(lab):
         # Valid for 10 days while the plan wants 30: verification after install fails.
         code, data = _run_json(store, "cert-rotation", "--env", "lab",
-                               "-e", "drkit_cert_validity_days=10")
+                               "--extra-var", "drkit_cert_validity_days=10")
     assert code == 1, data
     assert data["verdict"] == "fail"
     assert "is served again" in data["failure"]
@@ -248,7 +249,7 @@ def test_rolling_patch_under_load(lab: Any, store: Path) -> None:
     before = _instances(lab)
     with _traffic(lab):
         code, data = _run_json(store, "rolling-patch", "--env", "lab", "--limit", group,
-                               "--change-id", "CHG-9", "-e", "drkit_patch_version=1.1.0")
+                               "--change-id", "CHG-9", "--extra-var", "drkit_patch_version=1.1.0")
     assert code == 0, data
     after = _instances(lab)
     assert set(after) == set(before) and len(after) >= 2
@@ -272,9 +273,9 @@ def test_failing_patch_is_rolled_back_and_stops_the_roll(lab: Any, store: Path,
     before = _instances(lab)
     with _traffic(lab):
         code, data = _run_json(store, "rolling-patch", "--env", "lab", "--limit", group,
-                               "-e", "drkit_patch_version=6.6.6",
-                               "-e", f"drkit_patch_args=--dsn-file {bad}",
-                               "-e", "drkit_patch_health_retries=6")
+                               "--extra-var", "drkit_patch_version=6.6.6",
+                               "--extra-var", f"drkit_patch_args=--dsn-file {bad}",
+                               "--extra-var", "drkit_patch_health_retries=6")
     assert code == 1, data
     assert "rolled back to" in data["failure"]
     after = _instances(lab)
