@@ -1,57 +1,72 @@
-"""Reliability suite (issue 7): shared sandbox, and the figures it writes to RELIABILITY.md.
+"""Reliability suite (issue 7): shared sandbox, and the figures its parts save.
 
-The hostile-input tests (test_fuzz, test_catalogue, test_hostile_evidence, test_secrets) add
-their figures to `figures` as they run. When every test of those four modules ran and passed,
-the session rewrites ONLY its own section of RELIABILITY.md, between the markers below; other
-sections (kill points, sustained load) belong to other tests and are left as they are. A run
-of a subset (`-k`, one file) or a run with a failure leaves the file alone: the figures would
-not be "from the last run" of the whole suite.
+The suite has three parts (tests/reliability/report.py names them): input (test_fuzz,
+test_catalogue, test_hostile_evidence, test_secrets), kill and load (test_drill_survival's
+test_kill_* and test_load_* tests). Tests add their figures to the session's `figures` as they
+run. When every collected test of a part ran and passed, the session saves that part's figures
+to an untracked folder (report.figures_dir(): $DRKIT_RELIABILITY_FIGURES or
+.pytest_cache/drkit-reliability/). A run of a subset (`-k`, `-m`, one file) or a run with a
+failure saves nothing for that part: the figures would not be the whole part's. Nothing here
+writes RELIABILITY.md: `bench/reliability.py` does, when a person runs it.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+# Re-exported: test_catalogue checks the section writer.
+from .report import END, START, TITLE, figures_dir, save, write_section
+
+__all__ = ["END", "START", "TITLE", "write_section"]
+
 REPO = Path(__file__).resolve().parents[2]
-REPORT = REPO / "RELIABILITY.md"
-START, END = "<!-- input:start -->", "<!-- input:end -->"
 INPUT_MODULES = ("test_fuzz", "test_catalogue", "test_hostile_evidence", "test_secrets")
-
-TITLE = """# drkit reliability
-
-A DR tool must never become the incident. The reliability suite (`tests/reliability/`,
-issue 7) kills drkit at every phase of a drill, feeds it hostile plans, arguments and evidence,
-runs drills back to back under load, and hunts for leaked secrets. Each section below is
-rewritten by its part of the suite, from the last run in which that whole part passed.
-"""
 
 
 class Figures:
-    """Counters the tests add to; `counts` keys are fixed names used by the report."""
+    """What the tests add to: `counts` (input part; fixed names used by the report) and one
+    dict per other part (`part("kill")`, `part("load")`)."""
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
+        self.parts: dict[str, dict[str, Any]] = {}
 
     def add(self, name: str, n: int = 1) -> None:
         self.counts[name] += n
 
+    def part(self, name: str) -> dict[str, Any]:
+        return self.parts.setdefault(name, {})
+
+    def of(self, part: str) -> dict[str, Any]:
+        return dict(self.counts) if part == "input" else dict(self.parts.get(part, {}))
+
 
 FIGURES = Figures()
-_collected: set[str] = set()
+_collected: dict[str, set[str]] = {}
 _passed: set[str] = set()
 _failed: set[str] = set()
 
 
-def _module(nodeid: str) -> str | None:
-    m = re.match(r"^(?:.*/)?tests/reliability/(\w+)\.py::", nodeid)
-    return m.group(1) if m and m.group(1) in INPUT_MODULES else None
+def part_of(nodeid: str) -> str | None:
+    """Which part of the suite a test belongs to (None: not one whose figures are reported)."""
+    m = re.match(r"^(?:.*/)?tests/reliability/(\w+)\.py::(\w+)", nodeid)
+    if not m:
+        return None
+    module, test = m.groups()
+    if module in INPUT_MODULES:
+        return "input"
+    if module == "test_drill_survival":
+        for part in ("kill", "load"):
+            if test.startswith(f"test_{part}_"):
+                return part
+    return None
 
 
 @pytest.fixture(scope="session")
@@ -61,19 +76,19 @@ def figures() -> Figures:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if _module(item.nodeid):
-            _collected.add(item.nodeid)
+        if part := part_of(item.nodeid):
+            _collected.setdefault(part, set()).add(item.nodeid)
 
 
 def pytest_deselected(items: list[pytest.Item]) -> None:
-    # `-k`/`-m` leave a subset: its figures are not the suite's.
+    # `-k`/`-m` leave a subset: its figures are not the part's.
     for item in items:
-        if _module(item.nodeid):
+        if part_of(item.nodeid):
             _failed.add(item.nodeid)
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if not _module(report.nodeid):
+    if not part_of(report.nodeid):
         return
     if report.failed:
         _failed.add(report.nodeid)
@@ -81,62 +96,25 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         _passed.add(report.nodeid)
 
 
+def complete_parts() -> list[str]:
+    """Parts whose every test was collected, none deselected or failed, and all passed."""
+    done = []
+    for part, nodeids in _collected.items():
+        modules = {n.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py") for n in nodeids}
+        if part == "input" and modules != set(INPUT_MODULES):
+            continue  # one input module alone is not the part
+        if nodeids <= _passed and not any(part_of(n) == part for n in _failed):
+            done.append(part)
+    return sorted(done)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    modules = {_module(n) for n in _collected}
-    complete = modules == set(INPUT_MODULES) and _collected == _passed and not _failed
-    if complete and not os.environ.get("DRKIT_RELIABILITY_NO_REPORT"):
-        write_section(REPORT, render(FIGURES.counts))
-
-
-def render(c: Counter[str]) -> str:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    rows = [
-        ("fuzz cases tried (hypothesis, derandomized)", c["fuzz_plan"] + c["fuzz_argv"]),
-        ("- plan files: random YAML, mutated plans, random bytes", c["fuzz_plan"]),
-        ("- CLI arguments: every command, unknown options, bad durations, dates and names",
-         c["fuzz_argv"]),
-        ("fuzz cases ending in a traceback, or not in exit 0/2 with its one line", 0),
-        ("hand-written catalogue cases passed (exact exit code and expected line)",
-         c["catalogue"]),
-        ("hostile evidence stores through verify/list/show/export (each reported, none crashed)",
-         c["hostile_store"]),
-        ("hostile artifact names and store keys refused", c["hostile_names"]),
-        ("symlinks planted mid-run to redirect writes (each refused)", c["hostile_symlinks"]),
-        ("files written outside an evidence store", 0),
-        ("canary secrets planted (env, extra vars, summary, artifacts, messages, no_log)",
-         c["canaries"]),
-        ("files searched (store, run artifacts, HTML/MD/JSON/JUnit, terminal output)",
-         c["files_searched"]),
-        ("canary secrets leaked", 0),
-    ]
-    table = "\n".join(f"| {what} | {n} |" for what, n in rows)
-    return f"""## Hostile input, hostile evidence, secrets
-
-From the last run of the input part of the suite ({when}): `tests/reliability/`
-`test_fuzz.py`, `test_catalogue.py`, `test_hostile_evidence.py` and `test_secrets.py`, every
-test passed.
-
-| what | figure |
-| --- | --- |
-{table}
-"""
-
-
-def write_section(path: Path, body: str, name: str = "input") -> None:
-    """Replace the text between the `name` markers (create the file, or the markers, first).
-    Each part of the suite owns one section: input (here), kill and load (the survival tests)."""
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    text = path.read_text(encoding="utf-8") if path.exists() else TITLE
-    block = f"{start}\n{body.rstrip()}\n{end}"
-    if start in text and end in text and text.index(start) < text.index(end):
-        head, rest = text.split(start, 1)
-        _, tail = rest.split(end, 1)
-        text = head + block + tail
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    for part in complete_parts():
+        if part != "input" and not FIGURES.parts.get(part):
+            continue  # its summary test did not see every case (e.g. one case by node id)
+        save(figures_dir(), part, FIGURES.of(part), finished=when,
+             tests=len(_collected[part]))
 
 
 # ---------------------------------------------------------------- a sandbox for CLI calls

@@ -1,14 +1,19 @@
-"""drkit survives its own failures, on the real lab (issue 7).
+"""drkit survives its own failures, on the real lab (issue 7). Each kill point and each drill
+under load is a test case of its own (issue 13), so one failure does not hide the others.
 
-- A kill at every phase: SIGKILL drkit when a phase starts, then `drkit drill recover`; and,
-  separately, SIGKILL the ansible-playbook under it. Afterwards payments are served from the
-  original primary with replication streaming, the evidence chain verifies, a killed drkit's run
-  is recorded as interrupted, and the next drill passes.
-- Sustained load: drills back to back under a steady stream of payments through the entry
-  point: every drill passes, the ledger balances after each, no acknowledged payment is lost
-  (synchronous replication). DRKIT_RELIABILITY_DRILLS sets how many (default 20).
+- A kill at every phase (test_kill_*): SIGKILL drkit when a phase starts, then `drkit drill
+  recover`; and, separately, SIGKILL the ansible-playbook under it. After each: payments are
+  served from the original primary with replication streaming, the lab is healthy, the evidence
+  chain verifies, and a killed drkit's run (only that) is recorded as interrupted. The cases
+  share one plan and evidence store, in order; the last test checks the whole chain and that
+  the next drill passes.
+- Sustained load (test_load_*): drills back to back under a steady stream of payments through
+  the entry point: every drill passes, the ledger balances after each, no acknowledged payment
+  is lost (synchronous replication); the last test stops the load and checks the ledger.
+  DRKIT_RELIABILITY_DRILLS sets how many (default 20).
 
-Figures go to RELIABILITY.md, between the kill and load markers, when every case passed.
+When every case of a part passed, its figures are saved (tests/reliability/report.py) for
+`bench/reliability.py` to write into RELIABILITY.md; the tests write nothing tracked.
 """
 
 from __future__ import annotations
@@ -16,9 +21,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import statistics
 import subprocess
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +32,16 @@ import pytest
 
 from tests.drills import DRKIT, drill, make_plan, serving
 
-from .conftest import REPORT, write_section
-
 pytestmark = pytest.mark.lab
 
 PHASES = ["preflight", "inject-fault", "recreate-stack", "promote-data", "failover-traffic",
           "smoke", "failback"]
+# Killing the ansible-playbook under preflight proves nothing: nothing is broken yet, the drill
+# just ends. So 7 phases with drkit killed and 6 with its Ansible killed: 13 kill points.
+KILL_POINTS = [(phase, what) for phase in PHASES for what in ("drkit", "ansible")
+               if not (what == "ansible" and phase == "preflight")]
+DRILLS = int(os.environ.get("DRKIT_RELIABILITY_DRILLS", "20"))
+LOAD_RATE_PER_S = 20
 
 
 def _descendants(root: int) -> list[tuple[int, str]]:
@@ -99,82 +109,133 @@ def _verify(plan: Path, tmp: Path) -> None:
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
-def test_a_kill_at_every_phase_is_recovered(lab: Any, tmp_path: Path) -> None:
-    plan = make_plan(tmp_path)
-    tried: list[str] = []
-    for phase in PHASES:
-        for what in ("drkit", "ansible"):
-            if what == "ansible" and phase == "preflight":
-                continue  # nothing is broken yet: the drill just ends
-            rc, log = _run_and_kill(plan, phase, what)
-            if what == "drkit":
-                assert rc == -signal.SIGKILL, log
-            else:
-                assert rc == 3, log  # drkit saw its Ansible die: aborted, rolled back
-            out = _recover(plan)
-            assert out["serving"] and out["replication"] == "streaming", (phase, what, out)
-            assert out["active_region"] == lab.primary_region
-            if what == "drkit":
-                assert len(out["sealed_interrupted"]) == 1, (phase, out)
-            assert serving(lab), (phase, what)
-            tried.append(f"{phase} ({what})")
-    _verify(plan, tmp_path)
-    interrupted = subprocess.run([DRKIT, "evidence", "list", "--json", "--plan", str(plan)],
-                                 capture_output=True, text=True)
-    records = json.loads(interrupted.stdout)
-    records = records.get("records", records) if isinstance(records, dict) else records
-    assert sum(1 for r in records if r["verdict"] == "interrupted") == len(PHASES)
+def _records(plan: Path) -> list[dict[str, Any]]:
+    res = subprocess.run([DRKIT, "evidence", "list", "--json", "--plan", str(plan)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    records = json.loads(res.stdout)
+    return list(records.get("records", records) if isinstance(records, dict) else records)
+
+
+def _interrupted(plan: Path) -> int:
+    return sum(1 for r in _records(plan) if r["verdict"] == "interrupted")
+
+
+def _healthy_on_primary(lab: Any) -> None:
+    """Not repaired, observed: every lab component up and traffic on the original primary (so
+    the next case's `lab` fixture has nothing to repair after a case that passed)."""
+    st = lab.status()
+    assert st.up and st.active_region == lab.primary_region, st
+
+
+# ---------------------------------------------------------------- a kill at every phase
+
+
+@dataclass
+class KillRun:
+    """The kill cases' shared plan and evidence store, and what they did so far."""
+
+    plan: Path
+    tmp: Path
+    tried: list[str] = field(default_factory=list)
+    drkit_killed: int = 0
+
+
+@pytest.fixture(scope="module")
+def kill_run(tmp_path_factory: pytest.TempPathFactory) -> KillRun:
+    tmp = tmp_path_factory.mktemp("kill")
+    return KillRun(plan=make_plan(tmp), tmp=tmp)
+
+
+@pytest.mark.parametrize(("phase", "what"), KILL_POINTS,
+                         ids=[f"{phase}-{what}" for phase, what in KILL_POINTS])
+def test_kill_point_is_recovered(lab: Any, kill_run: KillRun, phase: str, what: str) -> None:
+    plan = kill_run.plan
+    interrupted_before = _interrupted(plan)
+    rc, log = _run_and_kill(plan, phase, what)
+    if what == "drkit":
+        kill_run.drkit_killed += 1
+        assert rc == -signal.SIGKILL, log
+    else:
+        assert rc == 3, log  # drkit saw its Ansible die: aborted, rolled back
+    out = _recover(plan)
+    assert out["serving"] and out["replication"] == "streaming", out
+    assert out["active_region"] == lab.primary_region, out
+    if what == "drkit":
+        assert len(out["sealed_interrupted"]) == 1, out
+    assert serving(lab)
+    _healthy_on_primary(lab)
+    _verify(plan, kill_run.tmp)
+    # Only a killed drkit leaves a run to seal as interrupted; an aborted one sealed its own.
+    assert _interrupted(plan) == interrupted_before + (1 if what == "drkit" else 0)
+    kill_run.tried.append(f"{phase} ({what})")
+
+
+def test_kill_points_leave_a_verified_chain_and_a_passing_drill(lab: Any, kill_run: KillRun,
+                                                                figures: Any) -> None:
+    plan = kill_run.plan
+    _verify(plan, kill_run.tmp)
+    assert _interrupted(plan) == kill_run.drkit_killed
     rc, out, err = drill(plan)
     assert rc == 0, (out["reasons"], err[-2000:])
-    title = "## A kill at every phase (tests/reliability/test_drill_survival.py)"
-    write_section(REPORT, name="kill", body=f"""{title}
-
-Kill points tried and recovered with `drkit drill recover`: {len(tried)} of {len(tried)}
-({len(PHASES)} phases with drkit SIGKILLed, {len(tried) - len(PHASES)} with the ansible-playbook
-under it SIGKILLed): {", ".join(tried)}.
-
-After each: payments served from the original primary with replication streaming. The evidence
-chain verified with {len(PHASES)} runs recorded as interrupted, and the next drill passed
-(RTO {out["rto"]["actual_s"]:.2f} s).
-""")
+    if len(kill_run.tried) == len(KILL_POINTS):  # every kill point passed in this session
+        assert kill_run.drkit_killed == len(PHASES)
+        figures.part("kill").update(tried=kill_run.tried, interrupted=kill_run.drkit_killed,
+                                    rto_s=out["rto"]["actual_s"])
 
 
-def test_sustained_drills_under_load(lab: Any, tmp_path: Path) -> None:
+# ---------------------------------------------------------------- sustained drills under load
+
+
+@dataclass
+class LoadRun:
+    """The load cases' shared plan, the load generator running under all of them, totals."""
+
+    plan: Path
+    load: Any  # drkit.flows.LoadGenerator
+    rtos: list[float] = field(default_factory=list)
+    lost: int = 0
+    acked: int = 0
+
+
+@pytest.fixture(scope="module")
+def load_run(lab_session: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoadRun]:
     from drkit import flows
 
-    count = int(os.environ.get("DRKIT_RELIABILITY_DRILLS", "20"))
-    plan = make_plan(tmp_path)
-    load = flows.LoadGenerator(lab.entry_url, str(lab.ca_file), rate_per_s=20, mode="write",
-                               run_id=f"load-{time.time_ns()}")
+    lab_session.ensure_up()
+    plan = make_plan(tmp_path_factory.mktemp("load"))
+    load = flows.LoadGenerator(lab_session.entry_url, str(lab_session.ca_file),
+                               rate_per_s=LOAD_RATE_PER_S, mode="write",
+                               run_id=f"load-{time.time_ns()}", token=lab_session.token)
     load.start()
-    rtos, lost, acked = [], 0, 0
     try:
-        for i in range(count):
-            rc, out, err = drill(plan)
-            assert rc == 0, (i, out["reasons"], err[-2000:])
-            rec = out["reconciliation"]
-            assert rec["ledger"]["balanced"], (i, rec)
-            assert (out["after_failback"] or {}).get("lost_count", 0) == 0
-            rtos.append(out["rto"]["actual_s"])
-            lost += out["rpo"]["lost_payments"]
-            acked += rec["acked_count"]
+        yield LoadRun(plan=plan, load=load)
     finally:
-        stats = load.stop()
-    status, ledger = lab.https_get("/ledger/verify")
-    assert status == 200 and ledger["balanced"]
-    assert lost == 0
-    rtos.sort()
-    p95 = rtos[min(len(rtos) - 1, int(round(0.95 * (len(rtos) - 1))))]
-    title = "## Sustained drills under load (tests/reliability/test_drill_survival.py)"
-    write_section(REPORT, name="load", body=f"""{title}
+        load.stop()
 
-{count} drills back to back on the lab, all passed, under a steady 20 payments per second
-through the entry point ({stats.ok} load requests answered, {stats.failed} failed while the
-primary region was down or switching). The ledger balanced after each drill.
 
-Acknowledged canary payments lost with synchronous replication: {lost} (of {acked}).
+@pytest.mark.parametrize("n", range(1, DRILLS + 1), ids=lambda n: f"drill-{n:02d}")
+def test_load_drill_passes(lab: Any, load_run: LoadRun, n: int) -> None:
+    rc, out, err = drill(load_run.plan)
+    assert rc == 0, (n, out["reasons"], err[-2000:])
+    rec = out["reconciliation"]
+    assert rec["ledger"]["balanced"], (n, rec)
+    assert (out["after_failback"] or {}).get("lost_count", 0) == 0
+    assert out["rpo"]["lost_payments"] == 0, (n, out["rpo"])
+    _healthy_on_primary(lab)
+    load_run.rtos.append(out["rto"]["actual_s"])
+    load_run.lost += out["rpo"]["lost_payments"]
+    load_run.acked += rec["acked_count"]
 
-| RTO | min | median | p95 | max |
-|---|---|---|---|---|
-| seconds | {rtos[0]:.2f} | {statistics.median(rtos):.2f} | {p95:.2f} | {rtos[-1]:.2f} |
-""")
+
+def test_load_left_a_balanced_ledger_and_lost_nothing(lab_session: Any, load_run: LoadRun,
+                                                      figures: Any) -> None:
+    # lab_session, not lab: a repair (down + up) here would check a fresh, empty ledger.
+    stats = load_run.load.stop()
+    status, ledger = lab_session.https_get("/ledger/verify")
+    assert status == 200 and ledger["balanced"], ledger
+    assert load_run.lost == 0
+    if len(load_run.rtos) == DRILLS:  # every drill passed in this session
+        figures.part("load").update(rtos=load_run.rtos, lost=load_run.lost,
+                                    acked=load_run.acked, rate_per_s=LOAD_RATE_PER_S,
+                                    load_ok=stats.ok, load_failed=stats.failed)
