@@ -94,19 +94,23 @@ def _commands() -> Iterator[tuple[str, Any]]:
     yield from walk(root, [])
 
 
-def test_e_means_env_in_every_command() -> None:
-    seen = 0
+def test_a_short_option_means_the_same_in_every_command() -> None:
+    meaning: dict[str, set[str]] = {}
+    env_options = 0
     for path, cmd in _commands():
         for p in cmd.params:
             if p.param_type_name != "option":
                 continue
             names = set(p.opts) | set(p.secondary_opts)
-            if "-e" in names:
-                assert "--env" in names, f"drkit {path}: -e is {sorted(names)}, not --env"
-                seen += 1
-            if "--env" in names:
+            longs = frozenset(n for n in names if n.startswith("--"))
+            for short in (n for n in names if not n.startswith("--")):
+                meaning.setdefault(short, set()).add(f"{'/'.join(sorted(longs))}")
+            if "--env" in names:  # wherever there is an environment, -e names it
                 assert "-e" in names, f"drkit {path}: --env has no -e"
-    assert seen >= 8  # drill run/check/recover/request, runbook run, schedule, status, ...
+                env_options += 1
+    assert {k: v for k, v in meaning.items() if len(v) > 1} == {}
+    assert meaning["-e"] == {"--env"} and meaning["-p"] == {"--plan"}
+    assert env_options >= 8  # drill run/check/recover/request, runbook run, schedule, status...
 
 
 def test_runbook_e_with_an_ansible_style_pair_says_what_to_use() -> None:
