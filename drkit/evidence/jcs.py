@@ -146,7 +146,12 @@ def _float(text: str) -> float:
     return f
 
 
+_STRICT = json.JSONDecoder(object_pairs_hook=_pairs, parse_constant=_constant,
+                           parse_float=_float)
+
+
 def loads_strict(data: bytes | str) -> Any:
     """json.loads that refuses duplicate member names and non-finite numbers (ValueError)."""
-    return json.loads(data, object_pairs_hook=_pairs, parse_constant=_constant,
-                      parse_float=_float)
+    if isinstance(data, bytes | bytearray):
+        data = data.decode("utf-8")  # UnicodeDecodeError is a ValueError
+    return _STRICT.decode(data)

@@ -160,6 +160,18 @@ class Store(ABC):
                 out.append(e)
         return out
 
+    def digest_folder(self, folder: str, names: builtins.list[str]
+                      ) -> tuple[builtins.list[tuple[str, int] | FileProblem], builtins.list[str]]:
+        """digest_many() of the names, and every name the folder holds (planted files too).
+        Raises FileProblem when the folder itself is missing or not a real folder."""
+        try:
+            present = self.list(folder)
+        except FileProblem:
+            raise
+        if not present and names:
+            raise FileProblem(folder, "missing")
+        return self.digest_many(folder, names), present
+
     @contextmanager
     def reader(self, folder: str) -> Iterator[Callable[[str], bytes]]:
         """A function name -> bytes for the files of one folder (read(), limit included)."""
@@ -285,6 +297,33 @@ class LocalStore(Store):
         finally:
             os.close(dfd)
         return out
+
+    def digest_folder(self, folder: str, names: list[str]
+                      ) -> tuple[list[tuple[str, int] | FileProblem], list[str]]:
+        # One folder descriptor: listed through it (planted files) and files opened under it.
+        dfd = self._open_dir(folder)
+        try:
+            present = os.listdir(dfd)
+            out: list[tuple[str, int] | FileProblem] = []
+            for n in names:
+                key = f"{folder}/{n}"
+                try:
+                    fd, st = self._open_at(dfd, n, key)
+                except FileProblem as e:
+                    out.append(e)
+                    continue
+                try:
+                    if st.st_size <= SMALL_FILE:
+                        data = _read_all(fd, st.st_size)
+                        out.append((hashlib.sha256(data).hexdigest(), len(data)))
+                    else:
+                        with os.fdopen(fd, "rb", closefd=False) as f:
+                            out.append((hashlib.file_digest(f, "sha256").hexdigest(), f.tell()))
+                finally:
+                    os.close(fd)
+            return out, present
+        finally:
+            os.close(dfd)
 
     @contextmanager
     def reader(self, folder: str) -> Iterator[Callable[[str], bytes]]:

@@ -105,6 +105,15 @@ class Trust:
     legacy: dict[str, Any] = field(default_factory=dict)  # v1 raw-key id -> Ed25519 key
     pinned: bool = False
     ignored: list[str] = field(default_factory=list)
+    embedded: dict[str, tuple[Any, str]] = field(default_factory=dict)  # PEM -> (key, fp)
+
+    def key_of(self, pem: str) -> tuple[Any, str]:
+        """A record's embedded public key and its fingerprint (parsed once per ledger)."""
+        got = self.embedded.get(pem)
+        if got is None:
+            key = load_public_pem(pem.encode(), "its public key")
+            got = self.embedded[pem] = (key, fingerprint(key))
+        return got
 
     @classmethod
     def build(cls, pins: Iterable[str], pems: Sequence[tuple[str, bytes]]) -> Trust:
@@ -220,8 +229,10 @@ def consistency(d: dict[str, Any]) -> list[str]:
             span = round((parse_time(c1) - parse_time(c0)).total_seconds() * 1000)
             if span < 0:
                 out.append(f"the recovery clock stops ({c1}) before it starts ({c0})")
-            ends = [parse_time(p["ended_at"]) for p in phases if p.get("ended_at")]
-            if ends and parse_time(c1) > max(ends) + timedelta(milliseconds=CLOCK_SLACK_MS):
+            # drkit's times are fixed-width UTC strings: the latest sorts last.
+            ends = [p["ended_at"] for p in phases if isinstance(p.get("ended_at"), str)]
+            if ends and parse_time(c1) > parse_time(max(ends)) + timedelta(
+                    milliseconds=CLOCK_SLACK_MS):
                 out.append(f"the recovery clock stops ({c1}) after the last phase ended")
             for t in targets:
                 m = t.get("rto_measured_ms")
@@ -252,7 +263,7 @@ def _check(store: Store, read: Callable[[str], bytes], f: ledger.RecordFile,
     except FileProblem as e:
         return out(bad("corrupt", e.reason))
     try:
-        d = loads_strict(raw)
+        d = loads_strict(raw)  # duplicate member names and non-finite numbers are damage
     except (ValueError, RecursionError) as e:
         return out(bad("corrupt", f"not valid JSON ({type(e).__name__}: {str(e)[:80]}); the "
                        "file was truncated or edited"))
@@ -293,8 +304,7 @@ def _check(store: Store, read: Callable[[str], bytes], f: ledger.RecordFile,
         raw_signer = d.get("signer")
         signer: dict[str, Any] = raw_signer if isinstance(raw_signer, dict) else {}
         try:
-            key = load_public_pem(str(signer.get("public_key", "")).encode(), "its public key")
-            fp = fingerprint(key)
+            key, fp = trust.key_of(str(signer.get("public_key", "")))
         except Exception:  # noqa: BLE001 - any damage to the embedded key is reported
             return out(bad("bad-signature", "its signer.public_key is not a public key"),
                        h=stated, prev=prev)
@@ -495,21 +505,19 @@ def _artifacts(store: Store, seq: int, rid: str, arts: Any, issues: list[Issue])
             good.append(a)
     listed = {a["name"] for a in good}
     try:
-        present = [n for n in store.list(f"artifacts/{rid}") if not n.startswith(".")]
+        results, present = store.digest_folder(f"artifacts/{rid}", [a["name"] for a in good])
     except FileProblem as e:
-        present = []
         if good:
             kind = "artifact-missing" if e.reason == "missing" else "artifact-changed"
             issues.append(Issue(seq, rid, kind, f"artifacts/{rid}: {e.reason}"))
-            return 0
-    for extra in sorted(set(present) - listed):
+        return 0
+    for extra in sorted({n for n in present if not n.startswith(".")} - listed):
         issues.append(Issue(seq, rid, "unexpected-file", f"artifacts/{rid}/{extra} is not one "
                             "of the record's artifacts (planted after sealing)"))
     if not good:
         return 0
     n = 0
-    for a, got in zip(good, store.digest_many(f"artifacts/{rid}", [a["name"] for a in good]),
-                      strict=True):
+    for a, got in zip(good, results, strict=True):
         name = a["name"]
         if isinstance(got, FileProblem):
             kind = "artifact-missing" if got.reason == "missing" else "artifact-changed"
