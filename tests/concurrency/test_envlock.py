@@ -200,3 +200,28 @@ def test_scheduled_drill_skips_when_the_environment_is_busy(
     assert out["verdict"] == "skipped"
     assert "environment busy: `drkit runbook run cert-rotation` (run RB-1)" in out["reasons"][0]
     assert f"pid {child.pid}" in out["reasons"][0]
+
+
+@pytest.mark.parametrize("argv", [
+    ["lab", "status"],
+    ["lab", "status", "--json"],
+    ["drill", "check", "--env", "lab"],
+], ids=lambda a: " ".join(a))
+def test_read_only_commands_never_wait_for_the_lock(
+        cli_env: tuple[Path, dict[str, str]], argv: list[str]) -> None:
+    """They run while the environment is held (no lab here: they report it down, exit 1) and
+    `lab status` names the holder."""
+    plan, env = cli_env
+    child = _holder_process(Path(env["DRKIT_LAB_DIR"]), "lab up", run_id="")
+    try:
+        proc = subprocess.run([DRKIT, *argv, "--plan", str(plan)], capture_output=True,
+                              text=True, env=env, timeout=120)
+    finally:
+        child.kill()
+        child.wait()
+    assert proc.returncode == 1, (proc.stdout[-1000:], proc.stderr[-1000:])
+    assert "is running on environment" not in proc.stderr + proc.stdout
+    if argv[:2] == ["lab", "status"]:
+        busy = (json.loads(proc.stdout)["busy"] if "--json" in argv else
+                next(line for line in proc.stdout.splitlines() if line.startswith("busy: ")))
+        assert f"`drkit lab up` by alice, pid {child.pid}" in busy, busy
