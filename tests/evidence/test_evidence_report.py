@@ -41,7 +41,13 @@ def test_html_report_content(store, plan, keys, tmp_path):
     assert "rto:payments" in html and "smoke:refund" in html and "runbook-drift" in html
     assert "cab-chair@example.com" in html and "CHG-1042" in html and rec.started_at in html
     assert "SOC 2 A1.3" in html and "ISO 27001 A.5.30" in html
-    assert OK.summary in html and rec.hash in html and "openssl pkeyutl -verify" in html
+    assert OK.summary in html and rec.hash in html
+    # The recipe is the shipped auditor script, with the fingerprint to trust; environment,
+    # regions and integrity come first.
+    assert f"python3 drkit-verify STORE --trust {rec.key_id}" in html
+    glance = html.index('id="at-a-glance"')
+    assert glance < html.index("<h2>Summary</h2>")
+    assert "eu-west-1 &rarr; eu-central-1" in html[glance:] and "(target lab)" in html
     for a in rec.artifacts:
         assert a.sha256 in html
     # self-contained: nothing fetched, no script
