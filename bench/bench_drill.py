@@ -121,7 +121,8 @@ def floor(plan_path: Path) -> float:
     dns.start()
     # smoke
     outcome = flows.smoke_until_green(f"https://127.0.0.1:{ports['https']}",
-                                      str(sd / "ca" / "ca.crt"), list(flows.FLOWS), 60)
+                                      str(sd / "ca" / "ca.crt"), list(flows.FLOWS), 60,
+                                      token=(sd / "secrets" / "api.token").read_text().strip())
     dns.join()
     if outcome.green_at is None:
         raise SystemExit(f"floor: smoke never went green: {outcome.results}")

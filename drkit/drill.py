@@ -285,6 +285,7 @@ class Target:
     entry_url: str | None
     ca_file: str | None
     secrets: tuple[str, ...] = ()
+    api_token: str | None = None  # the entry point's bearer token (the lab's API needs one)
 
 
 def target(plan: Plan, env_name: str) -> Target:
@@ -305,6 +306,7 @@ def target(plan: Plan, env_name: str) -> Target:
             entry_url=f"https://127.0.0.1:{cfg.ports['https']}",
             ca_file=str(cfg.state_dir / "ca" / "ca.crt"),
             secrets=tuple(getattr(lab, "secrets", lambda _p: ())(plan)),
+            api_token=lab.api_token(plan),
         )
     state = plan.root / ".drkit"
     return Target(environment=env_name, inventory=inventory, state_dir=state,
@@ -870,7 +872,8 @@ def _start_canary(tgt: Target, run_id: str, rate: float) -> Any:
     from drkit import flows
 
     assert tgt.entry_url is not None  # the caller starts a canary only with an entry URL
-    canary = flows.Canary(tgt.entry_url, tgt.ca_file, run_id, rate_per_s=rate)
+    canary = flows.Canary(tgt.entry_url, tgt.ca_file, run_id, rate_per_s=rate,
+                          token=tgt.api_token)
     canary.start()
     return canary
 
@@ -988,7 +991,7 @@ def _drive(
             # destructive_started: the clock started; a canary runs only with an entry URL.
             assert fault_at is not None and tgt.entry_url is not None
             rec = flows.reconcile(tgt.entry_url, tgt.ca_file, outcome.id, list(canary.acked),
-                                  fault_at)
+                                  fault_at, token=tgt.api_token)
             outcome.reconciliation = _jsonable(rec)
             outcome.rpo_s = rec.rpo_s
             outcome.lost_payments = rec.lost_count
@@ -1015,7 +1018,8 @@ def _drive(
 
                 assert tgt.entry_url is not None  # a canary runs only with an entry URL
                 after = flows.reconcile(tgt.entry_url, tgt.ca_file, outcome.id,
-                                        list(canary.acked), outcome.clock_started_at)
+                                        list(canary.acked), outcome.clock_started_at,
+                                        token=tgt.api_token)
                 outcome.after_failback = _jsonable(after)
     judged_phases = list(results)
     if mode == judge.Mode.DRILL:
@@ -1274,7 +1278,8 @@ def _recovery_status(plan: Plan, env_name: str, tgt: Target, phases: tuple[Phase
         from drkit import flows
 
         try:
-            results = flows.run_smoke(tgt.entry_url, tgt.ca_file, ["authorize", "balance"])
+            results = flows.run_smoke(tgt.entry_url, tgt.ca_file, ["authorize", "balance"],
+                                      token=tgt.api_token)
             serving = all(str(r.status) == "pass" for r in results)
         except DrkitError:
             serving = False

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -119,8 +120,11 @@ class Client:
         entry_url: str,
         ca_file: str | None = None,
         timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+        token: str | None = None,
     ) -> None:
         parts = urlsplit(entry_url)
+        # The lab's API takes requests only with its bearer token (issue 16).
+        self.auth = {"Authorization": f"Bearer {token}"} if token else {}
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise BadInput(f"entry URL {entry_url!r} must look like https://host[:port][/prefix]")
         self.entry_url = entry_url
@@ -159,7 +163,8 @@ class Client:
         else:
             conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
         try:
-            hdrs = {"Accept": "application/json", "Connection": "close", **(headers or {})}
+            hdrs = {"Accept": "application/json", "Connection": "close", **self.auth,
+                    **(headers or {})}
             payload = None
             if body is not None:
                 payload = json.dumps(body).encode("utf-8")
@@ -389,11 +394,12 @@ def run_smoke(
     flows: Sequence[str],
     *,
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+    token: str | None = None,
 ) -> list[FlowResult]:
     """Run each named flow once through `entry_url`, in order; every flow runs (a failing one
     does not stop the others). Raises BadInput for an unknown flow or a bad URL/CA file."""
     names = _check_flows(flows)
-    client = Client(entry_url, ca_file, request_timeout_s)
+    client = Client(entry_url, ca_file, request_timeout_s, token)
     return _run_round(client, names, stop_at_first_failure=False)
 
 
@@ -405,6 +411,7 @@ def smoke_until_green(
     interval_s: float = 0.05,
     *,
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+    token: str | None = None,
 ) -> SmokeOutcome:
     """Repeat the whole set of flows until one round passes them all, or `timeout_s` runs out.
 
@@ -413,7 +420,7 @@ def smoke_until_green(
     run") so the loop retries at most `interval_s` after the entry point comes back. The last
     round's results are returned either way."""
     names = _check_flows(flows)
-    client = Client(entry_url, ca_file, request_timeout_s)
+    client = Client(entry_url, ca_file, request_timeout_s, token)
     started_at = _now()
     deadline = time.monotonic() + timeout_s
     attempts = 0
@@ -497,8 +504,9 @@ class Canary:
         *,
         request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
         amount_cents: int = 100,
+        token: str | None = None,
     ) -> None:
-        self._client = Client(entry_url, ca_file, request_timeout_s)
+        self._client = Client(entry_url, ca_file, request_timeout_s, token)
         self.run_id = run_id
         self.rate_per_s = rate_per_s
         self.amount_cents = amount_cents
@@ -682,11 +690,12 @@ def reconcile(
     fault_at: datetime,
     *,
     request_timeout_s: float = 10.0,
+    token: str | None = None,
 ) -> Reconciliation:
     """Compare the acknowledged canary payments with those present behind `entry_url` now, and
     check the ledger. See `Reconciliation` for the definitions (digests, RPO window). Raises
     RunFailed when the entry point cannot answer."""
-    client = Client(entry_url, ca_file, request_timeout_s)
+    client = Client(entry_url, ca_file, request_timeout_s, token)
     prefix = f"canary:{run_id}:"
     listing = _get_with_retries(
         client, f"/payments?reference_prefix={quote(prefix, safe='')}", request_timeout_s
@@ -792,6 +801,7 @@ class LoadGenerator:
         workers: int = 2,
         run_id: str | None = None,
         request_timeout_s: float = 2.0,
+        token: str | None = None,
     ) -> None:
         if workers < 1:
             raise BadInput(f"workers must be >= 1, not {workers}")
@@ -801,7 +811,7 @@ class LoadGenerator:
             self.mode = LoadMode(mode)
         except ValueError:
             raise BadInput(f"unknown load mode {mode!r} (use write or read)") from None
-        self._client = Client(entry_url, ca_file, request_timeout_s)
+        self._client = Client(entry_url, ca_file, request_timeout_s, token)
         self.rate_per_s = rate_per_s
         self.workers = workers
         self.run_id = run_id or uuid.uuid4().hex[:12]
@@ -921,6 +931,8 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("smoke", help="run the smoke flows through the entry point")
     s.add_argument("--entry", required=True, help="entry URL, e.g. https://127.0.0.1:17443")
     s.add_argument("--ca", help="CA file to verify the entry point's certificate against")
+    s.add_argument("--token-file", help="file holding the API's bearer token (the lab's: "
+                   "secrets/api.token under its state directory)")
     s.add_argument("--flows", default=",".join(FLOWS), help="comma-separated flow names")
     s.add_argument("--until-green", action="store_true", help="retry until all flows pass")
     s.add_argument("--timeout", type=float, default=60.0, help="seconds, with --until-green")
@@ -928,6 +940,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--request-timeout", type=float, default=DEFAULT_REQUEST_TIMEOUT_S)
     s.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     return p
+
+
+def read_token(path: str | Path) -> str:
+    """A bearer token from a file (one line): a regular file, bounded, that only its owner can
+    read. Raises BadInput naming the file, never the token."""
+    from drkit.lab.security import read_api_token
+
+    return read_api_token(Path(path))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -940,6 +960,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.timeout <= 0 or args.interval < 0 or args.request_timeout <= 0:
                 raise _ArgError("--timeout and --request-timeout must be > 0, --interval >= 0")
             flows = [f.strip() for f in args.flows.split(",") if f.strip()]
+            token = read_token(args.token_file) if args.token_file else None
             started_at = _now()
             if args.until_green:
                 outcome = smoke_until_green(
@@ -949,10 +970,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args.timeout,
                     args.interval,
                     request_timeout_s=args.request_timeout,
+                    token=token,
                 )
             else:
                 results = run_smoke(
-                    args.entry, args.ca, flows, request_timeout_s=args.request_timeout
+                    args.entry, args.ca, flows, request_timeout_s=args.request_timeout,
+                    token=token,
                 )
                 green = all(r.passed for r in results)
                 outcome = SmokeOutcome(started_at, _now() if green else None, 1, tuple(results))

@@ -133,6 +133,11 @@ class LabHandle:
     def entry_url(self) -> str:
         return f"https://127.0.0.1:{self.ports['https']}"
 
+    @property
+    def token(self) -> str:
+        """The payments API's bearer token (the lab refuses requests without it)."""
+        return (self.state_dir / "secrets" / "api.token").read_text().strip()
+
     def route53_failover(self) -> dict[str, str]:
         """Where the payments hostname's Route53 failover records point, read from moto:
         {"PRIMARY": "<region>.<hostname>", "SECONDARY": ...}."""
@@ -204,7 +209,7 @@ class LabHandle:
 
     def https(self, method: str, path: str, body: Any = None,
               headers: dict[str, str] | None = None, timeout: float = 10.0,
-              server_hostname: str | None = None) -> tuple[int, Any]:
+              server_hostname: str | None = None, auth: bool = True) -> tuple[int, Any]:
         """One request through the HAProxy TLS entry point; (status, decoded JSON or text).
 
         The certificate is verified against the lab CA, for 127.0.0.1 by default or for
@@ -218,6 +223,8 @@ class LabHandle:
             conn.sock = ctx.wrap_socket(raw, server_hostname=server_hostname)
         data = None
         hdrs = dict(headers or {})
+        if auth and path.split("?")[0] != "/healthz":
+            hdrs.setdefault("Authorization", f"Bearer {self.token}")
         if body is not None:
             data = json.dumps(body).encode()
             hdrs.setdefault("Content-Type", "application/json")
@@ -243,7 +250,9 @@ class LabHandle:
         """A psycopg connection (autocommit) as the superuser to the primary or secondary."""
         import psycopg
 
-        conn = psycopg.connect(host="127.0.0.1", port=self.ports[f"pg_{role}"], user="postgres",
+        # The superuser connects only through the lab's socket folder (peer authentication).
+        conn = psycopg.connect(host=str(self.state_dir / "pg" / "run"),
+                               port=self.ports[f"pg_{role}"], user="postgres",
                                dbname=dbname, autocommit=True, connect_timeout=5)
         try:
             yield conn

@@ -78,6 +78,17 @@ def _render(st: LabStatus) -> None:
     for r in rows:
         typer.echo("  ".join(r[i].ljust(widths[i]) for i in range(5)) + "  " + r[5])
     typer.echo(f"active region: {st.active_region or '-'}    state: {st.state_dir}")
+    _render_access(st)
+
+
+def _render_access(st: LabStatus) -> None:
+    """What each kind of component accepts (issue 16: a lab only its owner can use)."""
+    seen: dict[str, str] = {}
+    for c in st.components:
+        if c.accepts and c.kind not in seen:
+            seen[c.kind] = c.accepts
+    for kind, accepts in seen.items():
+        typer.echo(f"accepts: {kind}: {accepts}")
 
 
 @app.command()

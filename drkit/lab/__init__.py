@@ -76,6 +76,7 @@ class Component:
     port: int | None
     healthy: bool
     detail: str = ""
+    accepts: str = ""  # who may use it (drkit.lab.security.accepts)
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,7 @@ def services(cfg: LabConfig) -> list[dict[str, Any]]:
                 "wait_tcp": port,
                 "argv": [sys.executable, "-m", "drkit.lab.payments", "serve", "--region", region,
                          "--instance", str(i), "--port", str(port), "--dsn-file", dsn,
+                         "--token-file", str(_security().api_token_file(sd)),
                          "--version", PAYMENTS_VERSION],
             })
     return out
@@ -186,7 +188,27 @@ def envvars(plan: Plan) -> dict[str, str]:
         "NO_PROXY": "127.0.0.1,localhost",
         "no_proxy": "127.0.0.1,localhost",
         LAB_ID_VAR: lab_id(cfg),
+        # The superuser reaches the clusters through their socket folder (peer auth, issue 16).
+        "DRKIT_PG_HOST": str(_security().pg_socket_dir(cfg)),
     }
+
+
+def _security() -> Any:
+    from drkit.lab import security
+
+    return security
+
+
+def api_token(plan: Plan) -> str | None:
+    """The payments API's bearer token (secrets/api.token), or None before `lab up`."""
+    token: str | None = _security().api_token(config(plan).state_dir)
+    return token
+
+
+def secrets(plan: Plan) -> tuple[str, ...]:
+    """Values the evidence redacts: the lab's API token (drill.target reads this)."""
+    token = _security().api_token(config(plan).state_dir)
+    return (token,) if token else ()
 
 
 def lab_id(cfg: LabConfig) -> str:
@@ -572,6 +594,8 @@ def _check_state_dir(cfg: LabConfig, pg_uid: int) -> None:
         raise EnvironmentProblem(
             f"state dir {sd} is not writable ({e.strerror}): set DRKIT_LAB_DIR or "
             "lab.state_dir to a writable directory") from None
+    _security().write_marker(sd)  # `lab down` removes folders only where this is
+    _security().ensure_api_token(sd)
     # PostgreSQL runs as lab.os_user and must reach its data directory under the state dir.
     for d in [sd, *sd.parents]:
         st = d.stat()
@@ -696,9 +720,15 @@ def status(plan: Plan) -> LabStatus:
     if holder is not None:
         busy = holder.describe() + ("" if holder.alive else
                                     " (its process is gone: the next command takes over)")
+    comps = _with_access(cfg, comps)
     return LabStatus(state_dir=cfg.state_dir, components=tuple(comps), active_region=active,
                      up=all(c.healthy for c in comps), untracked=untracked,
                      drift=_drift(cfg, active) if cfg.state_dir.is_dir() else None, busy=busy)
+
+
+def _with_access(cfg: LabConfig, comps: list[Component]) -> list[Component]:
+    accepts = _security().accepts(cfg)
+    return [replace(c, accepts=accepts.get(c.kind, "")) for c in comps]
 
 
 def advice(plan: Plan, st: LabStatus) -> str:
@@ -790,7 +820,7 @@ def _pg_component(cfg: LabConfig, role: str) -> Component:
     if pid is None:
         return Component(name, "postgres", region, None, port, False,
                          "not running" if pg.is_initialized(str(pgdata)) else "no cluster")
-    info = pg.info(port, timeout=2)
+    info = pg.info(port, timeout=2, host=str(_security().pg_socket_dir(cfg)))
     if not info["reachable"]:
         return Component(name, "postgres", region, pid, port, False,
                          f"not reachable: {info['error']}")

@@ -30,6 +30,7 @@ the ledger is balanced after any crash.
 from __future__ import annotations
 
 import argparse
+import hmac
 import json
 import os
 import re
@@ -591,6 +592,7 @@ class Handler(BaseHTTPRequestHandler):
     timeout = 10  # a slow or silent client must not pin a thread forever
 
     api: PaymentsApi  # set on the subclass built by make_server
+    token: str | None = None  # when set, every route but /healthz needs it (make_server)
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         self._dispatch("GET")
@@ -638,6 +640,7 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/healthz":
             self._allow(method, "GET")
             return api.healthz(require_writable=query.get("require", [""])[0] == "writable")
+        self._authorize()
         if path == "/payments":
             if method == "POST":
                 return api.authorize(self._json_body(), self.headers.get("Idempotency-Key"))
@@ -659,6 +662,18 @@ class Handler(BaseHTTPRequestHandler):
             self._allow(method, "GET")
             return api.get_payment(pid)
         raise ApiError(HTTPStatus.NOT_FOUND, f"no route for {path[:100]}")
+
+    def _authorize(self) -> None:
+        """`Authorization: Bearer <token>`, compared in constant time (issue 16: the lab's API
+        took payments from any local user)."""
+        if self.token is None:
+            return
+        given = self.headers.get("Authorization") or ""
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+                value.strip().encode("utf-8", "replace"), self.token.encode("utf-8")):
+            raise ApiError(HTTPStatus.UNAUTHORIZED, "a bearer token is required "
+                           "(Authorization: Bearer <the lab's secrets/api.token>)")
 
     @staticmethod
     def _allow(method: str, allowed: str) -> None:
@@ -711,8 +726,9 @@ class PaymentsServer(ThreadingHTTPServer):
     request_queue_size = 256
 
 
-def make_server(host: str, port: int, api: PaymentsApi) -> PaymentsServer:
-    handler = type("BoundHandler", (Handler,), {"api": api})
+def make_server(host: str, port: int, api: PaymentsApi,
+                token: str | None = None) -> PaymentsServer:
+    handler = type("BoundHandler", (Handler,), {"api": api, "token": token})
     return PaymentsServer((host, port), handler)
 
 
@@ -750,10 +766,19 @@ def _remove_pidfile(path: Path) -> None:
 def serve(args: argparse.Namespace) -> int:
     dsn_file = Path(args.dsn_file)
     read_dsn(dsn_file)  # fail fast on a missing or too-open file; the DB itself may be down
+    token = None
+    if args.token_file:
+        from drkit.errors import BadInput
+        from drkit.lab.security import read_api_token
+
+        try:
+            token = read_api_token(Path(args.token_file))
+        except BadInput as e:
+            raise DsnFileError(str(e)) from None
     pool = ConnectionPool(dsn_file)
     api = PaymentsApi(pool, args.region, str(args.instance), args.version)
     try:
-        server = make_server(args.host, args.port, api)
+        server = make_server(args.host, args.port, api, token)
     except OSError as e:
         sys.stderr.write(f"payments: cannot listen on {args.host}:{args.port}: {e.strerror}\n")
         return 3
@@ -804,6 +829,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--dsn-file", required=True)
     s.add_argument("--version", default="0.0.0")
     s.add_argument("--pidfile")
+    s.add_argument("--token-file", help="bearer token every route but /healthz requires (0600)")
     i = sub.add_parser("init-db", help="create the schema idempotently")
     i.add_argument("--dsn-file", required=True)
     return p

@@ -6,7 +6,8 @@ host. It also skips a module's interpreter start, which would be on the recovery
 
 Options: entry (URL, required), flows (list of drkit.flows.FLOWS names, required), ca_file (the
 CA the entry point's certificate must chain to), timeout (seconds to wait for an all-green
-round, default 60), interval (seconds between rounds, default 0.05).
+round, default 60), interval (seconds between rounds, default 0.05), token_file (a file holding
+the API's bearer token; the lab's API refuses requests without it).
 
 Returns `smoke`: drkit.flows' outcome (green, started_at, green_at, attempts, results), whose
 green_at stops the drill's clock. Flows that stay red are not a task failure (the drill's
@@ -32,17 +33,19 @@ class ActionModule(ActionBase):
             "ca_file": {"type": "str"},
             "timeout": {"type": "float", "default": 60.0},
             "interval": {"type": "float", "default": 0.05},
+            "token_file": {"type": "str"},
         })
         if self._task.check_mode:
             result.update(skipped=True, msg="the flows write payments: not run in check mode")
             return result
 
         from drkit.errors import BadInput
-        from drkit.flows import smoke_until_green
+        from drkit.flows import read_token, smoke_until_green
 
         try:
+            token = read_token(args["token_file"]) if args["token_file"] else None
             outcome = smoke_until_green(args["entry"], args["ca_file"] or None, args["flows"],
-                                        args["timeout"], args["interval"])
+                                        args["timeout"], args["interval"], token=token)
         except BadInput as e:
             result.update(failed=True, msg=str(e))
             return result

@@ -176,7 +176,7 @@ def probe_haproxy_cfg(p, template):
     lines = set(line.strip() for line in cfg.splitlines())
     wanted = ["# drkit-template-sha256: %s" % digest,
               "bind 127.0.0.1:%s ssl crt %s/tls/entry.pem alpn http/1.1" % (ports["https"], sd),
-              "bind 127.0.0.1:%s" % ports["stats"]]
+              "bind unix@%s/haproxy/stats.sock mode 600" % sd]
     servers = 0
     for role, region in (("primary", p["primary_region"]), ("secondary", p["secondary_region"])):
         for i in range(1, p["instances"] + 1):

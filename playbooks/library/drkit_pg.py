@@ -46,6 +46,14 @@ options:
     description: Lines of O(hba_file).
     type: list
     elements: str
+  ident_file:
+    description: Path of a pg_ident.conf outside the data directory; written from O(ident)
+      when given, and passed as C(-c ident_file=).
+    type: path
+  ident:
+    description: Lines of O(ident_file) (user name maps for peer authentication).
+    type: list
+    elements: str
   initdb_args:
     description: Extra initdb arguments, used when O(pgdata) is empty and the cluster must exist.
     type: list
@@ -55,9 +63,9 @@ options:
     description: Port of the primary on O(primary_host) (O(state=standby)).
     type: int
   primary_host:
-    description: Host of the primary (O(state=standby)).
+    description: Host or socket directory of the primary (O(state=standby)). Default
+      C(DRKIT_PG_HOST) (the lab's socket directory), else 127.0.0.1.
     type: str
-    default: 127.0.0.1
   replication_user:
     description: Role the standby connects as (O(state=standby)).
     type: str
@@ -126,6 +134,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.drkit_pgutil import (
     PgError,
+    default_host,
     is_initialized,
     postmaster_options,
     postmaster_pid,
@@ -153,6 +162,8 @@ class Cluster:
         opts.update(p["options"] or {})
         if p["hba_file"]:
             opts["hba_file"] = p["hba_file"]
+        if p["ident_file"]:
+            opts["ident_file"] = p["ident_file"]
         self.options = {k: setting_text(v) for k, v in opts.items()}
 
     # ---- helpers
@@ -185,6 +196,7 @@ class Cluster:
                         for k, v in sorted(self.options.items()))
 
     def prepare_dirs(self):
+        self.socket_dirs()
         pw = user_ids(self.user)
         parent = os.path.dirname(self.pgdata)
         if not os.path.isdir(parent):
@@ -202,8 +214,24 @@ class Cluster:
         os.chmod(self.log, 0o640)
 
     def write_hba(self):
-        """Write the external pg_hba.conf; True when it changed (a running server reloads)."""
-        path, lines = self.p["hba_file"], self.p["hba"]
+        """Write the external pg_hba.conf and pg_ident.conf; True when one changed (a running
+        server reloads)."""
+        changed = self._write_conf(self.p["hba_file"], self.p["hba"], "hba")
+        return self._write_conf(self.p["ident_file"], self.p["ident"], "ident") or changed
+
+    def socket_dirs(self):
+        """unix_socket_directories, each made and kept mode 0700, owned by the OS user: only
+        that user and root can connect through them (peer authentication, issue 16)."""
+        pw = user_ids(self.user)
+        for d in [x.strip() for x in self.options.get("unix_socket_directories", "").split(",")]:
+            if not d or self.check:
+                continue
+            if not os.path.isdir(d):
+                os.makedirs(d, 0o700)
+            os.chown(d, pw.pw_uid, pw.pw_gid)
+            os.chmod(d, 0o700)
+
+    def _write_conf(self, path, lines, what):
         if not path or lines is None:
             return False
         text = "# Written by drkit_pg; edits are overwritten.\n" + "\n".join(lines) + "\n"
@@ -220,7 +248,7 @@ class Cluster:
                 os.makedirs(parent, 0o755)
             write_atomic(path, text, 0o640)
             os.chown(path, 0, pw.pw_gid)
-        self.actions.append("hba")
+        self.actions.append(what)
         return True
 
     # ---- operations
@@ -270,6 +298,7 @@ class Cluster:
         if any(running.get(k) != v for k, v in self.options.items()):
             self.actions.append("restart")
             if not self.check:
+                self.socket_dirs()
                 self.run([self.tool("pg_ctl"), "restart", "-D", self.pgdata, "-l", self.log,
                           "-m", "fast", "-w", "-t", str(self.p["timeout"]),
                           "-o", self.opts_string()], "pg_ctl restart")
@@ -331,7 +360,7 @@ class Cluster:
         self.prepare_dirs()
         app = p["application_name"] or os.path.basename(os.path.dirname(self.pgdata))
         conn = "host=%s port=%d user=%s application_name=%s" % (
-            p["primary_host"], p["primary_port"], p["replication_user"], app)
+            p["primary_host"] or default_host(), p["primary_port"], p["replication_user"], app)
         self.run([self.tool("pg_basebackup"), "-D", self.pgdata, "-d", conn, "-R",
                   "-X", "stream", "-c", "fast", "--no-sync"], "pg_basebackup")
 
@@ -374,11 +403,13 @@ def main():
             options=dict(type="dict", default={}),
             hba_file=dict(type="path"),
             hba=dict(type="list", elements="str"),
+            ident_file=dict(type="path"),
+            ident=dict(type="list", elements="str"),
             initdb_args=dict(type="list", elements="str",
                              default=["--encoding=UTF8", "--no-locale", "--username=postgres",
                                       "--auth=trust"]),
             primary_port=dict(type="int"),
-            primary_host=dict(type="str", default="127.0.0.1"),
+            primary_host=dict(type="str"),
             replication_user=dict(type="str", default="replication"),
             application_name=dict(type="str"),
             timeout=dict(type="int", default=60),
@@ -399,6 +430,10 @@ def main():
         elif state == "absent":
             if c.pid() is not None:
                 c.stop("immediate")
+            if os.path.exists(c.pgdata) and not is_initialized(c.pgdata) and os.listdir(c.pgdata):
+                # Remove only a PostgreSQL data directory (issue 16), never a folder a plan or a
+                # link pointed here.
+                c.fail("is not a PostgreSQL data directory (no PG_VERSION): not removed")
             if os.path.exists(c.pgdata):
                 c.actions.append("remove")
                 if not module.check_mode:

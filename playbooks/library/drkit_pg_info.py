@@ -17,9 +17,9 @@ options:
     type: int
     required: true
   host:
-    description: Host to connect to.
+    description: Host to connect to. Default: C(DRKIT_PG_HOST) (the lab's socket
+      directory), else 127.0.0.1.
     type: str
-    default: 127.0.0.1
   user:
     description: Role to connect as (a superuser sees every replication row).
     type: str
@@ -92,7 +92,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             port=dict(type="int", required=True),
-            host=dict(type="str", default="127.0.0.1"),
+            host=dict(type="str"),
             user=dict(type="str", default="postgres"),
             timeout=dict(type="int", default=2),
             fail_unreachable=dict(type="bool", default=False),

@@ -19,9 +19,9 @@ options:
     type: int
     required: true
   host:
-    description: Host of the primary.
+    description: Host (or socket directory) of the primary. Default C(DRKIT_PG_HOST) (the
+      lab's socket directory), else 127.0.0.1.
     type: str
-    default: 127.0.0.1
   login_user:
     description: Superuser to connect as.
     type: str
@@ -123,7 +123,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             port=dict(type="int", required=True),
-            host=dict(type="str", default="127.0.0.1"),
+            host=dict(type="str"),
             login_user=dict(type="str", default="postgres"),
             roles=dict(type="list", elements="dict", default=[], options=dict(
                 name=dict(type="str", required=True),

@@ -1,7 +1,9 @@
 """PostgreSQL helpers shared by drkit's pg modules and `drkit.lab`'s status probes.
 
 Standard library plus psycopg 3 (imported lazily: only the functions that query need it).
-Clusters are reached over TCP on 127.0.0.1 only; the lab's clusters have no unix socket.
+The lab's superuser and replication connections go over a unix socket in a directory only the
+lab's OS user (and root) can enter, with peer authentication (issue 16): DRKIT_PG_HOST names
+that directory (drkit.lab.envvars sets it); without it, connections go to 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -109,9 +111,15 @@ def setting_text(value):
     return str(value)
 
 
-def connect(port, host="127.0.0.1", user="postgres", dbname="postgres", timeout=3, **kw):
+def default_host():
+    """The socket directory of the lab's clusters (DRKIT_PG_HOST), else 127.0.0.1."""
+    return os.environ.get("DRKIT_PG_HOST") or "127.0.0.1"
+
+
+def connect(port, host=None, user="postgres", dbname="postgres", timeout=3, **kw):
     import psycopg
 
+    host = host or default_host()
     try:
         return psycopg.connect(host=host, port=int(port), user=user, dbname=dbname,
                                connect_timeout=max(1, int(timeout)), autocommit=True,
@@ -157,7 +165,7 @@ SELECT pg_last_xact_replay_timestamp() AS last_replay,
 """
 
 
-def info(port, timeout=2, host="127.0.0.1", user="postgres"):
+def info(port, timeout=2, host=None, user="postgres"):
     """What a cluster is: reachable, in_recovery, replication rows or standby progress."""
     result = {"port": int(port), "reachable": False, "in_recovery": None, "replication": [],
               "standby": None, "error": None}

@@ -92,7 +92,8 @@ def test_no_secret_of_the_lab_reaches_output_evidence_or_artifacts(lab: Any,
     from drkit.lab import LAB_AWS_SECRET_ACCESS_KEY
 
     password = (lab.state_dir / "secrets" / "payments.password").read_text().strip()
-    secrets = [s for s in (password, LAB_AWS_SECRET_ACCESS_KEY) if s]
+    token = lab.token  # the payments API's bearer token: smoke, canary and reconcile send it
+    secrets = [s for s in (password, token, LAB_AWS_SECRET_ACCESS_KEY) if s]
     assert len(password) >= 16
     plan = make_plan(tmp_path)
     proc = subprocess.run([DRKIT, "drill", "run", "region-failover", "--env", "lab", "--plan",

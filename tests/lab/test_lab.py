@@ -153,7 +153,9 @@ def test_lab_down_leaves_no_process_and_no_port(lab: LabHandle) -> None:
     assert [p for p in lab.ports.values() if runtime.port_listening(p)] == []
     # Only the run logs stay.
     # What lab down keeps: the run logs, and the drills' lock files (drkit's, not the lab's).
-    assert sorted(p.name for p in lab.state_dir.iterdir()) in (["runs"], ["locks", "runs"])
+    # runs/ and locks/ are kept, and the marker that lets `lab down` remove folders here.
+    left = sorted(p.name for p in lab.state_dir.iterdir() if p.name != ".drkit-lab")
+    assert left in (["runs"], ["locks", "runs"])
     again = lab.down()
     assert again.changed == 0
     # The next test that asks for `lab` gets it back up (the fixture repairs it).
@@ -192,12 +194,15 @@ def test_port_in_use_by_another_process_is_named(fresh_env: dict[str, str],
     assert "Traceback" not in res.output
 
 
-def test_state_dir_that_cannot_be_created(fresh_env: dict[str, str],
-                                          lab_session: LabHandle) -> None:
-    env = dict(fresh_env, DRKIT_LAB_DIR="/proc/drkit-lab")
+def test_state_dir_that_cannot_be_created(fresh_env: dict[str, str], lab_session: LabHandle,
+                                          tmp_path: Path) -> None:
+    # Under a regular file: mkdir fails (a path under /proc is refused earlier, as bad input).
+    (tmp_path / "a-file").write_text("")
+    where = tmp_path / "a-file" / "drkit-lab"
+    env = dict(fresh_env, DRKIT_LAB_DIR=str(where))
     res = _cli_up(env, lab_session.plan_path)
     assert res.exit_code == 3, res.output
-    assert "state dir /proc/drkit-lab cannot be created" in res.output
+    assert f"state dir {where} cannot be created" in res.output
 
 
 def test_missing_postgresql_binaries(fresh_env: dict[str, str], lab_session: LabHandle,

@@ -100,7 +100,8 @@ def _traffic(lab: Any) -> Iterator[Any]:
     ledger must balance afterwards."""
     from drkit.flows import LoadGenerator
 
-    gen = LoadGenerator(lab.entry_url, str(lab.ca_file), rate_per_s=20, workers=2)
+    gen = LoadGenerator(lab.entry_url, str(lab.ca_file), rate_per_s=20, workers=2,
+                        token=lab.token)
     gen.start()
     try:
         yield gen
