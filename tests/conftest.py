@@ -95,6 +95,9 @@ class LabHandle:
     port_base: int
     env: dict[str, str]
     seen_pids: set[int] = field(default_factory=set)
+    # What ensure_up last had to do: "" (nothing), "up" (restarted what died) or "rebuilt"
+    # (down + up). The session summary lists the repairs: each costs CI time (issue 13).
+    repaired: str = ""
 
     # ---- what it is
     @property
@@ -182,17 +185,21 @@ class LabHandle:
         """Repair whatever a previous test broke; rebuild when a drill left it failed over."""
         from drkit.errors import EnvironmentProblem
 
+        self.repaired = ""
         st = self.status()
         if st.up and st.active_region == self.primary_region:
             return st
         try:
+            self.repaired = "up"
             st = self.up()
         except EnvironmentProblem as e:
             if "failed over" not in str(e):
                 raise
+            self.repaired = "rebuilt"
             return self.reset()
         if st.active_region != self.primary_region:
             # `lab up` keeps the region a drill chose; tests start from the primary.
+            self.repaired = "rebuilt"
             return self.reset()
         return st
 
@@ -271,6 +278,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.lab)
 
 
+# (test, "built" | "up" | "rebuilt", seconds): where the session spent time on the lab itself.
+LAB_SETUPS: list[tuple[str, str, float]] = []
+
+
 def _alive(pid: int) -> bool:
     from drkit.lab._runtime import runtime
 
@@ -301,7 +312,9 @@ def lab_session() -> Iterator[LabHandle]:
             mp.setenv(k, v)
         ports = list(handle.ports.values())
         try:
+            started = time.monotonic()
             handle.up()
+            LAB_SETUPS.append(("(session start)", "built", time.monotonic() - started))
             yield handle
         finally:
             down_error: BaseException | None = None
@@ -325,10 +338,26 @@ def lab_session() -> Iterator[LabHandle]:
 
 
 @pytest.fixture
-def lab(lab_session: LabHandle) -> LabHandle:
+def lab(lab_session: LabHandle, request: pytest.FixtureRequest) -> LabHandle:
     """The session's lab, up and healthy, traffic on the primary region."""
+    started = time.monotonic()
     lab_session.ensure_up()
+    if lab_session.repaired:
+        LAB_SETUPS.append((request.node.nodeid, lab_session.repaired,
+                           time.monotonic() - started))
     return lab_session
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """How often the session built or repaired its lab, and what it cost (issue 13: CI time)."""
+    if not LAB_SETUPS:
+        return
+    tr = terminalreporter
+    tr.section("lab setups (build, and repairs before a test)")
+    for nodeid, kind, seconds in LAB_SETUPS:
+        tr.write_line(f"{seconds:7.1f}s {kind:8} {nodeid}")
+    total = sum(seconds for _, _, seconds in LAB_SETUPS)
+    tr.write_line(f"{total:7.1f}s in all, {len(LAB_SETUPS)} times")
 
 
 def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.1) -> Any:
