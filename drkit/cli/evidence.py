@@ -306,14 +306,14 @@ def verify(
     Exit 0 when intact; 1 naming the first broken record and what is wrong. Never writes.
     The stand-alone auditor script `drkit-verify` (python3 + openssl) checks the same.
     """
-    from drkit.evidence.anchor import open_anchor
+    from drkit.evidence.anchor import anchor_for, open_anchor
     from drkit.evidence.verify import verify as _verify
 
     p = _plan(plan, store)
     st = _store(p, store)
     pins = _pins(p, trust)
     key = _public_key(p, public_key, required=not pins)
-    anc = call(open_anchor, anchor, plan=p)
+    anc = call(open_anchor, anchor) if anchor else call(anchor_for, st, p)
     ev = p.model.evidence if p is not None else None
     ca = tsa_ca if tsa_ca is not None else (
         p.resolve(ev.tsa_ca) if p is not None and ev is not None and ev.tsa_ca else None)
@@ -368,7 +368,7 @@ def export(
     r = call(load_record, st, record)
     integrity = _integrity(st, p, r, public_key)
     code = 0 if integrity.ok or unverified else 1
-    hint = f"drkit evidence verify --store {st.describe()} --public-key evidence.pub"
+    hint = f"drkit evidence verify --store {st.describe()} --trust {r.key_id}"
     text = call(render, r, fmt, integrity, hint)
     if integrity.banner:
         typer.echo(f"drkit: {integrity.banner}", err=True)

@@ -212,6 +212,18 @@ def open_anchor(url: str | None, *, plan: Plan | None = None) -> Anchor | None:
     return FileAnchor(plan.resolve(url) if plan is not None else Path(url).expanduser())
 
 
+def anchor_for(store: Any, plan: Plan | None) -> Anchor | None:
+    """The plan's anchor, for the plan's own store only: an anchor serves one ledger, so a run
+    or a verify on another store (`--store`) publishes to, and checks against, no anchor."""
+    if plan is None or not plan.model.evidence.anchor:
+        return None
+    from drkit.evidence.locator import open_store
+
+    if open_store(None, plan=plan).describe() != store.describe():
+        return None
+    return open_anchor(None, plan=plan)
+
+
 def head_of(rec_seq: int, rec_hash: str, rec_id: str, ledger: str) -> Head:
     from drkit.evidence.record import utc
 

@@ -266,10 +266,10 @@ class Recorder:
         except ValueError:
             raise BadInput(f"evidence kind {kind!r}: use drill or runbook") from None
         signer = signer or signer_for(plan, key_path=signing_key_path)
-        if anchor is None and plan is not None:
-            from drkit.evidence.anchor import open_anchor
+        if anchor is None:
+            from drkit.evidence.anchor import anchor_for
 
-            anchor = open_anchor(None, plan=plan)
+            anchor = anchor_for(store, plan)
         ev = plan.model.evidence if plan is not None else None
         env_model = plan.model.environments.get(environment) if plan is not None else None
         if target_type is None and env_model is not None:
@@ -815,11 +815,9 @@ def recover_interrupted(store: Store, *, signing_key_path: Path | str | None = N
     except DrkitError as e:
         return Recovery((), tuple(f"{n.removesuffix('.json')}: cannot seal it: {e}"
                                   for n in sorted(names)))
-    anchor = None
-    if plan is not None:
-        from drkit.evidence.anchor import open_anchor
+    from drkit.evidence.anchor import anchor_for
 
-        anchor = open_anchor(None, plan=plan)
+    anchor = anchor_for(store, plan)
     for n in sorted(names):
         rid = n.removesuffix(".json")
         try:

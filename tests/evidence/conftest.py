@@ -49,10 +49,11 @@ def plan(tmp_path: Path) -> Plan:
 
 @pytest.fixture
 def keys(plan: Plan) -> KeyPair:
-    from drkit.evidence.signing import key_id, load_private_key
+    from drkit.evidence.signing import fingerprint, key_id, load_private_key
 
     priv = plan.root / "keys" / "evidence.key"
-    return KeyPair(priv, priv.with_suffix(".pub"), key_id(load_private_key(priv).public_key()))
+    pub = load_private_key(priv).public_key()
+    return KeyPair(priv, priv.with_suffix(".pub"), key_id(pub), fingerprint(pub))
 
 
 @pytest.fixture

@@ -256,3 +256,33 @@ def test_parallel_verify_reports_the_same(store, plan, keys, tmp_path, monkeypat
     parallel = verify(store, keys.public)
     assert parallel.issues == serial.issues and [i.kind for i in serial.issues] == [
         "missing", "artifact-changed", "orphan"]
+
+
+def test_a_v2_record_says_where_who_and_what_next(store, plan, keys, tmp_path, monkeypatch):
+    from .conftest import SUMMARY
+
+    monkeypatch.setenv("DRKIT_OPERATOR", "dr-team")
+    summary = {**SUMMARY, "rto": {"target_s": 10, "measured_s": 12.5},
+               "canary": {"acknowledged": 412, "failed_attempts": 3},
+               "rpo": {"target_s": 0, "measured_s": 0.0, "lost_payments": 0},
+               "governance": {"approval": {"id": "REQ-7", "requested_by": "alice",
+                                           "approved_by": "cab-chair", "approved_at":
+                                           "2025-03-01T01:00:00Z"}}}
+    rec = seal_one(store, plan, tmp_path, verdict="fail", summary=summary, change_id="CHG-9")
+    d = json.loads(_file(store, rec).read_text())
+    assert d["regions"] == {"primary": "eu-west-1", "secondary": "eu-central-1"}
+    assert d["target_type"] == "lab"
+    ident = d["operator_identity"]
+    assert ident["name"] == d["operator"] == "dr-team" and ident["source"] == "os-user"
+    assert ident["self_asserted"] is True and ident["os_user"]
+    assert d["approvals"] == [{"request_id": "REQ-7", "requested_by": "alice",
+                               "approved_by": "cab-chair",
+                               "approved_at": "2025-03-01T01:00:00Z"}]
+    assert d["change_id"] == "CHG-9"
+    assert d["canary"] == {"acknowledged": 412, "failed": 3, "lost": 0}
+    rto = next(f for f in d["findings"] if f["check"] == "rto:payments")
+    # The plan's payments service has no owner: "unassigned"; high findings are due in 30 days.
+    assert rto["owner"] == "unassigned" and rto["due"] and rto["severity"] == "high"
+    assert d["signer"]["type"] == "file" and d["signer"]["algorithm"] == "ed25519"
+    assert d["key_id"] == d["signer"]["key_id"] == keys.fingerprint
+    assert verify(store, keys.public).ok

@@ -118,3 +118,52 @@ def test_read_only_commands_never_seal_or_write(store, plan, keys, tmp_path):
         assert r.exit_code == 0, (args, r.output)
         assert "sealed interrupted" not in r.output
     assert snapshot() == before
+
+
+def test_verify_with_pins_anchor_and_expect_seq(store, plan, keys, tmp_path):
+    """The plan pins its key and anchors its store: verify needs no key file, reports the
+    head, and fails when the newest record goes or when the auditor expects more."""
+    import shutil
+
+    from drkit.config import load_plan
+    from drkit.evidence.signing import FileSigner
+
+    fp = FileSigner(keys.private).fingerprint
+    text = plan.path.read_text().replace(
+        "  retention: 1d\n", f"  retention: 1d\n  trusted_keys: [{fp}]\n"
+        "  anchor: ./anchor.jsonl\n")
+    plan.path.write_text(text)
+    recs = seal_n(store, load_plan(plan.path), tmp_path, 2)
+    keys.public.unlink()  # pinned: the records carry their key
+    r = run("verify", "--plan", str(plan.path))
+    assert r.exit_code == 0, r.output
+    assert f"key {fp[:16]}..., pinned" in r.stdout and "anchored in" in r.stdout
+    assert run("verify", "--plan", str(plan.path), "--expect-seq", "3").exit_code == 1
+    # Another store given with --store has no anchor of its own: the plan's is not used.
+    other = tmp_path / "copy"
+    shutil.copytree(store.root, other)
+    r = run("verify", "--store", str(other), "--trust", fp)
+    assert r.exit_code == 0 and "anchored" not in r.stdout, r.output
+    # The newest record and its index line go: the anchor remembers it.
+    (store.root / record_key(2, recs[1].id)).unlink()
+    shutil.rmtree(store.root / "artifacts" / recs[1].id)
+    lines = (store.root / "index.jsonl").read_text().splitlines(keepends=True)
+    (store.root / "index.jsonl").write_text(lines[0])
+    r = run("verify", "--plan", str(plan.path))
+    assert r.exit_code == 1 and "records after #1 are gone" in r.stderr, r.output
+    r = run("verify", "--store", str(store.root), "--trust", fp, "--anchor",
+            str(plan.root / "anchor.jsonl"))
+    assert r.exit_code == 1 and "records after #1 are gone" in r.stderr, r.output
+
+
+def test_keygen_prints_the_fingerprint_to_pin(tmp_path):
+    import hashlib
+    import subprocess
+
+    r = run("keygen", "-o", str(tmp_path / "k" / "evidence.key"), "--json")
+    out = json.loads(r.stdout)
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-in", out["public_key"], "-outform",
+                          "DER"], capture_output=True, check=True).stdout
+    assert out["fingerprint"] == hashlib.sha256(der).hexdigest()
+    r = run("keygen", "-o", str(tmp_path / "k2" / "evidence.key"))
+    assert "evidence.trusted_keys: [" in r.stdout

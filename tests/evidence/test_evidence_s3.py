@@ -155,7 +155,8 @@ def test_s3_anchor_catches_truncation(s3env, plan, keys, tmp_path):
     s3.create_bucket(Bucket="dr-store-4", ObjectLockEnabledForBucket=True)
     s3.create_bucket(Bucket="dr-anchor-4", ObjectLockEnabledForBucket=True)
     plan.path.write_text(plan.path.read_text().replace(
-        "  retention: 1d\n", "  retention: 1d\n  anchor: s3://dr-anchor-4/heads\n"))
+        "  retention: 1d\n", "  retention: 1d\n  anchor: s3://dr-anchor-4/heads\n").replace(
+        "store: ./evidence", "store: s3://dr-store-4/x"))
     p = load_plan(plan.path)
     store = open_store("s3://dr-store-4/x", plan=p)
     recs = [seal_one(store, p, tmp_path) for _ in range(2)]
