@@ -1,0 +1,158 @@
+#!/usr/bin/python
+"""Read or set an Auto Scaling group's capacity, and prove it with a describe."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: drkit_asg
+short_description: Read or set an Auto Scaling group's desired capacity, checked by a describe
+description:
+  - Without O(desired_capacity), describes the group (a probe; never changes anything).
+  - With O(desired_capacity), calls SetDesiredCapacity (lowering MinSize to it first when
+    needed, never raising MaxSize), then describes the group again and fails unless the
+    describe shows the new capacity (drkit issue 14, "describe after every act").
+  - It only ever changes capacity: it never creates a group, an instance or a launch template.
+    Fault injection sets 0 (the region's instances are terminated by the group, as when a
+    region is lost); failback sets the capacity recorded before the fault.
+  - O(restore_tag) keeps the capacity seen before a change as a tag on the group (the estate's
+    other tags are kept), so a failback or a recovery after a crash knows what to restore.
+options:
+  name:
+    description: The Auto Scaling group.
+    type: str
+    required: true
+  region:
+    description: Its AWS region.
+    type: str
+    required: true
+  endpoint_url:
+    description: Alternative endpoint (an emulated control plane).
+    type: str
+  desired_capacity:
+    description: The capacity to set; omit to only describe.
+    type: int
+  restore_tag:
+    description: Tag on the group that keeps the capacity before this change (only written
+      when the group has no such tag yet and the change lowers the capacity).
+    type: str
+  clear_restore_tag:
+    description: After the change, remove O(restore_tag) from the group (failback: the capacity
+      is restored, and the estate's code does not know the tag, so Terraform would see drift).
+    type: bool
+    default: false
+author: drkit
+"""
+
+EXAMPLES = r"""
+- name: Take the primary region's payments instances away
+  drkit_asg:
+    name: payments-primary
+    region: eu-west-1
+    desired_capacity: 0
+    restore_tag: "drkit:restore-capacity"
+"""
+
+RETURN = r"""
+before:
+  description: The group's desired capacity before the call.
+  returned: always
+  type: int
+desired_capacity:
+  description: DesiredCapacity as the describe after the call shows it.
+  returned: always
+  type: int
+min_size:
+  description: MinSize after the call.
+  returned: always
+  type: int
+instances:
+  description: Instance ids in the group after the call.
+  returned: always
+  type: list
+  elements: str
+tags:
+  description: The group's tags after the call.
+  returned: always
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "name": {"type": "str", "required": True},
+            "region": {"type": "str", "required": True},
+            "endpoint_url": {"type": "str"},
+            "desired_capacity": {"type": "int"},
+            "restore_tag": {"type": "str"},
+            "clear_restore_tag": {"type": "bool", "default": False},
+        },
+        supports_check_mode=True,
+    )
+    try:
+        import boto3
+        import botocore.exceptions
+    except ImportError:
+        module.fail_json(msg="boto3 is required on the controller (it comes with drkit)")
+    p = module.params
+    name = p["name"]
+    asg = boto3.client("autoscaling", region_name=p["region"],
+                       endpoint_url=p["endpoint_url"] or None)
+
+    def describe() -> dict:
+        groups = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[name])
+        if not groups["AutoScalingGroups"]:
+            module.fail_json(msg=f"Auto Scaling group {name} does not exist in {p['region']} "
+                                 "(drkit never creates one: check the inventory's names)")
+        return groups["AutoScalingGroups"][0]
+
+    def result(g: dict, before: int, changed: bool) -> None:
+        module.exit_json(changed=changed, before=before,
+                         desired_capacity=int(g["DesiredCapacity"]), min_size=int(g["MinSize"]),
+                         instances=[i["InstanceId"] for i in g.get("Instances", [])],
+                         tags={t["Key"]: t["Value"] for t in g.get("Tags", [])})
+
+    want = p["desired_capacity"]
+    tag = p["restore_tag"]
+    try:
+        g = describe()
+        before = int(g["DesiredCapacity"])
+        has_tag = tag is not None and any(t["Key"] == tag for t in g.get("Tags", []))
+        clear = p["clear_restore_tag"] and has_tag
+        if want is None or module.check_mode or (want == before and not clear):
+            result(g, before, want is not None and (want != before or clear))
+        if want == before:
+            asg.delete_tags(Tags=[{"ResourceId": name, "ResourceType": "auto-scaling-group",
+                                   "Key": tag}])
+            result(describe(), before, True)
+        if want > int(g["MaxSize"]):
+            module.fail_json(msg=f"Auto Scaling group {name}: capacity {want} is above its "
+                                 f"MaxSize {g['MaxSize']} (drkit does not raise it)")
+        tags = {t["Key"]: t["Value"] for t in g.get("Tags", [])}
+        if p["restore_tag"] and want < before and p["restore_tag"] not in tags:
+            asg.create_or_update_tags(Tags=[{
+                "ResourceId": name, "ResourceType": "auto-scaling-group",
+                "Key": p["restore_tag"], "Value": str(before), "PropagateAtLaunch": False}])
+        if want < int(g["MinSize"]):
+            asg.update_auto_scaling_group(AutoScalingGroupName=name, MinSize=want)
+        asg.set_desired_capacity(AutoScalingGroupName=name, DesiredCapacity=want,
+                                 HonorCooldown=False)
+        if clear:
+            asg.delete_tags(Tags=[{"ResourceId": name, "ResourceType": "auto-scaling-group",
+                                   "Key": tag}])
+        g = describe()
+    except botocore.exceptions.ClientError as e:
+        module.fail_json(msg=f"Auto Scaling group {name} in {p['region']}: {e}")
+    except botocore.exceptions.BotoCoreError as e:
+        module.fail_json(msg=f"region {p['region']} did not answer: {e}")
+    if int(g["DesiredCapacity"]) != want:
+        module.fail_json(msg=f"Auto Scaling group {name}: expected desired capacity {want} "
+                             f"after SetDesiredCapacity, seen {g['DesiredCapacity']}",
+                         before=before, desired_capacity=int(g["DesiredCapacity"]))
+    result(g, before, True)
+
+
+if __name__ == "__main__":
+    main()
