@@ -169,51 +169,45 @@ def test_drill_first_every_other_command_is_refused_before_during_and_after_the_
     _healthy(lab)
 
 
-@pytest.mark.parametrize("first, argv", [
-    ("runbook run cert-rotation", ["runbook", "run", "cert-rotation", "--env", "lab", "--yes",
-                                   "--json"]),
-    ("lab up", ["lab", "up", "--json"]),
-], ids=["runbook-first", "lab-up-first"])
-def test_runbook_or_lab_up_first_every_other_command_is_refused(
-        lab: Any, plan_path: Path, first: str, argv: list[str]) -> None:
+def _skipped_by_scheduler(plan_path: Path, holder: Holder) -> None:
+    """A scheduled drill finds the lab busy: it skips (exit 0), naming the holder."""
+    proc = subprocess.run([DRKIT, "drill", "run", "region-failover", "--env", "lab", "--json",
+                           "--skip-if-busy", "--plan", str(plan_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["verdict"] == "skipped" and holder.describe() in out["reasons"][0], out
+
+
+def test_lab_up_first_every_other_command_is_refused(lab: Any, plan_path: Path) -> None:
     from drkit.config import load_plan
 
-    plan = load_plan(plan_path)
-    contenders = _contenders(plan)
-    proc = _start(*argv, plan=plan_path)
+    contenders = _contenders(load_plan(plan_path))
+    proc = _start("lab", "up", "--json", plan=plan_path)
     try:
-        holder = _wait_holder(lab, proc, first)
+        holder = _wait_holder(lab, proc, "lab up")
         _all_refused(contenders, holder)
-        # A scheduled drill finds the lab busy: it skips (exit 0), naming the holder.
-        skipped = subprocess.run([DRKIT, "drill", "run", "region-failover", "--env", "lab",
-                                  "--json", "--skip-if-busy", "--plan", str(plan_path)],
-                                 capture_output=True, text=True, timeout=120)
+        _skipped_by_scheduler(plan_path, holder)
         rc, out, err = _finish(proc)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert skipped.returncode == 0, skipped.stderr
-    assert json.loads(skipped.stdout)["verdict"] == "skipped"
-    assert holder.describe() in json.loads(skipped.stdout)["reasons"][0]
-    assert rc == 0, (out[-2000:], err[-2000:])
-    if first.startswith("runbook"):
-        result = json.loads(out)
-        assert result["verdict"] == "pass" and result["evidence"]
-        record = plan_path.parent / "evidence" / "artifacts" / result["evidence"]["id"]
-        gov = json.loads((record / "summary.json").read_text())["governance"]
-        assert gov["lock"]["holder"]["pid"] == proc.pid
-    else:
-        assert json.loads(out)["up"] is True
+    assert rc == 0 and json.loads(out)["up"] is True, (out[-2000:], err[-2000:])
     _healthy(lab)
 
 
-def test_change_freeze_refuses_a_runbook_after_a_killed_drill_unless_forced(
-        lab: Any, tmp_path: Path) -> None:
-    """A drill killed half way leaves the environment in a drill: under the plan's freeze a
-    runbook is refused (exit 2) until forced with a reason, which the evidence keeps, with
-    the lock it took over from the dead drill."""
-    plan_path = make_plan(tmp_path, lambda d: d.update(
+def test_runbook_first_in_a_forced_freeze_after_a_killed_drill(
+        lab: Any, plan_path: Path, tmp_path: Path) -> None:
+    """A drill killed half way leaves the lab "in a drill": under the plan's change freeze a
+    runbook is refused until forced with a reason. The forced runbook takes over the dead
+    drill's lock (its evidence says so, with the reason) and, while it runs, every other
+    changing command is refused naming it."""
+    from drkit.config import load_plan
+
+    contenders = _contenders(load_plan(plan_path))  # a plan without the freeze
+    (tmp_path / "frozen").mkdir()
+    frozen = make_plan(tmp_path / "frozen", lambda d: d.update(
         change_freeze={"during_drills": True, "after_drill": "1s"}))
     # A drill command that held the lab and was killed with SIGKILL (before it broke anything:
     # the lock and its drill mark are what this test is about, not a second full drill).
@@ -225,29 +219,41 @@ def test_change_freeze_refuses_a_runbook_after_a_killed_drill_unless_forced(
     assert child.stdout is not None and child.stdout.readline().strip() == "held"
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
-    st = subprocess.run([DRKIT, "lab", "status", "--plan", str(plan_path)], capture_output=True,
+    st = subprocess.run([DRKIT, "lab", "status", "--plan", str(frozen)], capture_output=True,
                         text=True, timeout=60)
     assert "`drkit drill run region-failover` (run KILLED-1) died half way: `drkit drill " \
            "recover --env lab`" in st.stdout, st.stdout
-    args = [DRKIT, "runbook", "run", "cert-rotation", "--env", "lab", "--yes", "--json",
-            "--plan", str(plan_path)]
-    refused = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    args = ["runbook", "run", "cert-rotation", "--env", "lab", "--yes", "--json"]
+    refused = subprocess.run([DRKIT, *args, "--plan", str(frozen)], capture_output=True,
+                             text=True, timeout=120)
     assert refused.returncode == 2, (refused.stdout[-1000:], refused.stderr[-1000:])
     assert "frozen around a drill" in refused.stderr and "KILLED-1" in refused.stderr
     assert "--force-during-drill REASON" in refused.stderr
-    forced = subprocess.run([*args, "--force-during-drill", "CHG-77 certificate leaked"],
-                            capture_output=True, text=True, timeout=300)
-    assert forced.returncode == 0, (forced.stdout[-2000:], forced.stderr[-2000:])
-    result = json.loads(forced.stdout)
-    record = plan_path.parent / "evidence" / "artifacts" / result["evidence"]["id"]
+    proc = _start(*args, "--force-during-drill", "CHG-77 certificate leaked", plan=frozen)
+    try:
+        holder = _wait_holder(lab, proc, "runbook run cert-rotation")
+        _all_refused(contenders, holder)
+        _skipped_by_scheduler(plan_path, holder)
+        rc, out, err = _finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert rc == 0, (out[-2000:], err[-2000:])
+    result = json.loads(out)
+    assert result["verdict"] == "pass" and result["evidence"]
+    assert "took over the lock of environment 'lab'" in err and "KILLED-1" in err
+    record = frozen.parent / "evidence" / "artifacts" / result["evidence"]["id"]
     gov = json.loads((record / "summary.json").read_text())["governance"]
-    assert gov["change_freeze"]["in_freeze"] and "KILLED-1" in gov["change_freeze"]["why"]
-    assert gov["change_freeze"]["forced"]["reason"] == "CHG-77 certificate leaked"
+    assert gov["lock"]["holder"]["pid"] == proc.pid
     assert gov["lock"]["took_over"]["run_id"] == "KILLED-1"
     assert gov["lock"]["took_over"]["pid"] == child.pid
-    # The drill mark stays: only a drill command ends the drill (the next test recovers).
+    assert gov["change_freeze"]["in_freeze"] and "KILLED-1" in gov["change_freeze"]["why"]
+    assert gov["change_freeze"]["forced"]["reason"] == "CHG-77 certificate leaked"
+    # Only a drill command ends the drill (the next test's `drill recover` does).
     mark = envlock.drill_mark(lab.state_dir, "lab")
     assert mark is not None and mark.unfinished
+    _healthy(lab)
 
 
 def test_a_half_recovered_lab_is_sent_to_drill_recover_and_recover_repairs_it(
