@@ -1,0 +1,201 @@
+"""A client inside the primary region (issue 17), and the per-client reconciliation.
+
+A partition cuts a region off from the outside, not from itself: clients inside the region keep
+writing to its database. The partition scenario runs this client inside the primary region's
+network namespace, next to the payments API it writes to (the drill's own canary writes through
+the public entry point):
+
+    python -m drkit.lab.regionclient run --api http://127.0.0.1:PORT --token-file F
+        --run-id RUN --out ACKS.json [--rate 10] [--timeout 30]
+
+It writes numbered payments (reference `canary:RUN:{seq:08d}`, the same shape as
+drkit.flows.Canary, with the same Idempotency-Key retries) and rewrites ACKS.json atomically
+with every acknowledgement it received, twice a second and when it is stopped (SIGTERM).
+
+    python -m drkit.lab.regionclient reconcile --acks ACKS.json --entry URL --ca-file CA
+        --token-file F --run-id RUN --partitioned-at FILE [--fenced-at FILE]
+
+reads them back after failback and prints one JSON object: what the client had acknowledged,
+what is present through the entry point now: acknowledged payments that are missing;
+references present twice; payments present that the isolated old primary wrote while the
+region was cut off (created between the partition and the heal: a second timeline that
+survived, i.e. split-brain; a fenced primary never writes them); acknowledgements between the
+fence and the heal (which must never happen); and the ledger's balance. The client runs until
+after failback (a write an unfenced old primary holds back while its synchronous standby is gone
+completes when failback reattaches one). Exit 0 when nothing is wrong, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ClientFigures:
+    """Reconciliation of one client's acknowledged payments (see the module docstring)."""
+
+    client: str
+    acknowledged: int
+    present: int
+    missing: tuple[str, ...]
+    duplicated: tuple[str, ...]
+    # Present now, but written by the isolated old primary while the region was cut off (its
+    # created_at lies between the partition and the heal): a second timeline that survived.
+    diverged: tuple[str, ...]
+    acked_after_fence: tuple[str, ...]  # acknowledged between the fence and the heal
+    ledger_balanced: bool
+    failed_attempts: int
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.duplicated or self.diverged or
+                    self.acked_after_fence) and self.ledger_balanced
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "client": self.client, "ok": self.ok, "acknowledged": self.acknowledged,
+            "present": self.present, "missing": list(self.missing),
+            "duplicated": list(self.duplicated),
+            "diverged": list(self.diverged),
+            "acked_after_fence": list(self.acked_after_fence),
+            "ledger_balanced": self.ledger_balanced,
+            "failed_attempts": self.failed_attempts,
+        }
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, path)
+
+
+def run(api: str, token: str, run_id: str, out: Path, rate: float, timeout: float) -> int:
+    from drkit import flows
+
+    canary = flows.Canary(api, None, run_id, rate_per_s=rate, request_timeout_s=timeout,
+                          token=token)
+    done = threading.Event()
+
+    def dump() -> None:
+        _write_json(out, {
+            "run_id": run_id, "api": api, "failed_attempts": canary.failures,
+            "acked": [{"seq": a.seq, "payment_id": a.payment_id, "reference": a.reference,
+                       "acked_at": a.acked_at.isoformat()} for a in canary.acked]})
+
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    canary.start()
+    dump()
+    while not done.wait(0.5):
+        dump()
+    # A request in flight ends within its timeout; what it acknowledged is kept.
+    canary.stop(timeout_s=timeout + 1)
+    dump()
+    return 0
+
+
+def _when(path: str | None, key: str) -> datetime | None:
+    if not path:
+        return None
+    try:
+        value = json.loads(Path(path).read_text())[key]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return datetime.fromisoformat(value) if isinstance(value, str) else None
+
+
+def reconcile(acks_file: Path, entry: str, ca_file: str | None, token: str | None,
+              run_id: str, partitioned_at: datetime, healed_at: datetime | None,
+              fenced_at: datetime | None, client: str = "in-region") -> ClientFigures:
+    from urllib.parse import quote
+
+    from drkit import flows
+
+    data = json.loads(acks_file.read_text())
+    acked = [flows.CanaryAck(int(a["seq"]), a["payment_id"], a["reference"],
+                             datetime.fromisoformat(a["acked_at"])) for a in data["acked"]]
+    c = flows.Client(entry, ca_file, 10.0, token)
+    prefix = f"canary:{run_id}:"
+    listing = c.call("GET", f"/payments?reference_prefix={quote(prefix, safe='')}",
+                     timeout_s=10.0).body
+    items = [i for i in listing if isinstance(i, dict)] if isinstance(listing, list) else []
+    ledger = c.call("GET", "/ledger/verify", timeout_s=10.0).body
+    present = {i["reference"] for i in items}
+    seen: dict[str, int] = {}
+    for i in items:
+        seen[i["reference"]] = seen.get(i["reference"], 0) + 1
+
+    def during_partition(i: dict[str, Any]) -> bool:
+        try:
+            created = datetime.fromisoformat(str(i["created_at"]).replace("Z", "+00:00"))
+        except (KeyError, ValueError):
+            return False
+        return created >= partitioned_at and (healed_at is None or created < healed_at)
+
+    def before_heal(at: datetime) -> bool:
+        return healed_at is None or at < healed_at
+
+    return ClientFigures(
+        client=client,
+        acknowledged=len(acked),
+        present=sum(1 for a in acked if a.reference in present),
+        missing=tuple(sorted(a.reference for a in acked if a.reference not in present)),
+        duplicated=tuple(sorted(r for r, n in seen.items() if n > 1)),
+        diverged=tuple(sorted(i["reference"] for i in items if during_partition(i))),
+        acked_after_fence=tuple(sorted(
+            a.reference for a in acked
+            if fenced_at is not None and a.acked_at > fenced_at and before_heal(a.acked_at))),
+        ledger_balanced=isinstance(ledger, dict) and ledger.get("balanced") is True,
+        failed_attempts=int(data.get("failed_attempts") or 0),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m drkit.lab.regionclient")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="write payments to a region's API until SIGTERM")
+    r.add_argument("--api", required=True)
+    r.add_argument("--token-file", required=True)
+    r.add_argument("--run-id", required=True)
+    r.add_argument("--out", required=True)
+    r.add_argument("--rate", type=float, default=10.0)
+    r.add_argument("--timeout", type=float, default=30.0)
+    c = sub.add_parser("reconcile", help="reconcile the client's acknowledgements")
+    c.add_argument("--acks", required=True)
+    c.add_argument("--entry", required=True)
+    c.add_argument("--ca-file")
+    c.add_argument("--token-file")
+    c.add_argument("--run-id", required=True)
+    c.add_argument("--partitioned-at", required=True, help="partition.json (partitioned_at)")
+    c.add_argument("--fenced-at", help="fence.json (fenced_at), when the drill fenced")
+    c.add_argument("--healed-at", help="heal.json (healed_at)")
+    a = ap.parse_args(argv)
+    if a.cmd == "run":
+        token = Path(a.token_file).read_text().strip()
+        return run(a.api, token, a.run_id, Path(a.out), a.rate, a.timeout)
+    part = _when(a.partitioned_at, "partitioned_at")
+    if part is None:
+        print(json.dumps({"error": f"no partition time in {a.partitioned_at}"}))
+        return 2
+    bearer = Path(a.token_file).read_text().strip() if a.token_file else None
+    fig = reconcile(Path(a.acks), a.entry, a.ca_file, bearer, a.run_id, part,
+                    _when(a.healed_at, "healed_at"), _when(a.fenced_at, "fenced_at"))
+    print(json.dumps(fig.to_json()))
+    return 0 if fig.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
