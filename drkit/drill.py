@@ -568,6 +568,10 @@ def run_drill(
                         key=envlock.key_for(plan, env_name), run_id=run_id,
                         operator=options.operator, drill=True,
                         on_takeover=listener.note) if changes else nullcontext()
+    busy = None if changes else envlock.peek(tgt.state_dir, envlock.key_for(plan, env_name))
+    if busy is not None and busy.alive:
+        # Read-only: it does not wait, but what it sees may be another command's work.
+        listener.note(f"{busy.describe()} is changing environment {env_name!r} meanwhile")
     with lock as lease:
         run_dir.mkdir(parents=True, exist_ok=True)
         # Inside the lock: a drill refused because another one runs keeps its approval.
