@@ -225,3 +225,7 @@ def test_read_only_commands_never_wait_for_the_lock(
         busy = (json.loads(proc.stdout)["busy"] if "--json" in argv else
                 next(line for line in proc.stdout.splitlines() if line.startswith("busy: ")))
         assert f"`drkit lab up` by alice, pid {child.pid}" in busy, busy
+    else:  # drill check says who changes the environment under it
+        assert f"`drkit lab up` by alice, pid {child.pid} on {socket.gethostname()}, since" \
+            in proc.stdout and "is changing environment 'lab' meanwhile" in proc.stdout, \
+            proc.stdout
