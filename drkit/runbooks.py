@@ -214,7 +214,8 @@ class Prepared:
 
 def parse_extravars(pairs: Sequence[str]) -> dict[str, Any]:
     """`KEY=VALUE` pairs. A value that looks like JSON (a list, an object, a number, true or
-    false) is decoded, so `--extra-var drkit_patch_serial=2` is a number; anything else stays a string."""
+    false) is decoded, so `--extra-var drkit_patch_serial=2` is a number; anything else stays a
+    string."""
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
