@@ -31,6 +31,7 @@ import yaml
 from drkit import engine, judge
 from drkit.config import Phase, Plan, Scenario
 from drkit.errors import BadInput, DrkitError, RunFailed
+from drkit.files import under
 from drkit.judge import Finding, PhaseStatus, Verdict
 
 
@@ -523,7 +524,8 @@ def run_drill(
     # Blackout windows first: a refused run writes nothing anywhere.
     window = blackout.check(plan, _now(), options.override_blackout, operator=options.operator)
     run_id = new_run_id()
-    run_dir = tgt.state_dir / "runs" / f"{run_id}-{scenario_name}"
+    # A name from the plan never leaves the runs folder (issue 16).
+    run_dir = under(tgt.state_dir / "runs", f"{run_id}-{scenario_name}")
     smoke_timeout = options.smoke_timeout_s or max(30.0, 2 * targets.rto_s)
     extravars = {
         **tgt.extravars,
@@ -1014,17 +1016,25 @@ def _drive(
                 aborted = cancel.reason or f"failback phase {bad.name}: {bad.message}"
                 rollback = _rollback(plan, tgt, scenario, outcome, extravars, listener, run_dir,
                                      runner)
-            elif bad is None and canary is not None and outcome.clock_started_at is not None \
+            elif canary is not None and outcome.clock_started_at is not None \
                     and outcome.reconciliation is not None:
                 # Without a fault time (no phase started the clock) there is nothing to
-                # reconcile against, as for the recovery reconciliation above.
+                # reconcile against, as for the recovery reconciliation above. After a failback
+                # phase that failed its check (issue 17: reconcile-clients found split-brain)
+                # the canary's figures still count: what did failback throw away?
                 from drkit import flows
 
                 assert tgt.entry_url is not None  # a canary runs only with an entry URL
-                after = flows.reconcile(tgt.entry_url, tgt.ca_file, outcome.id,
-                                        list(canary.acked), outcome.clock_started_at,
-                                        token=tgt.api_token)
-                outcome.after_failback = _jsonable(after)
+                try:
+                    after = flows.reconcile(tgt.entry_url, tgt.ca_file, outcome.id,
+                                            list(canary.acked), outcome.clock_started_at,
+                                            token=tgt.api_token)
+                except DrkitError as e:
+                    if bad is None:
+                        raise
+                    outcome.warnings.append(f"no reconciliation after failback: {e}")
+                else:
+                    outcome.after_failback = _jsonable(after)
     judged_phases = list(results)
     if mode == judge.Mode.DRILL:
         # Failback runs only after a recovery that held; otherwise it was not reached.

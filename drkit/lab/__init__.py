@@ -93,6 +93,7 @@ class LabStatus:
     untracked: tuple[int, ...] = ()  # lab processes (by marker) that no pid file names
     drift: str | None = None  # failed over / half-recovered: what `drill recover` repairs
     busy: str | None = None  # who holds the environment lock now (drkit.envlock), if anyone
+    topology: str = "local"  # issue 17: local (loopback) or namespaces (drkit.lab.netns)
 
     def component(self, name: str) -> Component | None:
         return next((c for c in self.components if c.name == name), None)
@@ -114,6 +115,7 @@ class LabStatus:
             "untracked_pids": list(self.untracked),
             "drift": self.drift,
             "busy": self.busy,
+            "topology": self.topology,
             **dict(self.extra),
         }
 
@@ -146,6 +148,7 @@ def extravars(plan: Plan) -> dict[str, Any]:
         "drkit_python_bin_dir": str(Path(sys.executable).parent),
         "drkit_lab_payments_version": PAYMENTS_VERSION,
         "drkit_lab_services": services(cfg),
+        **_netns().extravars(cfg),  # issue 17: the topology (and its hosts, with namespaces)
     }
 
 
@@ -168,8 +171,12 @@ def services(cfg: LabConfig) -> list[dict[str, Any]]:
                 "port": port, "backend": f"be_{region}", "server": server, "dsn_file": dsn,
                 "pidfile": f"{sd}/services/{server}.pid", "log": f"{sd}/services/{server}.log",
                 "wait_tcp": port,
+                # issue 17: the host that runs it (inventories/lab; localhost when local).
+                "host": f"region-{role}",
                 "argv": [sys.executable, "-m", "drkit.lab.payments", "serve", "--region", region,
                          "--instance", str(i), "--port", str(port), "--dsn-file", dsn,
+                         # In a region's namespace the entry point comes in over its veth.
+                         *(["--host", "0.0.0.0"] if cfg.topology == "namespaces" else []),
                          "--token-file", str(_security().api_token_file(sd)),
                          "--version", PAYMENTS_VERSION],
             })
@@ -197,6 +204,12 @@ def _security() -> Any:
     from drkit.lab import security
 
     return security
+
+
+def _netns() -> Any:
+    from drkit.lab import netns
+
+    return netns
 
 
 def api_token(plan: Plan) -> str | None:
@@ -291,6 +304,8 @@ def up(plan: Plan, listener: RunListener | None = None) -> LabStatus:
     started = time.monotonic()
     with _lock(plan, cfg, "lab up") as lease:
         _preflight(cfg, plan)
+        if cfg.topology == "namespaces":  # issue 17: namespaces, links, keys, sshd first
+            _ensure_netns(plan, cfg)
         results = _run_parallel(plan, UP_PARTS, listener)
         for result in results:
             if not result.ok:
@@ -321,6 +336,16 @@ def up(plan: Plan, listener: RunListener | None = None) -> LabStatus:
                                         "duration_s": round(r.duration_s, 3),
                                         "artifacts": str(r.artifacts_dir)} for r in results],
                               "lock": lease.to_evidence()})
+
+
+def _ensure_netns(plan: Plan, cfg: LabConfig) -> None:
+    from drkit.errors import EnvironmentProblem
+
+    nn = _netns()
+    try:
+        nn.ensure(cfg, envvars(plan))
+    except nn.NetnsError as e:
+        raise EnvironmentProblem(f"lab up (topology namespaces): {e}") from e
 
 
 def _lock(plan: Plan, cfg: LabConfig, command: str) -> Any:
@@ -400,7 +425,7 @@ def down(plan: Plan, listener: RunListener | None = None) -> LabStatus:
 
     cfg = config(plan)
     started = time.monotonic()
-    if not cfg.state_dir.exists() and not marked_pids(cfg):
+    if not cfg.state_dir.exists() and not marked_pids(cfg) and not _netns().leftovers(cfg):
         return replace(status(plan), changed=0, message="lab is not up: nothing to do",
                        duration_s=time.monotonic() - started)
     with _lock(plan, cfg, "lab down") as lease:
@@ -409,6 +434,7 @@ def down(plan: Plan, listener: RunListener | None = None) -> LabStatus:
         # Whatever the pid files missed (a command that interleaved, a pid file overwritten),
         # the marker finds: stop every process the lab started, even when the playbook failed.
         swept = _stop_marked(cfg)
+        swept += _destroy_netns(cfg)  # issue 17: namespaces, links and what runs in them
         if not result.ok:
             what = (str(result.failure) if result.failure
                     else f"ansible-playbook exited {result.rc}")
@@ -448,6 +474,18 @@ def down(plan: Plan, listener: RunListener | None = None) -> LabStatus:
                        duration_s=time.monotonic() - started,
                        extra={"stopped_pids": sorted(set(pids) | set(swept)),
                               "lock": lease.to_evidence()})
+
+
+def _destroy_netns(cfg: LabConfig) -> list[int]:
+    """Whatever the topology says now: a lab built with namespaces leaves none behind."""
+    from drkit.errors import EnvironmentProblem
+
+    nn = _netns()
+    try:
+        pids: list[int] = nn.destroy(cfg)
+    except nn.NetnsError as e:
+        raise EnvironmentProblem(f"lab down: {e}") from e
+    return pids
 
 
 def _stop_marked(cfg: LabConfig, timeout: float = 10.0) -> list[int]:
@@ -513,8 +551,11 @@ def _daemon_pid(pidfile: Path) -> int | None:
 
 
 def _pg_dirs(cfg: LabConfig) -> dict[str, Path]:
-    return {r: cfg.state_dir / "pg" / r / "data" for r in (cfg.primary_region,
-                                                           cfg.secondary_region)}
+    from drkit.files import under
+
+    # Region names come from the plan: they never leave pg/ (issue 16: ../../victim).
+    return {r: under(cfg.state_dir / "pg", r) / "data" for r in (cfg.primary_region,
+                                                                 cfg.secondary_region)}
 
 
 def _lab_pids(cfg: LabConfig) -> list[int]:
@@ -713,7 +754,11 @@ def status(plan: Plan) -> LabStatus:
     from drkit import envlock
 
     tracked = {c.pid for c in comps if c.pid}
-    untracked = tuple(p for p in marked_pids(cfg) if p not in tracked and
+    comps += _topology_components(cfg)
+    # issue 17: Ansible's persistent SSH connections live in the control namespace; not daemons.
+    ctl = (set(_netns().pids_in(_netns().net(cfg).ctl.netns))
+           if cfg.topology == "namespaces" else set())
+    untracked = tuple(p for p in marked_pids(cfg) if p not in tracked and p not in ctl and
                       not tracked.intersection(_ancestors(p)))
     holder = envlock.peek(cfg.state_dir, envlock.LAB_KEY)
     busy = None
@@ -723,7 +768,33 @@ def status(plan: Plan) -> LabStatus:
     comps = _with_access(cfg, comps)
     return LabStatus(state_dir=cfg.state_dir, components=tuple(comps), active_region=active,
                      up=all(c.healthy for c in comps), untracked=untracked,
-                     drift=_drift(cfg, active) if cfg.state_dir.is_dir() else None, busy=busy)
+                     drift=_drift(cfg, active) if cfg.state_dir.is_dir() else None, busy=busy,
+                     topology=cfg.topology)
+
+
+def _topology_components(cfg: LabConfig) -> list[Component]:
+    """issue 17: with namespaces, one component per namespace (and its region's sshd); a
+    region whose link is down is partitioned (a drill's fault), which is not healthy."""
+    if cfg.topology != "namespaces":
+        return []
+    out = []
+    for p in _netns().places(cfg):
+        region = (cfg.primary_region if p.key == "primary" else
+                  cfg.secondary_region if p.key == "secondary" else None)
+        if not p.exists:
+            out.append(Component(f"netns-{p.key}", "netns", region, None, None, False,
+                                 f"namespace {p.netns} missing"))
+            continue
+        ok = p.link == "UP"
+        detail = f"{p.netns} {p.address}, link {p.link or 'missing'}"
+        if p.link == "DOWN":
+            detail += " (partitioned)"
+        if p.key in ("primary", "secondary"):
+            out.append(Component(f"sshd-{region}", "sshd", region, p.sshd_pid, 22,
+                                 p.sshd_listening, f"{p.address}:22 in {p.netns}" if
+                                 p.sshd_listening else "not listening"))
+        out.append(Component(f"netns-{p.key}", "netns", region, None, None, ok, detail))
+    return out
 
 
 def _with_access(cfg: LabConfig, comps: list[Component]) -> list[Component]:
@@ -846,7 +917,10 @@ def _api_component(cfg: LabConfig, role: str, i: int) -> Component:
     name = f"payments-{region}-{i}"
     if pid is None:
         return Component(name, "payments", region, None, port, False, "not running")
-    code, body = rt.http_json(f"http://127.0.0.1:{port}/healthz", timeout=2)
+    if cfg.topology == "namespaces":  # issue 17: it listens inside its region's namespace
+        code, body = _netns().http_json(cfg, role, port)
+    else:
+        code, body = rt.http_json(f"http://127.0.0.1:{port}/healthz", timeout=2)
     if code != 200 or not isinstance(body, dict):
         detail = f"/healthz answered {code or 'nothing'}"
         if isinstance(body, dict):

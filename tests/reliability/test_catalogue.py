@@ -254,3 +254,42 @@ def test_no_log_is_never_a_variable_in_shipped_content() -> None:
             if "no_log:" in line and line.split("no_log:", 1)[1].strip() != "true":
                 found.append(f"{path.relative_to(root)}:{i}: {line.strip()}")
     assert not found, found
+
+
+def test_a_key_the_plan_names_is_read_as_a_bounded_regular_file(sandbox: Path, tmp_path: Path,
+                                                                figures: Any) -> None:
+    # Not only --public-key: a plan's evidence.public_key that is a FIFO or /dev/zero gets one
+    # line too (read with O_NONBLOCK and a bound; it once hung or read without end).
+    for target in ("fifo", "/dev/zero"):
+        if target == "fifo":
+            target = str(tmp_path / "key.pub")
+            os.mkfifo(target)
+        plan = tmp_path / "drkit.yml"
+        text = (sandbox / "drkit.yml").read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+        data.setdefault("evidence", {})["public_key"] = target
+        data["evidence"]["store"] = str(sandbox / "evidence")
+        for env in data["environments"].values():
+            env["inventory"] = str(sandbox / env["inventory"])
+        for sc in data["scenarios"].values():
+            for ph in sc["phases"]:
+                ph["playbook"] = str(sandbox / ph["playbook"])
+            for k in ("rollback", "holds"):
+                if sc.get(k):
+                    sc[k] = str(sandbox / sc[k])
+        plan.write_text(yaml.safe_dump(data), encoding="utf-8")
+        res = invoke(["evidence", "verify", "--plan", str(plan)])
+        assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+        lines = res.stderr.splitlines()
+        assert len(lines) == 1 and ("FIFO" in lines[0] or "under /dev" in lines[0]), lines
+    figures.add("catalogue")
+
+
+def test_under_keeps_a_name_under_its_parent(tmp_path: Path) -> None:
+    from drkit.errors import BadInput
+    from drkit.files import under
+
+    assert under(tmp_path, "eu-west-1", "data") == tmp_path / "eu-west-1" / "data"
+    for bad in ("..", "../x", "/etc", "a/b", "", ".", "x\x00"):
+        with pytest.raises(BadInput, match="would leave"):
+            under(tmp_path, bad)

@@ -330,6 +330,48 @@ def test_names_that_are_not_names_are_refused(sandbox: Path, figures: Any, where
     assert where in line, line
 
 
+any_value = st.one_of(st.text(max_size=40), st.integers(-10**40, 10**40),
+                     st.floats(allow_nan=True, allow_infinity=True), st.booleans(), st.none(),
+                     st.lists(st.text(max_size=8), max_size=3),
+                     st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=3))
+
+
+@settings(FUZZ, max_examples=1000)
+@given(edits=st.lists(st.tuples(st.sampled_from(ALL_PATHS), any_value), min_size=1,
+                      max_size=4),
+       key=st.one_of(st.none(), st.tuples(st.sampled_from(NAMED_MAPS), st.text(max_size=70))))
+def test_the_plan_loader_on_thousands_of_plans(sandbox: Path, figures: Any, edits: list,
+                                               key: tuple[str, str] | None) -> None:
+    # The loader itself (no CLI), thousands of times: any value at any place, and any name for
+    # an environment, service or scenario. It returns a Plan or raises PlanError: never
+    # another exception, and a Plan only when every name is a name and no value is a template.
+    from drkit.config import _NAME, Plan
+    from drkit.errors import PlanError
+
+    figures.add("fuzz_plan")
+    doc = copy.deepcopy(BASE)
+    for path, value in edits:
+        try:
+            _set(doc, path, value)
+        except (KeyError, IndexError, TypeError):
+            continue  # an earlier edit replaced a parent
+    if key is not None and isinstance(doc.get(key[0]), dict) and doc[key[0]]:
+        mapping = doc[key[0]]
+        mapping[key[1]] = mapping.pop(next(iter(mapping)))
+    path = plans(sandbox).write(doc)
+    try:
+        plan = load_plan(path)
+    except PlanError as e:
+        assert "\n" not in str(e) and str(e).startswith(str(path)), str(e)
+        return
+    assert isinstance(plan, Plan)
+    m = plan.model
+    for names in (m.environments, m.services, m.scenarios):
+        assert all(_NAME.match(n) for n in names)
+    text = path.read_text(encoding="utf-8")
+    assert "{{" not in text and "{%" not in text and "\x00" not in text
+
+
 @st.composite
 def harmless_variation(draw: st.DrawFn) -> dict:
     """Changes that keep the plan valid: the fuzz must not just be a machine for exit 2."""
