@@ -125,7 +125,7 @@ def test_no_flow_observed_means_no_rto_and_red_junit_with_the_progress_reader_go
     proc.wait(timeout=600)
     out = json.loads(stdout)
     assert proc.returncode == 1, out["reasons"]
-    assert out["verdict"] == "inconclusive"
+    assert out["verdict"] == "inconclusive", (out["reasons"], out["phases"])
     assert out["rto"]["actual_s"] is None and out["rto"]["met"] is None
     assert out["rto"]["clock_stopped_at"] is None
     assert any(m.startswith("RTO not measured") for m in out["missing"]), out["missing"]
@@ -222,7 +222,7 @@ def test_rds_promotion_that_cannot_be_observed_fails_the_phase(lab: Any) -> None
                                         SourceDBInstanceIdentifier=arn)
     result = lab.run(REPO / "playbooks/drill/promote-data.yml", extravars={
         "drkit_target": "aws", "drkit_rds_replica_id": f"{ident}-r",
-        "drkit_aws_endpoint_url": endpoint})
+        "drkit_aws_endpoint_url": endpoint, "drkit_rds_promote_timeout_s": 3})
     assert not result.ok
     assert result.failure is not None
     assert "expected a standalone, available primary" in result.failure.message, result.failure
