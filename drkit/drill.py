@@ -292,7 +292,10 @@ class Target:
 def target(plan: Plan, env_name: str) -> Target:
     env = plan.environment(env_name)
     inventory = plan.inventory(env_name)
-    base = {"drkit_content_root": str(plan.root), "drkit_environment": env_name}
+    # The templates and task files the inventories name live with drkit's content: next to the
+    # plan when it ships its own, else next to the package (a plan kept outside the checkout).
+    content = plan.root if (plan.root / "playbooks").is_dir() else engine.CONTENT
+    base = {"drkit_content_root": str(content), "drkit_environment": env_name}
     if env.lab:
         from drkit import lab
         from drkit.config import lab_config
