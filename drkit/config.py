@@ -203,6 +203,20 @@ class LabSettings(_Model):
     os_user: str = Field("postgres", description="unprivileged user that runs PostgreSQL")
     hostname: str = Field("payments.drkit.lab", description="the payments DNS name")
     cert_validity: str = Field("90d", description="validity of the entry point certificate")
+    # issue 17: regions as network namespaces, hosts over SSH (drkit.lab.netns); `local` keeps
+    # every region on the controller's loopback. DRKIT_LAB_TOPOLOGY overrides it.
+    topology: Literal["local", "namespaces"] = Field(
+        "local", description="local: regions on loopback; namespaces: a network namespace per "
+        "region, hosts reached over SSH (needs root)")
+    netns_cidr: str = Field("10.213.0.0/24", description="private /24 whose addresses the "
+                            "namespaced lab uses, only inside its own namespaces")
+
+    @field_validator("netns_cidr")
+    @classmethod
+    def _cidr(cls, v: str) -> str:
+        from drkit.lab.netns import check_cidr
+
+        return check_cidr(v)
 
     @field_validator("cert_validity")
     @classmethod
@@ -765,6 +779,8 @@ class LabConfig:
     cert_validity_days: int
     primary_region: str
     secondary_region: str
+    topology: str = "local"  # drkit.lab.netns.Topology
+    netns_cidr: str = "10.213.0.0/24"
 
     @property
     def ports(self) -> dict[str, int]:
@@ -796,6 +812,15 @@ def lab_config(plan: Plan) -> LabConfig:
     replication = env.get("DRKIT_LAB_REPLICATION", s.replication)
     if replication not in ("sync", "async"):
         raise PlanError(f"DRKIT_LAB_REPLICATION={replication!r}: use sync or async")
+    topology = env.get("DRKIT_LAB_TOPOLOGY", s.topology)
+    if topology not in ("local", "namespaces"):
+        raise PlanError(f"DRKIT_LAB_TOPOLOGY={topology!r}: use local or namespaces")
+    from drkit.lab.netns import check_cidr
+
+    try:
+        netns_cidr = check_cidr(env.get("DRKIT_LAB_NETNS_CIDR", s.netns_cidr))
+    except ValueError as e:
+        raise PlanError(f"DRKIT_LAB_NETNS_CIDR: {e}") from None
     return LabConfig(
         state_dir=state_dir.resolve(),
         port_base=port_base,
@@ -806,4 +831,6 @@ def lab_config(plan: Plan) -> LabConfig:
         cert_validity_days=max(1, int(parse_duration(s.cert_validity) // 86400)),
         primary_region=plan.model.regions.primary,
         secondary_region=plan.model.regions.secondary,
+        topology=topology,
+        netns_cidr=netns_cidr,
     )

@@ -78,6 +78,9 @@ def _render(st: LabStatus) -> None:
     for r in rows:
         typer.echo("  ".join(r[i].ljust(widths[i]) for i in range(5)) + "  " + r[5])
     typer.echo(f"active region: {st.active_region or '-'}    state: {st.state_dir}")
+    typer.echo(f"topology: {st.topology}" + (
+        " (a network namespace per region, hosts over SSH)" if st.topology == "namespaces"
+        else " (every region on this machine's loopback)"))
     _render_access(st)
 
 
