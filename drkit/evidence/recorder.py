@@ -122,9 +122,12 @@ def identity(*, aws: bool = False) -> Identity:
 def _aws_caller_arn() -> str | None:
     try:
         import boto3
+        from botocore.config import Config
         from botocore.exceptions import BotoCoreError, ClientError
 
-        sts = boto3.client("sts", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+        sts = boto3.client("sts", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
+                           config=Config(connect_timeout=5, read_timeout=10,
+                                         retries={"max_attempts": 2}))
         try:
             return str(sts.get_caller_identity()["Arn"])
         except (BotoCoreError, ClientError, KeyError):

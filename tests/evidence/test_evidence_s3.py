@@ -215,3 +215,21 @@ def test_kms_signed_record_verifies_with_openssl_alone(s3env, plan, tmp_path):
     assert got.returncode == 0, got.stdout + got.stderr
     # Pinned: the record verifies with drkit too, with no key file at all.
     assert verify(store, None, trusted=[fp]).ok
+
+
+def test_on_an_aws_target_the_operator_is_the_caller_identity(s3env, plan, keys, tmp_path,
+                                                               monkeypatch):
+    import boto3
+
+    monkeypatch.setenv("DRKIT_OPERATOR", "claims-to-be-the-cfo")
+    arn = boto3.client("sts").get_caller_identity()["Arn"]
+    store = LocalStore(plan.root / "evidence")
+    rec = Recorder.open(store, kind="runbook", name="patch", environment="lab", plan=plan,
+                        target_type="aws")
+    rec.add_phase("patch", status="ok", started_at="2025-03-01T02:00:00Z",
+                  ended_at="2025-03-01T02:00:01Z")
+    sealed = rec.seal("pass")
+    ident = sealed.operator_identity
+    assert sealed.operator == arn and ident.source == "aws-sts" and not ident.self_asserted
+    assert ident.aws_arn == arn and sealed.target_type == "aws"
+    assert verify(store, keys.public).ok
