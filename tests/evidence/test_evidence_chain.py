@@ -286,3 +286,38 @@ def test_a_v2_record_says_where_who_and_what_next(store, plan, keys, tmp_path, m
     assert d["signer"]["type"] == "file" and d["signer"]["algorithm"] == "ed25519"
     assert d["key_id"] == d["signer"]["key_id"] == keys.fingerprint
     assert verify(store, keys.public).ok
+
+
+def test_schema_version_1_records_still_verify_under_their_own_form(store, plan, keys,
+                                                                    tmp_path):
+    """A ledger written before schema_version 2 (Python's sorted JSON, the raw-key id) keeps
+    verifying, and new v2 records chain onto it."""
+    import subprocess
+    import sys
+    from dataclasses import replace as _replace
+
+    from drkit.evidence.record import Record, record_file_bytes
+    from drkit.evidence.signing import FileSigner
+
+    first = seal_one(store, plan, tmp_path)
+    v1 = _replace(first, schema_version=1, key_id=keys.key_id, hash=None, signature=None,
+                  findings=tuple(_replace(f, owner=None, due=None) for f in first.findings))
+    d = v1.to_dict()
+    assert "signer" not in d and "regions" not in d
+    canon = canonical(d)
+    body = {k: v for k, v in d.items() if k not in ("hash", "signature")}
+    assert canon == json.dumps(body, sort_keys=True, separators=(",", ":"),
+                               ensure_ascii=False).encode()
+    v1 = _replace(v1, hash=hashlib.sha256(canon).hexdigest(),
+                  signature=FileSigner(keys.private).sign(canon))
+    _file(store, first).write_bytes(record_file_bytes(v1))
+    (store.root / "index.jsonl").write_text("")  # rebuilt by the next seal
+    second = seal_one(store, plan, tmp_path)
+    assert second.schema_version == 2 and second.prev_hash == v1.hash
+    assert Record.from_dict(json.loads(_file(store, first).read_text())).schema_version == 1
+    report = verify(store, keys.public)
+    assert report.ok, report.issues
+    script = Path(__file__).resolve().parents[2] / "drkit-verify"
+    got = subprocess.run([sys.executable, str(script), str(store.root), "--public-key",
+                          str(keys.public)], capture_output=True, text=True, check=False)
+    assert got.returncode == 0, got.stdout + got.stderr
