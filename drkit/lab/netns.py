@@ -210,6 +210,29 @@ def extravars(cfg: LabConfig) -> dict[str, Any]:
     return out
 
 
+def inventory_vars(cfg: LabConfig, role: str) -> dict[str, Any]:
+    """Connection variables of a host in the region `role` (what inventories/lab/hosts.yml
+    templates for region-primary/region-secondary), for inventories drkit generates (the
+    runbooks' payments instances)."""
+    import sys
+
+    x = extravars(cfg)["drkit_lab_net"]
+    return {
+        "ansible_connection": "ssh",
+        "ansible_host": x["hosts"][role]["address"],
+        "ansible_user": "root",
+        "ansible_python_interpreter": sys.executable,
+        "ansible_ssh_executable": x["ssh_executable"],
+        "ansible_sftp_executable": x["sftp_executable"],
+        "ansible_scp_executable": x["scp_executable"],
+        "ansible_ssh_private_key_file": x["private_key_file"],
+        "ansible_ssh_common_args": x["ssh_common_args"],
+        "ansible_control_path_dir": x["control_path_dir"],
+        "ansible_ssh_host_key_checking": True,
+        "drkit_lab_role": role,
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # small helpers
 

@@ -1,0 +1,120 @@
+"""RTO and RPO of a partitioned region against a crashed one, on the namespaces topology
+(issue 17), and the time from the fault to the fence.
+
+One lab of its own (namespaces topology: its own state directory, ports, /24 and namespace
+names). Crash drills (`region-failover`, today's phases) and partition drills
+(`region-partition`: in-region client, partition, fence, ..., heal, failback, reconcile-clients)
+alternate, so both see the same machine load. Medians of N each. Needs root.
+
+    .venv/bin/python bench/bench_partition.py [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, VENV_BIN, machine, write_section  # noqa: E402
+
+sys.path.insert(0, str(ROOT))
+from tests.drills import make_plan  # noqa: E402
+from tests.netns.test_netns_lab import _partition_scenarios  # noqa: E402
+
+DRKIT = str(VENV_BIN / "drkit")
+
+
+def drkit(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([DRKIT, *args], capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise SystemExit(f"drkit {' '.join(args)} failed ({proc.returncode}):\n"
+                         f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    return proc
+
+
+def _fence_s(state: Path, out: dict) -> float | None:
+    run = state / "runs" / f"{out['id']}-region-partition"
+    try:
+        part = json.loads((run / "partition.json").read_text())["partitioned_at"]
+        fence = json.loads((run / "fence.json").read_text())["fenced_at"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return (datetime.fromisoformat(fence) - datetime.fromisoformat(part)).total_seconds()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--port-base", type=int, default=23600)
+    ap.add_argument("--cidr", default="10.231.7.0/24")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="drkit-bench-partition-", dir="/tmp"))
+    os.chmod(tmp, 0o755)
+    state = tmp / "lab"
+    os.environ.update({"DRKIT_LAB_DIR": str(state), "DRKIT_LAB_PORT_BASE": str(args.port_base),
+                       "DRKIT_LAB_TOPOLOGY": "namespaces", "DRKIT_LAB_NETNS_CIDR": args.cidr,
+                       "DRKIT_LAB_INSTANCES": os.environ.get("DRKIT_LAB_INSTANCES", "2")})
+    (tmp / "plan").mkdir()
+    plan = make_plan(tmp / "plan", _partition_scenarios)
+    os.environ["DRKIT_PLAN"] = str(plan)
+    drkit("lab", "up")
+    runs: dict[str, list[dict]] = {"region-failover": [], "region-partition": []}
+    fences: list[float] = []
+    try:
+        for i in range(args.runs):
+            for scenario in runs:
+                out = json.loads(drkit("drill", "run", scenario, "--env", "lab", "--json",
+                                       check=False).stdout)
+                if out["verdict"] != "pass":
+                    raise SystemExit(f"{scenario} {i + 1} did not pass: {out['reasons']}")
+                runs[scenario].append(out)
+                if scenario == "region-partition" and (f := _fence_s(state, out)) is not None:
+                    fences.append(f)
+                print(f"run {i + 1} {scenario}: RTO {out['rto']['actual_s']:.2f}s, lost "
+                      f"{out['reconciliation']['lost_count']}", flush=True)
+    finally:
+        drkit("lab", "down", check=False)
+
+    def row(name: str, scenario: str) -> str:
+        ds = runs[scenario]
+        rtos = [d["rto"]["actual_s"] for d in ds]
+        rpos = [d["reconciliation"]["rpo_s"] for d in ds]
+        lost = sum(d["reconciliation"]["lost_count"] for d in ds)
+        lost_fb = sum((d.get("after_failback") or {}).get("lost_count") or 0 for d in ds)
+        return (f"| {name} | {statistics.median(rtos):.2f} s | "
+                f"{', '.join(f'{x:.2f}' for x in rtos)} | {statistics.median(rpos):.2f} s | "
+                f"{lost} / {lost_fb} |")
+
+    load = os.getloadavg()[0]
+    fence_line = (f"{statistics.median(fences):.2f} s (runs: "
+                  f"{', '.join(f'{x:.2f}' for x in fences)})" if fences else "not measured")
+    body = f"""## Partition against crash (bench/bench_partition.py)
+
+{machine()}; load average {load:.1f} when it finished; {args.runs} crash drills and
+{args.runs} partition drills alternating on one lab with the namespaces topology
+(docs/topology.md; 2 payments instances per region, synchronous replication). RPO is measured
+from data (the canary through the entry point); the partition drill's in-region client is
+reconciled by its reconcile-clients phase, which passed in every run.
+
+| fault | RTO median | RTO runs | RPO median | canary lost (recovery / after failback) |
+|---|---|---|---|---|
+{row("crash (region-failover)", "region-failover")}
+{row("partition, fenced (region-partition)", "region-partition")}
+
+Fault to fence (partition drills: from the link going down to the old primary's database
+stopped, both timestamps taken in the same command as the action): {fence_line}.
+The partition's recovery clock also carries the fence phase (stop, confirm, record).
+"""
+    write_section("partition", body)
+    print(body)
+
+
+if __name__ == "__main__":
+    main()
