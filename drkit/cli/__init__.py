@@ -18,6 +18,7 @@ from drkit.cli._lazy import LazyGroup
 GROUPS = {
     "plan": ("drkit.cli.plan", "Validate the plan file (drkit.yml) and print its JSON Schema."),
     "lab": ("drkit.cli.lab", "Bring the local two-region payments lab up, down, or show it."),
+    "lab-aws": ("drkit.cli.lab_aws", "The AWS-shaped lab: a Terraform-built estate it follows."),
     "drill": ("drkit.cli.drill", "Run DR drills: the region-failover rehearsal, readiness checks."),
     "evidence": ("drkit.cli.evidence", "Signed, hash-chained DR evidence: list, verify, export."),
     "runbook": ("drkit.cli.runbook", "On-call runbooks with check mode, change ids, guard rails."),

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import typer
 
-from drkit.cli._common import JsonOption, PlanOption, load_plan, new_app, print_json
+from drkit.cli._common import JsonOption, PlanOption, call, load_plan, new_app, print_json
 
 app = new_app("Validate the plan file (drkit.yml) and print its JSON Schema.")
 
 
 @app.command()
 def validate(plan: PlanOption = None, as_json: JsonOption = False) -> None:
-    """Check the plan: YAML, fields, durations, references, and that its files exist.
+    """Check the plan: YAML, fields, durations, references, and that its files exist; and that
+    every environment that chooses adapters defines every variable they need (issue 14).
 
     Exit 0 when valid; 2 with one line naming file, line and field when not.
     """
+    from drkit import adapters
+
     p = load_plan(plan)
+    call(adapters.check_plan, p)
     m = p.model
     if as_json:
         print_json({"valid": True, "plan": str(p.path), "sha256": p.sha256,

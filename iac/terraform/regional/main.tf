@@ -2,6 +2,12 @@ locals {
   name     = "${var.name}-${var.role}"
   endpoint = var.region_endpoint != "" ? var.region_endpoint : aws_lb.entry.dns_name
   azs      = ["${var.region}a", "${var.region}b"]
+  # Tags every resource carries. Not the provider's default_tags: moto 5.2 echoes them back
+  # in a launch template's data, which Terraform then sees as drift.
+  tags = merge(var.tags, {
+    "drkit-service" = var.service
+    "drkit-region"  = var.region
+  })
 }
 
 # ---- network
@@ -10,7 +16,7 @@ resource "aws_vpc" "this" {
   cidr_block           = var.vpc_cidr
   enable_dns_support   = true
   enable_dns_hostnames = true
-  tags                 = { Name = local.name }
+  tags                 = merge(local.tags, { Name = local.name })
 }
 
 resource "aws_subnet" "this" {
@@ -18,7 +24,7 @@ resource "aws_subnet" "this" {
   vpc_id            = aws_vpc.this.id
   cidr_block        = cidrsubnet(var.vpc_cidr, 8, count.index + 1)
   availability_zone = local.azs[count.index]
-  tags              = { Name = "${local.name}-${local.azs[count.index]}" }
+  tags              = merge(local.tags, { Name = "${local.name}-${local.azs[count.index]}" })
 }
 
 # ---- security groups: clients -> load balancer -> payments instances -> database
@@ -27,63 +33,73 @@ resource "aws_security_group" "entry" {
   name        = "${local.name}-entry"
   description = "The payments entry point (HTTPS from clients)"
   vpc_id      = aws_vpc.this.id
+  tags        = local.tags
 }
 
-resource "aws_vpc_security_group_ingress_rule" "entry_https" {
+# Rules as aws_security_group_rule: moto 5.2 reports aws_vpc_security_group_*_rule's referenced
+# group as "<account>/<sg>" and drops their descriptions, which Terraform then sees as drift.
+resource "aws_security_group_rule" "entry_https" {
+  type              = "ingress"
   security_group_id = aws_security_group.entry.id
   description       = "HTTPS from clients"
-  cidr_ipv4         = "0.0.0.0/0"
-  ip_protocol       = "tcp"
+  cidr_blocks       = ["0.0.0.0/0"]
+  protocol          = "tcp"
   from_port         = 443
   to_port           = 443
 }
 
-resource "aws_vpc_security_group_egress_rule" "entry_to_app" {
-  security_group_id            = aws_security_group.entry.id
-  description                  = "To the payments instances"
-  referenced_security_group_id = aws_security_group.app.id
-  ip_protocol                  = "tcp"
-  from_port                    = var.app_port
-  to_port                      = var.app_port
+resource "aws_security_group_rule" "entry_to_app" {
+  type                     = "egress"
+  security_group_id        = aws_security_group.entry.id
+  description              = "To the payments instances"
+  source_security_group_id = aws_security_group.app.id
+  protocol                 = "tcp"
+  from_port                = var.app_port
+  to_port                  = var.app_port
 }
 
 resource "aws_security_group" "app" {
   name        = "${local.name}-app"
   description = "The payments instances (from the load balancer only)"
   vpc_id      = aws_vpc.this.id
+  tags        = local.tags
 }
 
-resource "aws_vpc_security_group_ingress_rule" "app_from_entry" {
-  security_group_id            = aws_security_group.app.id
-  description                  = "From the load balancer"
-  referenced_security_group_id = aws_security_group.entry.id
-  ip_protocol                  = "tcp"
-  from_port                    = var.app_port
-  to_port                      = var.app_port
+resource "aws_security_group_rule" "app_from_entry" {
+  type                     = "ingress"
+  security_group_id        = aws_security_group.app.id
+  description              = "From the load balancer"
+  source_security_group_id = aws_security_group.entry.id
+  protocol                 = "tcp"
+  from_port                = var.app_port
+  to_port                  = var.app_port
 }
 
-resource "aws_vpc_security_group_egress_rule" "app_to_db" {
-  security_group_id            = aws_security_group.app.id
-  description                  = "To the database"
-  referenced_security_group_id = aws_security_group.db.id
-  ip_protocol                  = "tcp"
-  from_port                    = 5432
-  to_port                      = 5432
+resource "aws_security_group_rule" "app_to_db" {
+  type                     = "egress"
+  security_group_id        = aws_security_group.app.id
+  description              = "To the database"
+  source_security_group_id = aws_security_group.db.id
+  protocol                 = "tcp"
+  from_port                = 5432
+  to_port                  = 5432
 }
 
 resource "aws_security_group" "db" {
   name        = "${local.name}-db"
   description = "The payments database (from the payments instances only)"
   vpc_id      = aws_vpc.this.id
+  tags        = local.tags
 }
 
-resource "aws_vpc_security_group_ingress_rule" "db_from_app" {
-  security_group_id            = aws_security_group.db.id
-  description                  = "From the payments instances"
-  referenced_security_group_id = aws_security_group.app.id
-  ip_protocol                  = "tcp"
-  from_port                    = 5432
-  to_port                      = 5432
+resource "aws_security_group_rule" "db_from_app" {
+  type                     = "ingress"
+  security_group_id        = aws_security_group.db.id
+  description              = "From the payments instances"
+  source_security_group_id = aws_security_group.app.id
+  protocol                 = "tcp"
+  from_port                = 5432
+  to_port                  = 5432
 }
 
 # ---- database: the writer in the primary region, its cross-region read replica in the secondary
@@ -93,6 +109,7 @@ resource "aws_db_subnet_group" "this" {
   # the source region (real RDS looks in the replica's own region; both work with one name).
   name       = "${var.name}-db"
   subnet_ids = aws_subnet.this[*].id
+  tags       = local.tags
 }
 
 resource "aws_db_instance" "this" {
@@ -101,6 +118,7 @@ resource "aws_db_instance" "this" {
   db_subnet_group_name   = aws_db_subnet_group.this.name
   vpc_security_group_ids = [aws_security_group.db.id]
   skip_final_snapshot    = true
+  tags                   = local.tags
   # Replicas need the source's automated backups; a promoted replica keeps them.
   backup_retention_period = 1
   # The writer is built from nothing; the replica is seeded from the other region's writer.
@@ -129,6 +147,7 @@ resource "aws_lb" "entry" {
   internal           = false
   subnets            = aws_subnet.this[*].id
   security_groups    = [aws_security_group.entry.id]
+  tags               = local.tags
 }
 
 resource "aws_lb_target_group" "app" {
@@ -136,6 +155,7 @@ resource "aws_lb_target_group" "app" {
   port     = var.app_port
   protocol = "HTTP"
   vpc_id   = aws_vpc.this.id
+  tags     = local.tags
   health_check {
     path                = "/healthz"
     interval            = 10
@@ -210,7 +230,7 @@ resource "aws_route53_health_check" "entry" {
   resource_path     = "/healthz"
   request_interval  = 10
   failure_threshold = 2
-  tags              = { Name = "${local.name}-entry" }
+  tags              = merge(local.tags, { Name = "${local.name}-entry" })
 }
 
 # Records are identified by role (primary/secondary), not by region: a failover flips their

@@ -21,10 +21,4 @@ provider "aws" {
   skip_requesting_account_id  = var.emulated
   skip_metadata_api_check     = var.emulated
   skip_region_validation      = var.emulated
-  default_tags {
-    tags = merge(var.tags, {
-      "drkit-service" = var.service
-      "drkit-region"  = var.region
-    })
-  }
 }
