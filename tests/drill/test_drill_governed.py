@@ -93,8 +93,13 @@ def test_killed_drill_resumes_with_the_clock_of_the_original_fault(lab: Any,
     proc = subprocess.run([DRKIT, "drill", "resume", run_id, "--json", "--plan", str(plan)],
                           capture_output=True, text=True, timeout=900)
     out = json.loads(proc.stdout)
-    assert proc.returncode == 0, (out["reasons"], proc.stderr[-3000:])
-    assert out["verdict"] == "pass"
+    # The first run's canary died with it, so a resumed drill cannot measure data loss: with an
+    # RPO target in the plan its verdict is inconclusive (exit 1) and says so; it was a PASS
+    # with no RPO measured (issue 11). Everything else it observed holds.
+    assert proc.returncode == 1, (out["reasons"], proc.stderr[-3000:])
+    assert out["verdict"] == "inconclusive"
+    assert [m for m in out["missing"] if not m.startswith("RPO not measured")] == [], out
+    assert any("flows observed green through" in o for o in out["observed"])
     assert out["resumed_from"]["run_id"] == run_id
     names = [p["name"] for p in out["phases"]]
     assert names[:3] == ["preflight", "inject-fault", "recreate-stack"]  # carried over
