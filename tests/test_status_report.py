@@ -267,3 +267,21 @@ def test_status_and_report_over_a_real_evidence_store(plan: Plan, tmp_path: Path
     assert code == 2 and err.startswith("drkit: 'yesterday' is not a date")
     code, _, err = _run("status", "--env", "staging", "--plan", p)
     assert code == 2 and "unknown environment 'staging'" in err
+
+
+def test_an_inconclusive_drill_is_not_a_pass_for_status_or_metrics(plan: Plan) -> None:
+    """Every green is earned (issue 11): a drill that observed too little to judge leaves the
+    service failed in `drkit status`, and its metrics say no success and no RTO."""
+    from drkit import metrics
+
+    drills = [drill("good", 20), drill("unobserved", 1, "inconclusive", rto=None, rpo=None)]
+    pay = by_name(compute(plan.model, drills, now=NOW))["payments"]
+    assert pay.state == State.FAILED and pay.last_pass.id == "good"
+    assert pay.reason == "the last drill (unobserved) did not pass: inconclusive"
+    samples = metrics.samples_for({"scenario": "region-failover", "environment": "lab",
+                               "verdict": "inconclusive", "ended_at": "2026-11-30T10:00:00Z",
+                               "rto": {"target_s": 30, "actual_s": None},
+                               "rpo": {"target_s": 0, "actual_s": None}}, plan=plan)
+    got = {s.name: s.value for s in samples}
+    assert got["drkit_drill_success"] == 0.0
+    assert got["drkit_drill_rto_seconds"] != got["drkit_drill_rto_seconds"]  # NaN: not measured
