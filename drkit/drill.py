@@ -767,8 +767,9 @@ def _evidence_files(plan: Plan, scenario: Scenario, tgt: Target) -> list[Path]:
     files = [plan.resolve(p.playbook) for p in scenario.phases]
     if scenario.rollback:
         files.append(plan.resolve(scenario.rollback))
+    # Terraform modules too (iac/): the evidence hashes every file a run can execute (issue 15).
     for folder in ("playbooks/drill/tasks", "playbooks/library", "playbooks/action",
-                   "playbooks/module_utils", "playbooks/templates"):
+                   "playbooks/module_utils", "playbooks/templates", "iac"):
         if (plan.root / folder).is_dir():
             files.append(plan.root / folder)
     files.append(tgt.inventory)
