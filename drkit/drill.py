@@ -1235,7 +1235,10 @@ class Recovery:
     def exit_code(self) -> int:
         if not self.serving:
             return 3
-        return 0 if self.replication == "streaming" else 1
+        # Serving is observed, but a recovery playbook that failed did not finish its work
+        # (replication, the old primary): that is not a clean recovery, whatever status says.
+        played = bool(self.phases) and all(p.status == PhaseStatus.OK for p in self.phases)
+        return 0 if played and self.replication == "streaming" else 1
 
     def to_json(self) -> dict[str, Any]:
         return {"environment": self.environment, "serving": self.serving,

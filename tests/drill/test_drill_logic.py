@@ -117,3 +117,15 @@ def test_lock_of_a_killed_drill_is_taken_over_with_a_warning(tmp_path: Path) -> 
     with drill.drill_lock(tmp_path, "lab", again):
         pass
     assert again.notes == []
+
+
+def test_recover_is_not_clean_when_its_playbook_failed_even_if_payments_are_served() -> None:
+    from drkit.drill import PhaseResult, PhaseStatus, Recovery
+
+    now = datetime.now(UTC)
+    ok = PhaseResult("recover", PhaseStatus.OK, now, now)
+    failed = PhaseResult("recover", PhaseStatus.FAILED, now, now, (), "route53 read-back")
+    assert Recovery("lab", True, "eu-west-1", "streaming", (ok,), (), "").exit_code == 0
+    assert Recovery("lab", True, "eu-west-1", "streaming", (failed,), (), "").exit_code == 1
+    assert Recovery("lab", True, "eu-west-1", "streaming", (), (), "").exit_code == 1
+    assert Recovery("lab", False, None, "streaming", (ok,), (), "").exit_code == 3
