@@ -1275,6 +1275,9 @@ def recover(plan: Plan, env_name: str, scenario_name: str | None = None, *,
             sealed = tuple(r.id for r in evidence.recover_interrupted(store, plan=plan).sealed)
         except DrkitError as e:
             listener.note(f"evidence not recovered: {e}")
+        # The killed run's private ansible-runner folder (its environment, extra vars) goes.
+        for gone in engine.remove_abandoned_private_dirs():
+            listener.note(f"removed the temporary folder of a killed run: {gone}")
         run_dir = tgt.state_dir / "runs" / f"{new_run_id()}-recover"
         run_dir.mkdir(parents=True, exist_ok=True)
         extravars = {**tgt.extravars, "drkit_run_id": run_dir.name, "drkit_python": _python()}

@@ -377,6 +377,47 @@ def _ansible_env(content_root: Path, extra: Mapping[str, str] | None,
     return env
 
 
+PRIVATE_PREFIX = "drkit-run-"
+OWNER_FILE = ".drkit-owner"
+
+
+def _mark_owner(private: Path) -> None:
+    """Who uses a private run folder (pid and its start time): a run killed with SIGKILL
+    cannot delete its folder, which holds env/extravars and the whole environment of
+    ansible-playbook; remove_abandoned_private_dirs() (drill recover) finds it by this."""
+    from drkit.evidence.recorder import pid_start
+
+    pid = os.getpid()
+    fd = os.open(private / OWNER_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{pid} {pid_start(pid) or ''}\n")
+
+
+def remove_abandoned_private_dirs(tmp: Path | None = None) -> list[Path]:
+    """Delete the private run folders of runs whose process is gone (issue 15: a killed drill
+    left its full environment in a temporary folder). Only folders this user owns, with an
+    owner mark, whose pid is dead or reused; returns what it removed."""
+    from drkit.evidence.recorder import pid_alive
+
+    root = Path(tmp or tempfile.gettempdir())
+    removed = []
+    for d in root.glob(f"{PRIVATE_PREFIX}*"):
+        try:
+            st = d.lstat()
+            if not d.is_dir() or d.is_symlink() or st.st_uid != os.getuid():
+                continue
+            pid_s, _, start_s = (d / OWNER_FILE).read_text().strip().partition(" ")
+            pid, start = int(pid_s), int(start_s) if start_s else None
+        except (OSError, ValueError):
+            continue
+        if pid_alive(pid, start):
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+        removed.append(d)
+    return removed
+
+
 def _write_extravars(private: Path, extravars: Mapping[str, Any]) -> None:
     """env/extravars as YAML with every string `!unsafe`: no value drkit passes (plan values,
     `-e` from the command line) is ever templated by Ansible (issue 16). ansible-runner passes
@@ -421,8 +462,9 @@ def run_playbook(
         cmdline.append("--check")
     if tags:
         cmdline += ["--tags", ",".join(tags)]
-    private = Path(tempfile.mkdtemp(prefix="drkit-run-"))
+    private = Path(tempfile.mkdtemp(prefix=PRIVATE_PREFIX))
     os.chmod(private, 0o700)
+    _mark_owner(private)
     shim = _shim_dir(private)
     _write_extravars(private, extravars or {})
     started = datetime.now(UTC)
