@@ -17,9 +17,10 @@ with every acknowledgement it received, twice a second and when it is stopped (S
 
 reads them back after failback and prints one JSON object: what the client had acknowledged,
 what is present through the entry point now: acknowledged payments that are missing;
-references present twice; payments present that the isolated old primary wrote while the
-region was cut off (created between the partition and the heal: a second timeline that
-survived, i.e. split-brain; a fenced primary never writes them); acknowledgements between the
+references present twice; payments present now that the promoted primary did not hold when
+the region was reconnected (`snapshot`, taken by the heal phase) and created before that: the
+isolated old primary wrote them and they survived, a second timeline (split-brain; a fenced
+primary's are thrown away when it is rebuilt); acknowledgements between the
 fence and the heal (which must never happen); and the ledger's balance. The client runs until
 after failback (a write an unfenced old primary holds back while its synchronous standby is gone
 completes when failback reattaches one). Exit 0 when nothing is wrong, 1 otherwise.
@@ -48,8 +49,8 @@ class ClientFigures:
     present: int
     missing: tuple[str, ...]
     duplicated: tuple[str, ...]
-    # Present now, but written by the isolated old primary while the region was cut off (its
-    # created_at lies between the partition and the heal): a second timeline that survived.
+    # Present now, but written by the isolated old primary: absent from the promoted primary
+    # when the region was reconnected, created before that: a second timeline that survived.
     diverged: tuple[str, ...]
     acked_after_fence: tuple[str, ...]  # acknowledged between the fence and the heal
     ledger_balanced: bool
@@ -119,7 +120,8 @@ def _when(path: str | None, key: str) -> datetime | None:
 
 def reconcile(acks_file: Path, entry: str, ca_file: str | None, token: str | None,
               run_id: str, partitioned_at: datetime, healed_at: datetime | None,
-              fenced_at: datetime | None, client: str = "in-region") -> ClientFigures:
+              fenced_at: datetime | None, promoted: set[str] | None,
+              client: str = "in-region") -> ClientFigures:
     from urllib.parse import quote
 
     from drkit import flows
@@ -138,12 +140,17 @@ def reconcile(acks_file: Path, entry: str, ca_file: str | None, token: str | Non
     for i in items:
         seen[i["reference"]] = seen.get(i["reference"], 0) + 1
 
-    def during_partition(i: dict[str, Any]) -> bool:
+    def kept_from_isolation(i: dict[str, Any]) -> bool:
+        """Written by the isolated old primary and kept: not on the promoted primary when the
+        region was reconnected, yet present now, and created before the heal (after it the
+        region is whole again and its writes are legitimate)."""
+        if promoted is None or i["reference"] in promoted:
+            return False
         try:
             created = datetime.fromisoformat(str(i["created_at"]).replace("Z", "+00:00"))
         except (KeyError, ValueError):
-            return False
-        return created >= partitioned_at and (healed_at is None or created < healed_at)
+            return True
+        return healed_at is None or created < healed_at
 
     def before_heal(at: datetime) -> bool:
         return healed_at is None or at < healed_at
@@ -154,13 +161,25 @@ def reconcile(acks_file: Path, entry: str, ca_file: str | None, token: str | Non
         present=sum(1 for a in acked if a.reference in present),
         missing=tuple(sorted(a.reference for a in acked if a.reference not in present)),
         duplicated=tuple(sorted(r for r, n in seen.items() if n > 1)),
-        diverged=tuple(sorted(i["reference"] for i in items if during_partition(i))),
+        diverged=tuple(sorted(i["reference"] for i in items if kept_from_isolation(i))),
         acked_after_fence=tuple(sorted(
             a.reference for a in acked
             if fenced_at is not None and a.acked_at > fenced_at and before_heal(a.acked_at))),
         ledger_balanced=isinstance(ledger, dict) and ledger.get("balanced") is True,
         failed_attempts=int(data.get("failed_attempts") or 0),
     )
+
+
+def snapshot(port: int, host: str, run_id: str) -> list[str]:
+    """References of this client's payments in the database on `port` (through the lab's
+    socket folder, as the superuser): what the promoted primary holds before the heal."""
+    import psycopg
+
+    with psycopg.connect(host=host, port=port, user="postgres", dbname="payments",
+                         autocommit=True, connect_timeout=5) as conn:
+        rows = conn.execute("SELECT reference FROM payments WHERE reference LIKE %s",
+                            (f"canary:{run_id}:%",)).fetchall()
+    return sorted(str(r[0]) for r in rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,7 +201,23 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--partitioned-at", required=True, help="partition.json (partitioned_at)")
     c.add_argument("--fenced-at", help="fence.json (fenced_at), when the drill fenced")
     c.add_argument("--healed-at", help="heal.json (healed_at)")
+    n = sub.add_parser("snapshot", help="record this client's payments on the promoted primary")
+    n.add_argument("--port", type=int, required=True)
+    n.add_argument("--host", default=os.environ.get("DRKIT_PG_HOST", "127.0.0.1"))
+    n.add_argument("--run-id", required=True)
+    n.add_argument("--out", required=True)
+    c.add_argument("--promoted", help="promoted.json (the snapshot taken before the heal)")
     a = ap.parse_args(argv)
+    if a.cmd == "snapshot":
+        try:
+            refs = snapshot(a.port, a.host, a.run_id)
+        except Exception as e:  # noqa: BLE001 - recorded: reconcile then says it is unknown
+            _write_json(Path(a.out), {"error": f"{type(e).__name__}: {e}"})
+            print(json.dumps({"error": str(e)}))
+            return 1
+        _write_json(Path(a.out), {"references": refs})
+        print(json.dumps({"references": len(refs)}))
+        return 0
     if a.cmd == "run":
         token = Path(a.token_file).read_text().strip()
         return run(a.api, token, a.run_id, Path(a.out), a.rate, a.timeout)
@@ -191,8 +226,15 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"error": f"no partition time in {a.partitioned_at}"}))
         return 2
     bearer = Path(a.token_file).read_text().strip() if a.token_file else None
+    promoted: set[str] | None = None
+    if a.promoted:
+        try:
+            promoted = set(json.loads(Path(a.promoted).read_text())["references"])
+        except (OSError, ValueError, KeyError, TypeError):
+            print(json.dumps({"error": f"no snapshot of the promoted primary in {a.promoted}"}))
+            return 2
     fig = reconcile(Path(a.acks), a.entry, a.ca_file, bearer, a.run_id, part,
-                    _when(a.healed_at, "healed_at"), _when(a.fenced_at, "fenced_at"))
+                    _when(a.healed_at, "healed_at"), _when(a.fenced_at, "fenced_at"), promoted)
     print(json.dumps(fig.to_json()))
     return 0 if fig.ok else 1
 
