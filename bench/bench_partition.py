@@ -7,6 +7,8 @@ names). Crash drills (`region-failover`, today's phases) and partition drills
 alternate, so both see the same machine load. Medians of N each. Needs root.
 
     .venv/bin/python bench/bench_partition.py [--runs 3]
+    .venv/bin/python bench/bench_partition.py --summaries /tmp/drkit-bench-partition-XXXX/lab
+        (rewrite the section from a previous run's drills: <lab>/runs/*/summary.json)
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -40,7 +42,7 @@ def drkit(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 
 def _fence_s(state: Path, out: dict) -> float | None:
-    run = state / "runs" / f"{out['id']}-region-partition"
+    run = state / "runs" / f"{out['id']}-{out['scenario']}"
     try:
         part = json.loads((run / "partition.json").read_text())["partitioned_at"]
         fence = json.loads((run / "fence.json").read_text())["fenced_at"]
@@ -49,12 +51,52 @@ def _fence_s(state: Path, out: dict) -> float | None:
     return (datetime.fromisoformat(fence) - datetime.fromisoformat(part)).total_seconds()
 
 
+CLOCK_PHASES = {
+    "region-failover": ["inject-fault", "recreate-stack", "promote-data", "failover-traffic",
+                        "smoke"],
+    "region-partition": ["inject-fault", "fence", "recreate-stack", "promote-data",
+                         "failover-traffic", "smoke"],
+}
+
+
+def _on_clock(drill: dict, name: str) -> float:
+    """Seconds of phase `name` on the recovery clock: its duration, cut at the clock's stop."""
+    ph = {p["name"]: p for p in drill["phases"]}
+    started = datetime.fromisoformat(ph[name]["started_at"])
+    stopped = (datetime.fromisoformat(ph["inject-fault"]["started_at"])
+               + timedelta(seconds=drill["rto"]["actual_s"]))
+    return max(0.0, min(ph[name]["duration_s"], (stopped - started).total_seconds()))
+
+
+def _collect(state: Path) -> dict[str, list[dict]]:
+    runs: dict[str, list[dict]] = {s: [] for s in CLOCK_PHASES}
+    for f in sorted((state / "runs").glob("*/summary.json")):
+        out = json.loads(f.read_text())
+        if out.get("scenario") in runs and out.get("verdict") == "pass":
+            runs[out["scenario"]].append(out)
+    return runs
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--port-base", type=int, default=23600)
     ap.add_argument("--cidr", default="10.231.7.0/24")
+    ap.add_argument("--summaries", type=Path, help="a previous run's lab state dir: no drills")
     args = ap.parse_args()
+    if args.summaries:
+        state = args.summaries
+    else:
+        state = run_drills(args)
+    runs = _collect(state)
+    fences = [f for d in runs["region-partition"] if (f := _fence_s(state, d)) is not None]
+    n = min(len(v) for v in runs.values())
+    if n == 0:
+        raise SystemExit(f"no passing drills of both scenarios under {state}/runs")
+    write(runs, fences, n)
+
+
+def run_drills(args: argparse.Namespace) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix="drkit-bench-partition-", dir="/tmp"))
     os.chmod(tmp, 0o755)
     state = tmp / "lab"
@@ -65,23 +107,21 @@ def main() -> None:
     plan = make_plan(tmp / "plan", _partition_scenarios)
     os.environ["DRKIT_PLAN"] = str(plan)
     drkit("lab", "up")
-    runs: dict[str, list[dict]] = {"region-failover": [], "region-partition": []}
-    fences: list[float] = []
     try:
         for i in range(args.runs):
-            for scenario in runs:
+            for scenario in CLOCK_PHASES:
                 out = json.loads(drkit("drill", "run", scenario, "--env", "lab", "--json",
                                        check=False).stdout)
                 if out["verdict"] != "pass":
                     raise SystemExit(f"{scenario} {i + 1} did not pass: {out['reasons']}")
-                runs[scenario].append(out)
-                if scenario == "region-partition" and (f := _fence_s(state, out)) is not None:
-                    fences.append(f)
                 print(f"run {i + 1} {scenario}: RTO {out['rto']['actual_s']:.2f}s, lost "
                       f"{out['reconciliation']['lost_count']}", flush=True)
     finally:
-        drkit("lab", "down", check=False)
+        drkit("lab", "down", check=False)  # runs/ (the summaries) stays
+    return state
 
+
+def write(runs: dict[str, list[dict]], fences: list[float], n: int) -> None:
     def row(name: str, scenario: str) -> str:
         ds = runs[scenario]
         rtos = [d["rto"]["actual_s"] for d in ds]
@@ -92,25 +132,42 @@ def main() -> None:
                 f"{', '.join(f'{x:.2f}' for x in rtos)} | {statistics.median(rpos):.2f} s | "
                 f"{lost} / {lost_fb} |")
 
+    def phase_row(ph: str) -> str:
+        cells = []
+        for scenario in CLOCK_PHASES:
+            if ph in CLOCK_PHASES[scenario]:
+                cells.append(f"{statistics.median(_on_clock(d, ph) for d in runs[scenario]):.2f} s")
+            else:
+                cells.append("-")
+        return f"| {ph} | " + " | ".join(cells) + " |"
+
     load = os.getloadavg()[0]
     fence_line = (f"{statistics.median(fences):.2f} s (runs: "
                   f"{', '.join(f'{x:.2f}' for x in fences)})" if fences else "not measured")
+    phases = "\n".join(phase_row(ph) for ph in CLOCK_PHASES["region-partition"])
     body = f"""## Partition against crash (bench/bench_partition.py)
 
-{machine()}; load average {load:.1f} when it finished; {args.runs} crash drills and
-{args.runs} partition drills alternating on one lab with the namespaces topology
-(docs/topology.md; 2 payments instances per region, synchronous replication). RPO is measured
-from data (the canary through the entry point); the partition drill's in-region client is
-reconciled by its reconcile-clients phase, which passed in every run.
+{machine()}; load average {load:.1f} when it was written; {n} crash drills and {n} partition
+drills alternating on one lab with the namespaces topology (docs/topology.md; 2 payments
+instances per region, synchronous replication), on a box shared with other test sessions. RPO
+is measured from data (the canary through the entry point); the partition drill's in-region
+client is reconciled by its reconcile-clients phase, which passed in every run.
 
 | fault | RTO median | RTO runs | RPO median | canary lost (recovery / after failback) |
 |---|---|---|---|---|
 {row("crash (region-failover)", "region-failover")}
 {row("partition, fenced (region-partition)", "region-partition")}
 
-Fault to fence (partition drills: from the link going down to the old primary's database
-stopped, both timestamps taken in the same command as the action): {fence_line}.
-The partition's recovery clock also carries the fence phase (stop, confirm, record).
+Fault to fence (partition.json's time, taken in the command that cuts the link, to
+fence.json's, taken as soon as the stop of the old primary's database returned): {fence_line}.
+The partition drill's clock also carries the fence phase's confirmation (is the database down,
+does anything listen on its port inside the region).
+
+Median time of each phase on the recovery clock:
+
+| phase | crash | partition |
+|---|---|---|
+{phases}
 """
     write_section("partition", body)
     print(body)

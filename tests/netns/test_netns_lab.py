@@ -173,6 +173,73 @@ def test_regions_live_in_their_namespaces_and_are_reached_over_ssh(nslab: NsLab)
     assert n.cidr.rsplit(".", 1)[0] + "." not in host_addrs
 
 
+def test_fence_that_cannot_be_confirmed_stops_the_drill_before_promotion(nslab: NsLab,
+                                                                         tmp_path: Path) -> None:
+    """The fence phase on its own, told to stop a database that is not the one serving (its
+    stop then does nothing): the check sees the old primary still answering and fails with the
+    verdict that stops a drill before promote-data."""
+    from drkit import lab
+
+    cfg = nslab.cfg
+    real = {role: {"port": cfg.ports[f"pg_{role}"], "host": f"region-{role}",
+                   "pgdata": str(tmp_path / "not-the-cluster"), "repl_host": "",
+                   "log": str(tmp_path / "pg.log"), "dsn_file": str(tmp_path / "x.dsn"),
+                   "region": region}
+            for role, region in (("primary", cfg.primary_region),
+                                 ("secondary", cfg.secondary_region))}
+    result = lab.run(nslab.plan, "playbooks/drill/fence.yml",
+                     extravars={"drkit_lab_pg": real, "drkit_run_dir": str(tmp_path)})
+    assert not result.ok
+    assert "fencing could not be confirmed" in str(result.failure), result.failure
+    assert "stops before promotion" in str(result.failure)
+    assert not (tmp_path / "fence.json").exists()
+    st = lab.status(nslab.plan)  # nothing was harmed: the primary still serves
+    assert st.up, [(c.name, c.detail) for c in st.components if not c.healthy]
+
+
+def test_rolling_patch_reaches_the_region_hosts_over_ssh(nslab: NsLab) -> None:
+    """One instance of the primary region patched by the runbook over SSH: it restarts inside
+    its region's namespace, and a prober through the entry point sees no failed request."""
+    import threading
+
+    from drkit import flows, lab
+
+    region = nslab.cfg.primary_region
+    st = lab.status(nslab.plan)
+    before = st.component(f"payments-{region}-1")
+    assert before is not None and before.pid
+    client = flows.Client(f"https://127.0.0.1:{nslab.cfg.ports['https']}",
+                          str(nslab.state_dir / "ca" / "ca.crt"), 5.0, lab.api_token(nslab.plan))
+    seen = {"ok": 0, "failed": 0}
+    stop = threading.Event()
+
+    def probe() -> None:
+        while not stop.is_set():
+            try:
+                ok = client.request("GET", "/payments?reference_prefix=probe").status == 200
+            except OSError:
+                ok = False
+            seen["ok" if ok else "failed"] += 1
+            stop.wait(0.05)
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    try:
+        proc = subprocess.run([DRKIT, "runbook", "run", "rolling-patch", "--env", "lab",
+                               "--plan", str(nslab.plan_path), "--limit", f"{region}-1",
+                               "--extra-var", "drkit_patch_version=1.0.9"],
+                              capture_output=True, text=True, timeout=600)
+    finally:
+        stop.set()
+        t.join(10)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    after = lab.status(nslab.plan).component(f"payments-{region}-1")
+    assert after is not None and after.pid and after.pid != before.pid
+    assert "v1.0.9" in after.detail
+    assert _ns_of(after.pid) == nslab.net.region("primary").netns
+    assert seen["ok"] > 0 and seen["failed"] == 0, seen
+
+
 def test_partition_drill_fences_and_loses_nothing_for_either_client(nslab: NsLab) -> None:
     import json
 
@@ -197,6 +264,8 @@ def test_partition_drill_fences_and_loses_nothing_for_either_client(nslab: NsLab
     fence = json.loads((run_dir / "fence.json").read_text())
     assert part["fault"] == "partition" and fence["confirmed"]
     assert fence["fenced_at"] > part["partitioned_at"]
+    # The partition held from the fault until the heal (probed from the edge before it).
+    assert json.loads((run_dir / "heal.json").read_text())["cut_off_until_heal"] is True
     assert phases["reconcile-clients"]["status"] == "ok"
     # The fenced primary rejoined as the primary again, its peer a streaming standby.
     from drkit import lab
