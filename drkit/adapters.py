@@ -77,7 +77,9 @@ def inventory_vars(inventory: Path) -> dict[str, Any]:
 def _load(path: Path) -> Any:
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+    except (OSError, ValueError, yaml.YAMLError):
+        # Not an inventory file we can read (binary, not UTF-8, not YAML): Ansible would not
+        # take variables from it either; the plan's own checks report what matters.
         return None
 
 
