@@ -990,6 +990,7 @@ def _drive(
     rollback: PhaseResult | None = None
     fb_results: list[PhaseResult] = []
     aborted = cancel.reason or "the run was cancelled" if cancelled else None
+    announced = False  # the listener already heard where the recovery clock stopped
     if mode == judge.Mode.DRILL:
         if canary is not None and destructive_started and not cancelled and failed is None and (
                 options.resume is None):
@@ -1005,6 +1006,16 @@ def _drive(
             outcome.reconciliation = _jsonable(rec)
             outcome.rpo_s = rec.rpo_s
             outcome.lost_payments = rec.lost_count
+        if not cancelled and failed is None and destructive_started:
+            # Tell the operator where the clock stopped as soon as the recovery run observed
+            # it, before failback (which is off the clock); the final verdict is judged below
+            # over everything, from the same observations.
+            early = judge.judge(observations(
+                mode, results, set(), _flows(plan, scenario) if scenario.services else [],
+                outcome, smoke, aborted=None, rollback=None, canary=canary is not None))
+            if early.rto_s is not None and early.clock_stopped_at is not None:
+                listener.clock_stopped(early.clock_stopped_at, early.rto_s)
+                announced = True
         preflight_failed = failed is not None and not died and failed.name == recovery[0].name \
             and not destructive_started
         if cancelled or (failed is not None and not preflight_failed):
@@ -1053,7 +1064,7 @@ def _drive(
     obs = observations(
         mode, judged_phases, fb_names, _flows(plan, scenario) if scenario.services else [],
         outcome, smoke, aborted=aborted, rollback=rollback, canary=canary is not None)
-    apply(outcome, judge.judge(obs), listener)
+    apply(outcome, judge.judge(obs), listener, announce=not announced)
 
 
 def observations(mode: judge.Mode, phases: Sequence[PhaseResult], failback: set[str],
@@ -1100,7 +1111,8 @@ def _data_obs(rec: dict[str, Any] | None) -> judge.DataObservation | None:
         ledger_balanced=balanced if isinstance(balanced, bool) else None)
 
 
-def apply(outcome: DrillOutcome, j: judge.Judgement, listener: DrillListener) -> None:
+def apply(outcome: DrillOutcome, j: judge.Judgement, listener: DrillListener, *,
+          announce: bool = True) -> None:
     """The judgement into the outcome: verdict, reasons, findings, what was observed, RTO."""
     outcome.verdict = j.verdict
     outcome.reasons += list(j.reasons)
@@ -1110,7 +1122,8 @@ def apply(outcome: DrillOutcome, j: judge.Judgement, listener: DrillListener) ->
     if j.rto_s is not None and j.clock_stopped_at is not None:
         outcome.rto_s = j.rto_s
         outcome.clock_stopped_at = j.clock_stopped_at
-        listener.clock_stopped(j.clock_stopped_at, j.rto_s)
+        if announce:
+            listener.clock_stopped(j.clock_stopped_at, j.rto_s)
 
 
 def _rollback(plan: Plan, tgt: Target, scenario: Scenario, outcome: DrillOutcome,

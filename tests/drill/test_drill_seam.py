@@ -167,3 +167,24 @@ def test_a_red_flow_fails_with_rto_missed(tmp_path: Path, failed_flow: str) -> N
     assert o.verdict == drill.Verdict.FAIL
     assert f"smoke flows failed: {failed_flow}" in o.reasons
     assert any("did not recover" in r for r in o.reasons) and o.rto_s is None
+
+
+def test_the_clock_stop_is_announced_once_before_failback_starts(tmp_path: Path) -> None:
+    """Live progress: where the recovery clock stopped is told as soon as the recovery run
+    observed it (failback is off the clock), once, with the RTO the record keeps."""
+    events: list[tuple[str, Any]] = []
+
+    class Heard(drill.DrillListener):
+        def phase_started(self, name: str, at: Any) -> None:
+            events.append(("phase", name))
+
+        def clock_stopped(self, at: Any, rto_s: float) -> None:
+            events.append(("stopped", rto_s))
+
+    runner = FakeRunner({"smoke": Step(stats={"drkit_smoke": green_smoke(after_s=0.2)})})
+    o = drill.run_drill(plan_in(tmp_path), "region-failover", "staging",
+                        options=drill.DrillOptions(evidence=False), runner=runner,
+                        listener=Heard())
+    stops = [e for e in events if e[0] == "stopped"]
+    assert stops == [("stopped", o.rto_s)] and o.rto_s is not None
+    assert events.index(stops[0]) < events.index(("phase", "failback"))
