@@ -134,7 +134,11 @@ def lab_aws() -> Iterator[AwsLab]:
     watcher.start()
     try:
         up = lab.drkit("lab-aws", "up", timeout=1500)
-        assert up.returncode == 0, f"lab-aws up failed:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}"
+        if up.returncode != 0:  # keep what Ansible said: the state directory goes at the end
+            kept = Path(tempfile.mkdtemp(prefix="drkit-aws-failed-up-"))
+            shutil.copytree(state / "runs", kept / "runs", dirs_exist_ok=True)
+            pytest.fail(f"lab-aws up failed (runs kept in {kept}):\n{up.stdout[-3000:]}\n"
+                        f"{up.stderr[-3000:]}")
         stop.set()
         yield lab
     finally:
