@@ -751,10 +751,10 @@ def status(plan: Plan) -> LabStatus:
         comps = [f.result() for f in futures]
         haproxy, active = haproxy_f.result()
         comps += [haproxy, entry_f.result()]
+    comps += _topology_components(cfg)
     from drkit import envlock
 
     tracked = {c.pid for c in comps if c.pid}
-    comps += _topology_components(cfg)
     # issue 17: Ansible's persistent SSH connections live in the control namespace; not daemons.
     ctl = (set(_netns().pids_in(_netns().net(cfg).ctl.netns))
            if cfg.topology == "namespaces" else set())
