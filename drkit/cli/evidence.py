@@ -80,9 +80,11 @@ def _public_key(plan: Plan | None, given: Path | None, *, required: bool = True)
         ev = plan.model.evidence
         if ev.public_key:
             return plan.resolve(ev.public_key)
-        if ev.signing_key and (public_path(plan.resolve(ev.signing_key)).is_file()
-                               or not ev.trusted_keys):
-            return public_path(plan.resolve(ev.signing_key))
+        pub = public_path(plan.resolve(ev.signing_key)) if ev.signing_key else None
+        # A missing file beside the plan's key matters only when nothing else says which key
+        # to trust: with pins (the plan's or --trust), v2 records carry their own key.
+        if pub is not None and (pub.is_file() or (required and not ev.trusted_keys)):
+            return pub
     if not required:
         return None  # v2 records carry their key; the pins say which to trust
     with errors():
