@@ -39,13 +39,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from drkit import engine
-from drkit.config import Plan
 from drkit.errors import BadInput
+
+if TYPE_CHECKING:  # the plan's pydantic models cost 0.1 s to import: not for `--help`
+    from drkit.config import Plan
 
 CONTENT_ROOT = Path(__file__).resolve().parents[1]
 RUNBOOK_DIR = "runbooks"
