@@ -17,305 +17,34 @@ from __future__ import annotations
 import json
 import os
 import re
-import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
-
-import yaml
+from typing import Any
 
 from drkit import engine, judge
 from drkit.config import Phase, Plan, Scenario
-from drkit.errors import BadInput, DrkitError, RunFailed
+from drkit.drill.model import (
+    CancelToken,
+    DrillListener,
+    DrillOptions,
+    DrillOutcome,
+    GateDecision,
+    GateRequest,
+    PhaseResult,
+    PlaybookRunner,
+    Recovery,
+    Resume,
+    Targets,
+)
+from drkit.drill.phases import _now, _run_phases
+from drkit.errors import BadInput, DrkitError
 from drkit.files import under
-from drkit.judge import Finding, PhaseStatus, Verdict
-
-
-class PlaybookRunner(Protocol):
-    """Runs one playbook and returns its result: `engine.run_playbook` implements it; tests of
-    the drill's decisions pass a fake (the seam of issue 11), the lab tests the real one."""
-
-    def __call__(self, playbook: Path, *, inventory: Path, content_root: Path,
-                 extravars: dict[str, Any] | None = ..., artifacts_dir: Path,
-                 check: bool = ..., listener: engine.RunListener | None = ...,
-                 cancel: Callable[[], bool] | None = ...,
-                 envvars: dict[str, str] | None = ...) -> engine.RunResult: ...
-
-
-@dataclass(frozen=True)
-class PhaseResult:
-    name: str
-    status: PhaseStatus
-    started_at: datetime | None
-    ended_at: datetime | None
-    tasks: tuple[engine.TaskResult, ...] = ()
-    message: str = ""
-
-    @property
-    def duration_s(self) -> float:
-        if self.started_at is None or self.ended_at is None:
-            return 0.0
-        return round((self.ended_at - self.started_at).total_seconds(), 3)
-
-    @property
-    def changed(self) -> int:
-        return sum(1 for t in self.tasks if t.status == "changed")
-
-    @property
-    def postconditions(self) -> tuple[str, ...]:
-        """The checks of its own effect the phase ran and saw hold (its passed asserts)."""
-        return tuple(t.task for t in self.tasks
-                     if t.action.endswith("assert") and t.status in ("ok", "changed"))
-
-
-@dataclass(frozen=True)
-class Targets:
-    rto_s: float
-    rpo_s: float
-
-
-@dataclass(frozen=True)
-class DrillOptions:
-    dry_run: bool = False
-    failback: bool = True
-    preflight_only: bool = False
-    smoke_timeout_s: float | None = None
-    canary_rate: float = 20.0
-    confirm: str | None = None
-    operator: str | None = None
-    change_id: str | None = None
-    request: str | None = None  # an approved request id (four eyes), when the plan needs one
-    override_blackout: str | None = None  # the reason to run inside a blackout window
-    store: str | None = None  # evidence store URL; default: the plan's
-    evidence: bool = True
-    # Manual gates: asked before a phase marked `gate: true`. On a terminal the CLI passes a
-    # function that asks the operator; unattended, --approve-gates (with an approved request).
-    gate: Callable[[GateRequest], GateDecision] | None = None
-    approve_gates: bool = False
-    resume: Resume | None = None  # continue an interrupted or failed drill (drkit drill resume)
-
-
-@dataclass(frozen=True)
-class GateRequest:
-    """What a gate shows the operator: what happened so far and what comes next."""
-
-    phase: str
-    done: tuple[PhaseResult, ...]
-    next_phases: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    phase: str
-    approved: bool
-    by: str
-    at: datetime
-    how: str  # terminal, --approve-gates, refused
-
-    def to_json(self) -> dict[str, Any]:
-        return {"phase": self.phase, "approved": self.approved, "by": self.by,
-                "at": self.at.isoformat().replace("+00:00", "Z"), "how": self.how}
-
-
-@dataclass(frozen=True)
-class Resume:
-    """Where an earlier run stopped: the phases it finished and when its fault happened."""
-
-    run_id: str
-    evidence_id: str | None
-    done: tuple[PhaseResult, ...]
-    clock_started_at: datetime | None
-
-
-@dataclass
-class DrillOutcome:
-    id: str
-    scenario: str
-    environment: str
-    verdict: Verdict
-    started_at: datetime
-    ended_at: datetime
-    targets: Targets
-    phases: list[PhaseResult]
-    dry_run: bool = False
-    rto_s: float | None = None
-    clock_started_at: datetime | None = None
-    clock_stopped_at: datetime | None = None
-    rpo_s: float | None = None
-    lost_payments: int | None = None
-    smoke: list[dict[str, Any]] = field(default_factory=list)
-    reconciliation: dict[str, Any] | None = None
-    after_failback: dict[str, Any] | None = None
-    canary: dict[str, Any] | None = None
-    preflight: dict[str, Any] | None = None
-    findings: list[Finding] = field(default_factory=list)
-    reasons: list[str] = field(default_factory=list)
-    observed: list[str] = field(default_factory=list)  # what the verdict rests on, in words
-    warnings: list[str] = field(default_factory=list)  # e.g. a listener switched off
-    missing: list[str] = field(default_factory=list)  # what it needed and did not observe
-    evidence_id: str | None = None
-    artifacts_dir: Path | None = None
-    gates: list[GateDecision] = field(default_factory=list)
-    resumed_from: dict[str, Any] | None = None
-
-    @property
-    def exit_code(self) -> int:
-        return self.verdict.exit_code
-
-    @property
-    def rto_met(self) -> bool | None:
-        return None if self.rto_s is None else self.rto_s <= self.targets.rto_s
-
-    @property
-    def rpo_met(self) -> bool | None:
-        if self.rpo_s is None:
-            return None
-        return self.rpo_s <= self.targets.rpo_s and not (
-            self.targets.rpo_s == 0 and (self.lost_payments or 0) > 0)
-
-    def to_json(self) -> dict[str, Any]:
-        def ts(d: datetime | None) -> str | None:
-            return d.isoformat().replace("+00:00", "Z") if d else None
-
-        return {
-            "id": self.id,
-            "scenario": self.scenario,
-            "environment": self.environment,
-            "verdict": str(self.verdict),
-            "dry_run": self.dry_run,
-            "reasons": self.reasons,
-            "observed": self.observed,
-            "missing": self.missing,
-            "warnings": self.warnings,
-            "started_at": ts(self.started_at),
-            "ended_at": ts(self.ended_at),
-            "rto": {"target_s": self.targets.rto_s, "actual_s": self.rto_s,
-                    "met": self.rto_met,
-                    "clock_started_at": ts(self.clock_started_at),
-                    "clock_stopped_at": ts(self.clock_stopped_at)},
-            "rpo": {"target_s": self.targets.rpo_s, "actual_s": self.rpo_s,
-                    "met": self.rpo_met, "lost_payments": self.lost_payments},
-            "phases": [
-                {"name": p.name, "status": str(p.status), "started_at": ts(p.started_at),
-                 "duration_s": p.duration_s, "changed": p.changed, "message": p.message,
-                 "postconditions": list(p.postconditions),
-                 "tasks": [_task_json(t) for t in p.tasks]}
-                for p in self.phases
-            ],
-            "smoke": self.smoke,
-            "reconciliation": self.reconciliation,
-            "after_failback": self.after_failback,
-            "canary": self.canary,
-            "preflight": self.preflight,
-            "findings": [asdict(f) for f in self.findings],
-            "evidence": {"id": self.evidence_id} if self.evidence_id else None,
-            "gates": [g.to_json() for g in self.gates],
-            "resumed_from": self.resumed_from,
-        }
-
-
-def _task_json(t: engine.TaskResult) -> dict[str, Any]:
-    return {"task": t.task, "host": t.host, "status": t.status,
-            "started_at": t.started_at.isoformat().replace("+00:00", "Z"),
-            "ended_at": t.ended_at.isoformat().replace("+00:00", "Z"),
-            "duration_s": round(t.duration_s, 3), "message": t.message}
-
-
-class DrillListener:
-    """Observer of a drill. Every hook does nothing by default."""
-
-    def drill_started(self, run_id: str, scenario: str, environment: str,  # noqa: B027
-                      targets: Targets, phases: Sequence[str]) -> None:
-        pass
-
-    def phase_started(self, name: str, at: datetime) -> None:  # noqa: B027
-        pass
-
-    def phase_finished(self, result: PhaseResult) -> None:  # noqa: B027
-        pass
-
-    def task_finished(self, phase: str, result: engine.TaskResult) -> None:  # noqa: B027
-        pass
-
-    def clock_started(self, at: datetime) -> None:  # noqa: B027
-        """The fault phase started (live, as it happens): the recovery clock runs."""
-
-    def clock_stopped(self, at: datetime, rto_s: float) -> None:  # noqa: B027
-        """Every smoke flow passed at `at` (known once the recovery run ends)."""
-
-    def note(self, message: str) -> None:  # noqa: B027
-        """A warning or a step outside the playbooks (lock taken over, rollback started)."""
-
-    def drill_finished(self, outcome: DrillOutcome) -> None:  # noqa: B027
-        pass
-
-
-class CancelToken:
-    """Set by the CLI's signal handlers; the running phase stops and rollback runs."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-        self.reason = ""
-
-    def cancel(self, reason: str) -> None:
-        self.reason = reason
-        self._event.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._event.is_set()
-
-
-# ---------------------------------------------------------------------------------------------
-# Where things live, per environment
-
-
-@dataclass(frozen=True)
-class Target:
-    """What drkit needs to reach an environment from Python: its vars, its entry point."""
-
-    environment: str
-    inventory: Path
-    state_dir: Path
-    extravars: dict[str, Any]
-    envvars: dict[str, str]
-    entry_url: str | None
-    ca_file: str | None
-    secrets: tuple[str, ...] = ()
-    api_token: str | None = None  # the entry point's bearer token (the lab's API needs one)
-
-
-def target(plan: Plan, env_name: str) -> Target:
-    env = plan.environment(env_name)
-    inventory = plan.inventory(env_name)
-    # The templates and task files the inventories name live with drkit's content: next to the
-    # plan when it ships its own, else next to the package (a plan kept outside the checkout).
-    content = plan.root if (plan.root / "playbooks").is_dir() else engine.CONTENT
-    base = {"drkit_content_root": str(content), "drkit_environment": env_name}
-    if env.lab:
-        from drkit import lab
-        from drkit.config import lab_config
-
-        cfg = lab_config(plan)
-        return Target(
-            environment=env_name,
-            inventory=inventory,
-            state_dir=cfg.state_dir,
-            extravars={**lab.extravars(plan), **base},
-            envvars=lab.envvars(plan),
-            entry_url=f"https://127.0.0.1:{cfg.ports['https']}",
-            ca_file=str(cfg.state_dir / "ca" / "ca.crt"),
-            secrets=tuple(getattr(lab, "secrets", lambda _p: ())(plan)),
-            api_token=lab.api_token(plan),
-        )
-    state = plan.root / ".drkit"
-    return Target(environment=env_name, inventory=inventory, state_dir=state,
-                  extravars=base, envvars={}, entry_url=env.entry_url, ca_file=env.ca_file)
-
+from drkit.judge import PhaseStatus, Verdict
+from drkit.targets import Target, target
 
 # ---------------------------------------------------------------------------------------------
 # One drill per environment
@@ -328,145 +57,6 @@ def drill_lock(state_dir: Path, env_name: str, notes: DrillListener) -> Iterator
 
     with envlock.hold(state_dir, env_name, "drill run", on_takeover=notes.note):
         yield
-
-
-# ---------------------------------------------------------------------------------------------
-# Running phases
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _play_count(playbook: Path) -> int:
-    """How many plays a phase playbook has, to map the combined run's plays back to phases."""
-    try:
-        doc = yaml.safe_load(playbook.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
-        raise BadInput(f"{playbook}: cannot read the phase playbook: {e}") from None
-    if not isinstance(doc, list) or not doc:
-        raise BadInput(f"{playbook}: a phase playbook must be a non-empty list of plays")
-    count = 0
-    for play in doc:
-        if isinstance(play, dict) and "import_playbook" in play:
-            raise BadInput(f"{playbook}: phase playbooks cannot import playbooks (inline them)")
-        count += 1
-    return count
-
-
-class _PhaseTracker(engine.RunListener):
-    """Maps plays to phases by order, and tells the drill listener as phases start and end."""
-
-    def __init__(self, phases: Sequence[tuple[str, int]], listener: DrillListener,
-                 clock_phase: str | None = None) -> None:
-        self.bounds: list[str] = []  # phase of each play, by play index
-        for name, plays in phases:
-            self.bounds += [name] * plays
-        self.listener = listener
-        self.clock_phase = clock_phase
-        self.play_index = -1
-        self.current: str | None = None
-        self.started: dict[str, datetime] = {}
-        self.finished: dict[str, PhaseResult] = {}
-        self.tasks: dict[str, list[engine.TaskResult]] = {name: [] for name, _ in phases}
-
-    def play_started(self, name: str, at: datetime) -> None:
-        self.play_index += 1
-        if self.play_index >= len(self.bounds):
-            return
-        phase = self.bounds[self.play_index]
-        if phase != self.current:
-            if self.current is not None:
-                self._finish(self.current, at)
-            self.current = phase
-            self.started[phase] = at
-            self.listener.phase_started(phase, at)
-            if phase == self.clock_phase:
-                self.listener.clock_started(at)
-
-    def task_finished(self, result: engine.TaskResult) -> None:
-        if self.current is not None:
-            self.tasks[self.current].append(result)
-            self.listener.task_finished(self.current, result)
-
-    def _finish(self, phase: str, at: datetime) -> None:
-        """A phase ends when the next one starts: Ansible went on, so it succeeded."""
-        tasks = tuple(self.tasks[phase])
-        failed = [t for t in tasks if t.status in ("failed", "unreachable") and not t.ignored]
-        status, msg = (PhaseStatus.FAILED, f"{failed[0].task}: {failed[0].message}") if failed \
-            else (PhaseStatus.OK, "")
-        result = PhaseResult(phase, status, self.started[phase], at, tasks, msg)
-        self.finished[phase] = result
-        self.listener.phase_finished(result)
-
-
-def _run_phases(
-    plan: Plan, tgt: Target, phases: Sequence[Phase], *, label: str, run_dir: Path,
-    extravars: dict[str, Any], check: bool, listener: DrillListener, cancel: CancelToken,
-    clock_phase: str | None = None, runner: PlaybookRunner | None = None,
-) -> tuple[list[PhaseResult], engine.RunResult]:
-    """Run `phases` as one playbook run; return a result per phase, in order. The listener's
-    clock_started is called when `clock_phase` starts.
-
-    A phase the run never reached although nothing before it failed or was cancelled did not
-    run (ansible-playbook died before its first play, a playbook error, an unknown module): it
-    is `error`, never skipped (issue 11)."""
-    combined = run_dir / f"{label}.yml"
-    counts = []
-    for ph in phases:
-        path = plan.resolve(ph.playbook)
-        counts.append((ph.name, _play_count(path)))
-    combined.write_text(
-        "---\n# Generated by drkit: the phases of one run, in order.\n"
-        + "".join(f"- name: {ph.name}\n  ansible.builtin.import_playbook: "
-                  f"{json.dumps(str(plan.resolve(ph.playbook)))}\n" for ph in phases),
-        encoding="utf-8",
-    )
-    tracker = _PhaseTracker(counts, listener, clock_phase)
-    result = (runner or engine.run_playbook)(
-        combined, inventory=tgt.inventory, content_root=plan.root, extravars=extravars,
-        artifacts_dir=run_dir / label, check=check, listener=tracker, envvars=tgt.envvars,
-        cancel=lambda: cancel.cancelled,
-    )
-    out: list[PhaseResult] = []
-    stopped = False  # an earlier phase failed or was cancelled: later ones were not reached
-    for name, _ in counts:
-        if name in tracker.finished:
-            done = tracker.finished[name]
-            out.append(replace(done, status=PhaseStatus.CHECKED) if check and
-                       done.status == PhaseStatus.OK else done)
-            stopped = stopped or done.status != PhaseStatus.OK
-            continue
-        start = tracker.started.get(name)
-        if start is None:
-            if stopped or result.status == engine.RunStatus.CANCELED or cancel.cancelled:
-                # never reached: an earlier phase failed, or the run was cancelled
-                out.append(PhaseResult(name, PhaseStatus.SKIPPED, None, None))
-            else:
-                why = (result.failure.message if result.failure and result.failure.message
-                       else f"ansible-playbook ended (rc {result.rc}) without starting it")
-                out.append(PhaseResult(name, PhaseStatus.ERROR, None, None, (),
-                                       f"did not run: {why}"))
-                listener.phase_finished(out[-1])
-            stopped = True
-            continue
-        # The last phase the run reached: it ends with the run.
-        tasks = tuple(tracker.tasks[name])
-        failed = [t for t in tasks if t.status in ("failed", "unreachable") and not t.ignored]
-        if failed:
-            status, msg = PhaseStatus.FAILED, f"{failed[0].task}: {failed[0].message}"
-        elif result.status == engine.RunStatus.CANCELED:
-            status, msg = PhaseStatus.CANCELED, cancel.reason or "cancelled"
-        elif not result.ok:
-            status, msg = PhaseStatus.ERROR, (
-                f"ansible-playbook ended without a failed task (rc {result.rc}): "
-                f"{result.failure.message if result.failure else 'no output'}")
-        else:
-            status, msg = (PhaseStatus.CHECKED if check else PhaseStatus.OK), ""
-        stopped = stopped or status != PhaseStatus.OK and status != PhaseStatus.CHECKED
-        out.append(PhaseResult(name, status, start, result.ended_at, tasks, msg))
-        listener.phase_finished(out[-1])
-    return out, result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -496,7 +86,7 @@ def run_drill(
     scenario_name: str,
     env_name: str,
     *,
-    options: DrillOptions = DrillOptions(),
+    options: DrillOptions | None = None,
     listener: DrillListener | None = None,
     cancel: CancelToken | None = None,
     runner: PlaybookRunner | None = None,
@@ -505,6 +95,7 @@ def run_drill(
     or when the drill cannot start; anything that happens once it runs is in the outcome.
 
     `runner` runs the playbooks (default: `engine.run_playbook`, through ansible-runner)."""
+    options = options or DrillOptions()
     cancel = cancel or CancelToken()
     scenario = plan.scenario(scenario_name)
     env = plan.environment(env_name)
@@ -1195,7 +786,7 @@ def find_run(plan: Plan, run_id: str) -> Path:
                    "state directory, runs/; the id is in the drill's output and evidence)")
 
 
-def resume(plan: Plan, run_id: str, *, options: DrillOptions = DrillOptions(),
+def resume(plan: Plan, run_id: str, *, options: DrillOptions | None = None,
            listener: DrillListener | None = None, cancel: CancelToken | None = None,
            runner: PlaybookRunner | None = None) -> DrillOutcome:
     """Continue an interrupted or failed drill from its first unfinished phase, under a new
@@ -1230,36 +821,10 @@ def resume(plan: Plan, run_id: str, *, options: DrillOptions = DrillOptions(),
     from dataclasses import replace as _replace
 
     return run_drill(plan, data["scenario"], data["environment"],
-                     options=_replace(options, resume=state), listener=listener, cancel=cancel,
-                     runner=runner)
+                     options=_replace(options or DrillOptions(), resume=state),
+                     listener=listener, cancel=cancel, runner=runner)
 
 
-@dataclass(frozen=True)
-class Recovery:
-    environment: str
-    serving: bool
-    active_region: str | None
-    replication: str
-    phases: tuple[PhaseResult, ...]
-    sealed_interrupted: tuple[str, ...]
-    message: str
-
-    @property
-    def exit_code(self) -> int:
-        if not self.serving:
-            return 3
-        # Serving is observed, but a recovery playbook that failed did not finish its work
-        # (replication, the old primary): that is not a clean recovery, whatever status says.
-        played = bool(self.phases) and all(p.status == PhaseStatus.OK for p in self.phases)
-        return 0 if played and self.replication == "streaming" else 1
-
-    def to_json(self) -> dict[str, Any]:
-        return {"environment": self.environment, "serving": self.serving,
-                "active_region": self.active_region, "replication": self.replication,
-                "phases": [{"name": p.name, "status": str(p.status),
-                            "duration_s": p.duration_s, "message": p.message}
-                           for p in self.phases],
-                "sealed_interrupted": list(self.sealed_interrupted), "message": self.message}
 
 
 def recover(plan: Plan, env_name: str, scenario_name: str | None = None, *,
@@ -1335,8 +900,3 @@ def _recovery_status(plan: Plan, env_name: str, tgt: Target, phases: tuple[Phase
         "" if ok else f"; recovery playbook failed: {phases[0].message if phases else '?'}")
     return Recovery(env_name, serving, active, replication, phases, sealed, message)
 
-
-__all__ = ["CancelToken", "DrillListener", "DrillOptions", "DrillOutcome", "Finding",
-           "GateDecision", "GateRequest", "PhaseResult", "PhaseStatus", "PlaybookRunner",
-           "Recovery", "Resume", "RunFailed", "Verdict", "check", "recover", "resume",
-           "run_drill", "target"]

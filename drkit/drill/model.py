@@ -1,0 +1,278 @@
+"""The drill's domain values and its observer: what a run is asked to do (`DrillOptions`), what
+it observed (`PhaseResult`, `DrillOutcome`, `Recovery`), gates, resume points, the listener
+hooks and the cancel token. No I/O here."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from drkit import engine
+from drkit.judge import Finding, PhaseStatus, Verdict
+
+
+class PlaybookRunner(Protocol):
+    """Runs one playbook and returns its result: `engine.run_playbook` implements it; tests of
+    the drill's decisions pass a fake (the seam of issue 11), the lab tests the real one."""
+
+    def __call__(self, playbook: Path, *, inventory: Path, content_root: Path,
+                 extravars: dict[str, Any] | None = ..., artifacts_dir: Path,
+                 check: bool = ..., listener: engine.RunListener | None = ...,
+                 cancel: Callable[[], bool] | None = ...,
+                 envvars: dict[str, str] | None = ...) -> engine.RunResult: ...
+
+
+@dataclass(frozen=True)
+class PhaseResult:
+    name: str
+    status: PhaseStatus
+    started_at: datetime | None
+    ended_at: datetime | None
+    tasks: tuple[engine.TaskResult, ...] = ()
+    message: str = ""
+
+    @property
+    def duration_s(self) -> float:
+        if self.started_at is None or self.ended_at is None:
+            return 0.0
+        return round((self.ended_at - self.started_at).total_seconds(), 3)
+
+    @property
+    def changed(self) -> int:
+        return sum(1 for t in self.tasks if t.status == "changed")
+
+    @property
+    def postconditions(self) -> tuple[str, ...]:
+        """The checks of its own effect the phase ran and saw hold (its passed asserts)."""
+        return tuple(t.task for t in self.tasks
+                     if t.action.endswith("assert") and t.status in ("ok", "changed"))
+
+
+@dataclass(frozen=True)
+class Targets:
+    rto_s: float
+    rpo_s: float
+
+
+@dataclass(frozen=True)
+class DrillOptions:
+    dry_run: bool = False
+    failback: bool = True
+    preflight_only: bool = False
+    smoke_timeout_s: float | None = None
+    canary_rate: float = 20.0
+    confirm: str | None = None
+    operator: str | None = None
+    change_id: str | None = None
+    request: str | None = None  # an approved request id (four eyes), when the plan needs one
+    override_blackout: str | None = None  # the reason to run inside a blackout window
+    store: str | None = None  # evidence store URL; default: the plan's
+    evidence: bool = True
+    # Manual gates: asked before a phase marked `gate: true`. On a terminal the CLI passes a
+    # function that asks the operator; unattended, --approve-gates (with an approved request).
+    gate: Callable[[GateRequest], GateDecision] | None = None
+    approve_gates: bool = False
+    resume: Resume | None = None  # continue an interrupted or failed drill (drkit drill resume)
+
+
+@dataclass(frozen=True)
+class GateRequest:
+    """What a gate shows the operator: what happened so far and what comes next."""
+
+    phase: str
+    done: tuple[PhaseResult, ...]
+    next_phases: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    phase: str
+    approved: bool
+    by: str
+    at: datetime
+    how: str  # terminal, --approve-gates, refused
+
+    def to_json(self) -> dict[str, Any]:
+        return {"phase": self.phase, "approved": self.approved, "by": self.by,
+                "at": self.at.isoformat().replace("+00:00", "Z"), "how": self.how}
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where an earlier run stopped: the phases it finished and when its fault happened."""
+
+    run_id: str
+    evidence_id: str | None
+    done: tuple[PhaseResult, ...]
+    clock_started_at: datetime | None
+
+
+@dataclass
+class DrillOutcome:
+    id: str
+    scenario: str
+    environment: str
+    verdict: Verdict
+    started_at: datetime
+    ended_at: datetime
+    targets: Targets
+    phases: list[PhaseResult]
+    dry_run: bool = False
+    rto_s: float | None = None
+    clock_started_at: datetime | None = None
+    clock_stopped_at: datetime | None = None
+    rpo_s: float | None = None
+    lost_payments: int | None = None
+    smoke: list[dict[str, Any]] = field(default_factory=list)
+    reconciliation: dict[str, Any] | None = None
+    after_failback: dict[str, Any] | None = None
+    canary: dict[str, Any] | None = None
+    preflight: dict[str, Any] | None = None
+    findings: list[Finding] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    observed: list[str] = field(default_factory=list)  # what the verdict rests on, in words
+    warnings: list[str] = field(default_factory=list)  # e.g. a listener switched off
+    missing: list[str] = field(default_factory=list)  # what it needed and did not observe
+    evidence_id: str | None = None
+    artifacts_dir: Path | None = None
+    gates: list[GateDecision] = field(default_factory=list)
+    resumed_from: dict[str, Any] | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return self.verdict.exit_code
+
+    @property
+    def rto_met(self) -> bool | None:
+        return None if self.rto_s is None else self.rto_s <= self.targets.rto_s
+
+    @property
+    def rpo_met(self) -> bool | None:
+        if self.rpo_s is None:
+            return None
+        return self.rpo_s <= self.targets.rpo_s and not (
+            self.targets.rpo_s == 0 and (self.lost_payments or 0) > 0)
+
+    def to_json(self) -> dict[str, Any]:
+        def ts(d: datetime | None) -> str | None:
+            return d.isoformat().replace("+00:00", "Z") if d else None
+
+        return {
+            "id": self.id,
+            "scenario": self.scenario,
+            "environment": self.environment,
+            "verdict": str(self.verdict),
+            "dry_run": self.dry_run,
+            "reasons": self.reasons,
+            "observed": self.observed,
+            "missing": self.missing,
+            "warnings": self.warnings,
+            "started_at": ts(self.started_at),
+            "ended_at": ts(self.ended_at),
+            "rto": {"target_s": self.targets.rto_s, "actual_s": self.rto_s,
+                    "met": self.rto_met,
+                    "clock_started_at": ts(self.clock_started_at),
+                    "clock_stopped_at": ts(self.clock_stopped_at)},
+            "rpo": {"target_s": self.targets.rpo_s, "actual_s": self.rpo_s,
+                    "met": self.rpo_met, "lost_payments": self.lost_payments},
+            "phases": [
+                {"name": p.name, "status": str(p.status), "started_at": ts(p.started_at),
+                 "duration_s": p.duration_s, "changed": p.changed, "message": p.message,
+                 "postconditions": list(p.postconditions),
+                 "tasks": [_task_json(t) for t in p.tasks]}
+                for p in self.phases
+            ],
+            "smoke": self.smoke,
+            "reconciliation": self.reconciliation,
+            "after_failback": self.after_failback,
+            "canary": self.canary,
+            "preflight": self.preflight,
+            "findings": [asdict(f) for f in self.findings],
+            "evidence": {"id": self.evidence_id} if self.evidence_id else None,
+            "gates": [g.to_json() for g in self.gates],
+            "resumed_from": self.resumed_from,
+        }
+
+
+def _task_json(t: engine.TaskResult) -> dict[str, Any]:
+    return {"task": t.task, "host": t.host, "status": t.status,
+            "started_at": t.started_at.isoformat().replace("+00:00", "Z"),
+            "ended_at": t.ended_at.isoformat().replace("+00:00", "Z"),
+            "duration_s": round(t.duration_s, 3), "message": t.message}
+
+
+class DrillListener:
+    """Observer of a drill. Every hook does nothing by default."""
+
+    def drill_started(self, run_id: str, scenario: str, environment: str,  # noqa: B027
+                      targets: Targets, phases: Sequence[str]) -> None:
+        pass
+
+    def phase_started(self, name: str, at: datetime) -> None:  # noqa: B027
+        pass
+
+    def phase_finished(self, result: PhaseResult) -> None:  # noqa: B027
+        pass
+
+    def task_finished(self, phase: str, result: engine.TaskResult) -> None:  # noqa: B027
+        pass
+
+    def clock_started(self, at: datetime) -> None:  # noqa: B027
+        """The fault phase started (live, as it happens): the recovery clock runs."""
+
+    def clock_stopped(self, at: datetime, rto_s: float) -> None:  # noqa: B027
+        """Every smoke flow passed at `at` (known once the recovery run ends)."""
+
+    def note(self, message: str) -> None:  # noqa: B027
+        """A warning or a step outside the playbooks (lock taken over, rollback started)."""
+
+    def drill_finished(self, outcome: DrillOutcome) -> None:  # noqa: B027
+        pass
+
+
+class CancelToken:
+    """Set by the CLI's signal handlers; the running phase stops and rollback runs."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reason = ""
+
+    def cancel(self, reason: str) -> None:
+        self.reason = reason
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+
+@dataclass(frozen=True)
+class Recovery:
+    environment: str
+    serving: bool
+    active_region: str | None
+    replication: str
+    phases: tuple[PhaseResult, ...]
+    sealed_interrupted: tuple[str, ...]
+    message: str
+
+    @property
+    def exit_code(self) -> int:
+        if not self.serving:
+            return 3
+        # Serving is observed, but a recovery playbook that failed did not finish its work
+        # (replication, the old primary): that is not a clean recovery, whatever status says.
+        played = bool(self.phases) and all(p.status == PhaseStatus.OK for p in self.phases)
+        return 0 if played and self.replication == "streaming" else 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {"environment": self.environment, "serving": self.serving,
+                "active_region": self.active_region, "replication": self.replication,
+                "phases": [{"name": p.name, "status": str(p.status),
+                            "duration_s": p.duration_s, "message": p.message}
+                           for p in self.phases],
+                "sealed_interrupted": list(self.sealed_interrupted), "message": self.message}
