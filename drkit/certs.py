@@ -165,7 +165,7 @@ def _trusted(endpoint: Endpoint, ca_file: str, timeout_s: float) -> bool:
 def endpoints(plan: Plan, env_name: str) -> tuple[tuple[Endpoint, ...], str | None]:
     """The environment's TLS endpoints (from its inventory) and the CA file to check them."""
     from drkit import runbooks
-    from drkit.drill import target
+    from drkit.targets import target
 
     tgt = target(plan, env_name)
     extra = dict(tgt.extravars)

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from drkit import engine
+from drkit.content import collection_dir
 from drkit.errors import BadInput
 
 if TYPE_CHECKING:  # the plan's pydantic models cost 0.1 s to import: not for `--help`
@@ -245,7 +246,7 @@ def guard(plan: Plan, name: str, env_name: str, options: RunbookOptions) -> Runb
 
 def prepare(plan: Plan, name: str, env_name: str, options: RunbookOptions) -> Prepared:
     """Check every guard rail; raise BadInput (exit 2) with one line for the first that fails."""
-    from drkit.drill import target
+    from drkit.targets import target
 
     runbook = guard(plan, name, env_name, options)
     env = plan.environment(env_name)
@@ -585,8 +586,7 @@ def _run_locked(rb: Prepared, run_id: str, listener: RunbookListener, cancel: An
     run_dir.mkdir(parents=True, exist_ok=True)
     files = [rb.runbook.path, rb.source_inventory]
     # The code the runbook runs: its task files, and the modules and plugins it can call.
-    code = [rb.runbook.path.parent / "tasks",
-            *(CONTENT_ROOT / "playbooks" / d for d in ("library", "action", "module_utils"))]
+    code = [rb.runbook.path.parent / "tasks", collection_dir() / "plugins"]
     files += [d for d in code if d.is_dir()]
     rec = Recorder.open(store, kind="runbook", name=rb.runbook.name, environment=rb.environment,
                         plan=plan, change_id=rb.options.change_id, files=files,

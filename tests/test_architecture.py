@@ -72,6 +72,16 @@ def test_imports_go_one_way_and_outside_libraries_have_one_door() -> None:
     assert not {i for i in shim if i.split(".")[0] == "drkit"}, shim
 
 
+def test_runbooks_and_certs_resolve_targets_without_the_drill() -> None:
+    # drkit/targets.py owns where an environment lives; a runbook or a certificate scan is not
+    # a drill and does not import one to find its inventory (issue 13).
+    graph = _graph()
+    for name in ("drkit.runbooks", "drkit.certs"):
+        assert not {m for m in graph[name] if m.startswith("drkit.drill")}, (name, graph[name])
+        assert "drkit.targets" in graph[name], name
+    assert not {m for m in graph["drkit.targets"] if m.startswith("drkit.drill")}
+
+
 # ---------------------------------------------------------------- the CLI's conventions
 
 
