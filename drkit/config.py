@@ -204,10 +204,12 @@ class LabSettings(_Model):
     hostname: str = Field("payments.drkit.lab", description="the payments DNS name")
     cert_validity: str = Field("90d", description="validity of the entry point certificate")
     # issue 17: regions as network namespaces, hosts over SSH (drkit.lab.netns); `local` keeps
-    # every region on the controller's loopback. DRKIT_LAB_TOPOLOGY overrides it.
-    topology: Literal["local", "namespaces"] = Field(
-        "local", description="local: regions on loopback; namespaces: a network namespace per "
-        "region, hosts reached over SSH (needs root)")
+    # every region on the controller's loopback; `auto` picks namespaces where the machine can
+    # create them (drkit.lab.netns.resolve). DRKIT_LAB_TOPOLOGY overrides it.
+    topology: Literal["auto", "local", "namespaces"] = Field(
+        "auto", description="auto: namespaces where this machine can create them (root, `ip "
+        "netns add` works), else local; local: regions on loopback; namespaces: a network "
+        "namespace per region, hosts reached over SSH (needs root)")
     netns_cidr: str = Field("10.213.0.0/24", description="private /24 whose addresses the "
                             "namespaced lab uses, only inside its own namespaces")
 
@@ -243,6 +245,77 @@ class LabSettings(_Model):
         return check_plan_path(v)
 
 
+class StateBackend(_Model):
+    """Where controllers share an environment's drill lease, journal and results (issue 18)."""
+
+    s3: str = Field(description="s3://bucket/prefix (the bucket exists; drkit writes with "
+                    "conditional requests)")
+    region: str = Field(description="the bucket's AWS region: neither of the regions a drill "
+                        "fails over")
+    endpoint_url: str | None = Field(None, description="another S3 endpoint (e.g. the lab's "
+                                     "moto); else $AWS_ENDPOINT_URL or AWS")
+    lease: Duration = Field(300.0, description="how long a lease lasts unless its holder "
+                            "renews it (a third of it between renewals)")
+
+    @field_validator("s3")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith("s3://") or not v[5:].split("/", 1)[0]:
+            raise ValueError(f"{v!r} is not an S3 location (use s3://bucket/prefix)")
+        return v
+
+    @field_validator("lease", mode="before")
+    @classmethod
+    def _lease(cls, v: Any) -> float:
+        seconds = parse_duration(v)
+        if not 5 <= seconds <= 86400:
+            raise ValueError(f"{v!r} must be between 5s and 1d")
+        return seconds
+
+
+class ExecutionNode(_Model):
+    """A machine in a region that runs the environment's playbooks (`ansible-runner worker`
+    over SSH, as Automation Controller's execution nodes do): drkit must be installed on it."""
+
+    host: str = Field(description="SSH address of the node")
+    user: str = Field("root", description="SSH user")
+    port: int = Field(22, ge=1, le=65535)
+    identity_file: str | None = Field(None, description="SSH private key (path on the "
+                                      "controller)")
+    ssh_executable: str = Field("ssh", description="the ssh client to use")
+    ssh_options: tuple[str, ...] = Field((), max_length=30, description="extra `-o` options, "
+                                         "e.g. UserKnownHostsFile=/etc/drkit/known_hosts")
+    python: str = Field("python3", description="the node's Python that has drkit and "
+                        "ansible-runner (a virtualenv's bin/python)")
+    content_root: str | None = Field(None, description="where drkit's content (playbooks, "
+                                     "collections) is on the node; default: the same path as "
+                                     "on the controller")
+    state_dir: str = Field("/var/tmp/drkit-node", description="the node's working folder "
+                           "(runs' folders, detached drivers' logs)")
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        if not v or v.startswith("-") or any(c.isspace() for c in v):
+            raise ValueError(f"{v!r} is not a host name or address")
+        return v
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, v: str) -> str:
+        if not _OS_USER.match(v):
+            raise ValueError(f"{v!r} is not a user name (lower-case letters, digits, _ and -)")
+        return v
+
+    @field_validator("ssh_options")
+    @classmethod
+    def _opts(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for o in v:
+            if "=" not in o or o.startswith("-") or any(c in o for c in "\n\r"):
+                raise ValueError(f"{o!r} is not an ssh option like Name=value")
+        return v
+
+
 class Environment(_Model):
     inventory: str = Field(description="inventory path, relative to the plan file")
     protected: bool = Field(False, description="needs --confirm NAME, a change id for runbooks")
@@ -250,6 +323,12 @@ class Environment(_Model):
     requires_approval: bool = False
     entry_url: str | None = Field(None, description="public entry point (the lab derives it)")
     ca_file: str | None = Field(None, description="CA bundle for the entry point, if private")
+    # issue 18: shared run state and execution nodes (drkit.state, drkit.remote)
+    state: StateBackend | None = Field(None, description="shared lease, journal and results "
+                                       "for several controllers (default: this machine's lock)")
+    execution_nodes: dict[str, ExecutionNode] = Field(
+        {}, max_length=10, description="per region (primary/secondary region name), the node "
+        "that runs playbooks there; a drill runs on the surviving region's node")
 
 
 SMOKE_FLOWS = ("authorize", "capture", "refund", "balance", "idempotent-replay", "ledger-verify")
@@ -484,6 +563,18 @@ class PlanModel(_Model):
 
     @model_validator(mode="after")
     def _references(self) -> PlanModel:
+        regions = (self.regions.primary, self.regions.secondary)
+        for name, env in self.environments.items():
+            if env.state is not None and env.state.region in regions:
+                raise ValueError(
+                    f"environments.{name}.state.region: {env.state.region!r} is a region a "
+                    "drill fails over; keep the shared state in another region (e.g. "
+                    "eu-north-1)")
+            for region in env.execution_nodes:
+                if region not in regions:
+                    raise ValueError(
+                        f"environments.{name}.execution_nodes: {region!r} is not the plan's "
+                        f"primary or secondary region ({', '.join(regions)})")
         for name, sc in self.scenarios.items():
             for svc in sc.services:
                 if svc not in self.services:
@@ -779,8 +870,9 @@ class LabConfig:
     cert_validity_days: int
     primary_region: str
     secondary_region: str
-    topology: str = "local"  # drkit.lab.netns.Topology
+    topology: str = "local"  # drkit.lab.netns.Topology (auto is resolved here)
     netns_cidr: str = "10.213.0.0/24"
+    topology_reason: str = ""  # why this topology (lab status shows it)
 
     @property
     def ports(self) -> dict[str, int]:
@@ -813,9 +905,13 @@ def lab_config(plan: Plan) -> LabConfig:
     if replication not in ("sync", "async"):
         raise PlanError(f"DRKIT_LAB_REPLICATION={replication!r}: use sync or async")
     topology = env.get("DRKIT_LAB_TOPOLOGY", s.topology)
-    if topology not in ("local", "namespaces"):
-        raise PlanError(f"DRKIT_LAB_TOPOLOGY={topology!r}: use local or namespaces")
-    from drkit.lab.netns import check_cidr
+    if topology not in ("auto", "local", "namespaces"):
+        raise PlanError(f"DRKIT_LAB_TOPOLOGY={topology!r}: use auto, local or namespaces")
+    from drkit.lab.netns import check_cidr, resolve
+
+    topology, topology_reason = resolve(
+        topology, "DRKIT_LAB_TOPOLOGY" if "DRKIT_LAB_TOPOLOGY" in env else "lab.topology",
+        state_dir.resolve())
 
     try:
         netns_cidr = check_cidr(env.get("DRKIT_LAB_NETNS_CIDR", s.netns_cidr))
@@ -833,4 +929,5 @@ def lab_config(plan: Plan) -> LabConfig:
         secondary_region=plan.model.regions.secondary,
         topology=topology,
         netns_cidr=netns_cidr,
+        topology_reason=topology_reason,
     )

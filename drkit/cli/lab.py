@@ -80,7 +80,8 @@ def _render(st: LabStatus) -> None:
     typer.echo(f"active region: {st.active_region or '-'}    state: {st.state_dir}")
     typer.echo(f"topology: {st.topology}" + (
         " (a network namespace per region, hosts over SSH)" if st.topology == "namespaces"
-        else " (every region on this machine's loopback)"))
+        else " (every region on this machine's loopback)") +
+        (f"; why: {st.topology_reason}" if st.topology_reason else ""))
     _render_access(st)
 
 

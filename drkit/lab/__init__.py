@@ -94,6 +94,7 @@ class LabStatus:
     drift: str | None = None  # failed over / half-recovered: what `drill recover` repairs
     busy: str | None = None  # who holds the environment lock now (drkit.envlock), if anyone
     topology: str = "local"  # issue 17: local (loopback) or namespaces (drkit.lab.netns)
+    topology_reason: str = ""  # why that one (lab.topology: auto picks; drkit.lab.netns.resolve)
 
     def component(self, name: str) -> Component | None:
         return next((c for c in self.components if c.name == name), None)
@@ -116,6 +117,7 @@ class LabStatus:
             "drift": self.drift,
             "busy": self.busy,
             "topology": self.topology,
+            "topology_reason": self.topology_reason,
             **dict(self.extra),
         }
 
@@ -304,6 +306,7 @@ def up(plan: Plan, listener: RunListener | None = None) -> LabStatus:
     started = time.monotonic()
     with _lock(plan, cfg, "lab up") as lease:
         _preflight(cfg, plan)
+        _netns().record(cfg)  # issue 17: `auto` resolves to what was built from now on
         if cfg.topology == "namespaces":  # issue 17: namespaces, links, keys, sshd first
             _ensure_netns(plan, cfg)
         results = _run_parallel(plan, UP_PARTS, listener)
@@ -336,6 +339,24 @@ def up(plan: Plan, listener: RunListener | None = None) -> LabStatus:
                                         "duration_s": round(r.duration_s, 3),
                                         "artifacts": str(r.artifacts_dir)} for r in results],
                               "lock": lease.to_evidence()})
+
+
+def pin_topology(plan: Plan, topology: str, why: str) -> None:
+    """A lab that only works in one topology (the AWS-shaped lab: its follower starts processes
+    on this machine's loopback) chooses it when the plan says `auto` and no lab is built yet."""
+    from drkit.config import lab_config
+
+    nn = _netns()
+    s = plan.model.lab
+    if os.environ.get("DRKIT_LAB_TOPOLOGY", s.topology) != nn.AUTO:
+        return
+    state_dir = lab_config(plan).state_dir
+    if nn.built(state_dir) is None:
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+        import json
+
+        (state_dir / nn.RECORD).write_text(json.dumps(
+            {"topology": topology, "reason": f"lab.topology: auto, {why}"}) + "\n")
 
 
 def _ensure_netns(plan: Plan, cfg: LabConfig) -> None:
@@ -769,7 +790,7 @@ def status(plan: Plan) -> LabStatus:
     return LabStatus(state_dir=cfg.state_dir, components=tuple(comps), active_region=active,
                      up=all(c.healthy for c in comps), untracked=untracked,
                      drift=_drift(cfg, active) if cfg.state_dir.is_dir() else None, busy=busy,
-                     topology=cfg.topology)
+                     topology=cfg.topology, topology_reason=cfg.topology_reason)
 
 
 def _topology_components(cfg: LabConfig) -> list[Component]:

@@ -195,6 +195,8 @@ def up(plan: Plan, listener: RunListener | None = None) -> EstateStatus:
     from drkit.errors import RunFailed
 
     started = time.monotonic()
+    # issue 17: the follower starts processes on this machine's loopback, so `auto` is local here.
+    lab.pin_topology(plan, "local", "the AWS-shaped lab runs on loopback (its follower)")
     cfg = lab.config(plan)
     tf = terraform_binary()
     mirror = provider_mirror()

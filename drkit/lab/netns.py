@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import ctypes
 import ipaddress
+import json
 import os
 import shutil
 import signal
@@ -68,6 +69,10 @@ T = TypeVar("T")
 class Topology(StrEnum):
     LOCAL = "local"  # every region on the controller's loopback (the fallback)
     NAMESPACES = "namespaces"  # a network namespace per region, hosts reached over SSH
+
+
+AUTO = "auto"  # the default setting: namespaces where this machine can create them, else local
+RECORD = "topology.json"  # in the state dir: the topology `lab up` built, and why
 
 
 @dataclass(frozen=True)
@@ -178,6 +183,42 @@ def check_cidr(value: str) -> str:
     return str(n)
 
 
+def used_cidrs() -> set[str]:
+    """The IPv4 /24s with an address in some network namespace of this machine (any lab's)."""
+    out: set[str] = set()
+    try:
+        names = [p.name for p in NETNS_DIR.iterdir()]
+    except OSError:
+        return out
+    for name in names:
+        try:
+            cp = _run([IP, "-n", name, "-o", "-4", "addr", "show"], check=False, timeout=5)
+        except NetnsError:
+            continue
+        for word in cp.stdout.split():
+            if "/" in word and word[0].isdigit():
+                try:
+                    out.add(str(ipaddress.ip_interface(word.split("/")[0] + "/24").network))
+                except ValueError:
+                    continue
+    return out
+
+
+def free_cidr(rng: Any = None) -> str:
+    """A private /24 under 10.200.0.0/13 that no namespace on this machine uses: for a second lab
+    (a test session's next to a developer's). Two labs' addresses live in their own namespaces
+    and could even be equal; distinct ones keep `ip` output and logs unambiguous."""
+    import random
+
+    rng = rng or random.Random()
+    used = used_cidrs()
+    for _ in range(200):
+        cidr = f"10.{rng.randrange(200, 208)}.{rng.randrange(0, 256)}.0/24"
+        if cidr not in used and cidr != DEFAULT_CIDR:
+            return cidr
+    raise NetnsError("no free /24 under 10.200.0.0/13 for the lab's namespaces")
+
+
 # ---------------------------------------------------------------------------------------------
 # what playbooks get
 
@@ -263,6 +304,72 @@ def available() -> str | None:
             return (f"{tool} is missing (scripts/install installs iproute2 and "
                     "openssh-server), or use lab.topology: local")
     return None
+
+
+_PROBED: dict[str, str | None] = {}
+
+
+def probe() -> str | None:
+    """None when this machine can create network namespaces (root, the tools, and a real
+    `ip netns add` then `ip netns del`), else why not. Asked once per process: `lab up` records
+    what it chose (`record`), so a built lab never asks again."""
+    if "why" not in _PROBED:
+        why = available()
+        if why is None:
+            name = f"dkprobe-{os.getpid()}"
+            try:
+                cp = _run([IP, "netns", "add", name], check=False)
+                if cp.returncode != 0:
+                    why = (f"`ip netns add` failed here ({(cp.stderr or cp.stdout).strip()[:200]}"
+                           "): a container without CAP_SYS_ADMIN?")
+                else:
+                    _run([IP, "netns", "del", name], check=False)
+            except NetnsError as e:
+                why = f"`ip netns add` could not run: {e}"
+        _PROBED["why"] = why
+    return _PROBED["why"]
+
+
+def built(state_dir: Path) -> tuple[str, str] | None:
+    """The topology of the lab already in `state_dir` and why, None when none is there. A lab
+    keeps the topology it was built with: `auto` must not move a running lab (a lab built before
+    the record existed is told by its folders)."""
+    try:
+        data = json.loads((state_dir / RECORD).read_text())
+        if data.get("topology") in (Topology.LOCAL, Topology.NAMESPACES):
+            return str(data["topology"]), str(data.get("reason") or "")
+    except (OSError, ValueError, AttributeError):
+        pass
+    if (state_dir / "netns").is_dir():
+        return Topology.NAMESPACES, f"auto: the lab in {state_dir} runs in namespaces"
+    if any((state_dir / d).is_dir() for d in ("pg", "haproxy", "services")):
+        return Topology.LOCAL, f"auto: the lab in {state_dir} was built on loopback"
+    return None
+
+
+def resolve(setting: str, source: str, state_dir: Path) -> tuple[str, str]:
+    """(topology, why) for a setting local | namespaces | auto, named by `source` (the plan's
+    lab.topology or DRKIT_LAB_TOPOLOGY). auto: the lab already built keeps its topology;
+    otherwise namespaces when this machine can create them, else local (the fallback)."""
+    if setting != AUTO:
+        return setting, f"{source}: {setting}"
+    have = built(state_dir)
+    if have is not None:
+        return have
+    why = probe()
+    if why is None:
+        return Topology.NAMESPACES, f"{source}: auto, and this machine can create namespaces"
+    return Topology.LOCAL, f"{source}: auto, fell back to local: {why}"
+
+
+def record(cfg: LabConfig) -> None:
+    """What `lab up` built (and why), so every later command resolves `auto` the same way."""
+    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    text = json.dumps({"topology": str(topology(cfg)),
+                       "reason": str(getattr(cfg, "topology_reason", ""))}) + "\n"
+    path = cfg.state_dir / RECORD
+    if not path.is_file() or path.read_text() != text:
+        _write(path, text, 0o644)
 
 
 def exists(name: str) -> bool:
@@ -534,6 +641,7 @@ def destroy(cfg: LabConfig) -> list[int]:
         raise NetnsError(f"namespaces {', '.join(left)} are still there after `ip netns del`")
     if n.dir.is_dir():
         shutil.rmtree(n.dir, ignore_errors=True)
+    (cfg.state_dir / RECORD).unlink(missing_ok=True)  # the next `lab up` chooses again
     return pids
 
 

@@ -24,9 +24,52 @@ def cfg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> LabConfig:
     return lab_config(load_plan(REPO / "drkit.yml"))
 
 
-def test_local_is_the_default_and_adds_no_hosts(cfg: LabConfig) -> None:
-    assert netns.topology(cfg) == netns.Topology.LOCAL
-    assert netns.extravars(cfg) == {"drkit_lab_topology": "local"}
+def test_local_adds_no_hosts(cfg: LabConfig) -> None:
+    c = replace(cfg, topology="local")
+    assert netns.topology(c) == netns.Topology.LOCAL
+    assert netns.extravars(c) == {"drkit_lab_topology": "local"}
+
+
+def test_auto_is_the_default_and_picks_namespaces_only_where_they_can_be_made(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    plan = load_plan(REPO / "drkit.yml")
+    assert plan.model.lab.topology == "auto"
+    monkeypatch.setenv("DRKIT_LAB_DIR", str(tmp_path / "lab"))
+    monkeypatch.delenv("DRKIT_LAB_TOPOLOGY", raising=False)
+    # The machine's answer is asked once per process (drkit.lab.netns.probe): stand it in.
+    monkeypatch.setattr(netns, "_PROBED", {"why": "network namespaces need root"})
+    c = lab_config(plan)
+    assert c.topology == "local"
+    assert c.topology_reason == "lab.topology: auto, fell back to local: network namespaces " \
+        "need root"
+    monkeypatch.setattr(netns, "_PROBED", {"why": None})
+    c = lab_config(plan)
+    assert c.topology == "namespaces" and "can create namespaces" in c.topology_reason
+    # A lab already built keeps its topology whatever the machine says now: `lab up` records it.
+    netns.record(replace(c, topology="local", topology_reason="lab.topology: auto, built so"))
+    c = lab_config(plan)
+    assert (c.topology, c.topology_reason) == ("local", "lab.topology: auto, built so")
+    # An explicit setting is obeyed and named.
+    monkeypatch.setenv("DRKIT_LAB_TOPOLOGY", "namespaces")
+    c = lab_config(plan)
+    assert (c.topology, c.topology_reason) == ("namespaces", "DRKIT_LAB_TOPOLOGY: namespaces")
+
+
+def test_a_lab_built_before_the_record_is_told_by_its_folders(tmp_path: Path) -> None:
+    assert netns.built(tmp_path) is None
+    (tmp_path / "pg").mkdir()
+    assert netns.built(tmp_path)[0] == "local"  # type: ignore[index]
+    (tmp_path / "netns").mkdir()
+    assert netns.built(tmp_path)[0] == "namespaces"  # type: ignore[index]
+
+
+def test_free_cidr_avoids_the_ones_in_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    import random
+
+    first = netns.free_cidr(random.Random(7))
+    monkeypatch.setattr(netns, "used_cidrs", lambda: {first})
+    again = netns.free_cidr(random.Random(7))
+    assert again != first and netns.check_cidr(again) == again
 
 
 def test_names_and_addresses_come_from_the_lab_id_and_its_cidr(cfg: LabConfig) -> None:
@@ -60,7 +103,7 @@ def test_bad_topology_and_cidr_in_the_environment_are_plan_errors(
         monkeypatch: pytest.MonkeyPatch) -> None:
     plan = load_plan(REPO / "drkit.yml")
     monkeypatch.setenv("DRKIT_LAB_TOPOLOGY", "vlan")
-    with pytest.raises(PlanError, match="DRKIT_LAB_TOPOLOGY='vlan': use local or namespaces"):
+    with pytest.raises(PlanError, match="DRKIT_LAB_TOPOLOGY='vlan': use auto, local or namespaces"):
         lab_config(plan)
     monkeypatch.setenv("DRKIT_LAB_TOPOLOGY", "namespaces")
     monkeypatch.setenv("DRKIT_LAB_NETNS_CIDR", "8.8.4.0/24")
