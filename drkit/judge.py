@@ -67,6 +67,8 @@ class PhaseObservation:
     # Postconditions the phase checked and saw hold (the names of its passed checks).
     postconditions: tuple[str, ...] = ()
     failback: bool = False  # after the clock: returns to the original primary
+    # False: it never started although nothing before it stopped it (Ansible died first).
+    reached: bool = True
 
 
 @dataclass(frozen=True)
@@ -201,9 +203,9 @@ def _phases(obs: Observations, v: _Verdicts) -> bool:
         elif p.status == PhaseStatus.CANCELED:
             v.aborted.append(f"phase {what} was cancelled")
         elif p.status == PhaseStatus.ERROR:
-            v.missing.append(f"phase {p.name} {p.message}" if p.message.startswith(
-                "did not run") else f"phase {p.name} did not complete or its effect was not "
-                "observed" + (f": {p.message}" if p.message else ""))
+            v.missing.append(f"phase {p.name} {p.message}" if not p.reached
+                             else f"phase {p.name} did not complete or its effect was not "
+                             "observed" + (f": {p.message}" if p.message else ""))
         else:  # skipped with nothing before it failing, or checked in a real run
             v.missing.append(f"phase {p.name} did not run ({p.status}"
                              + (f": {p.message})" if p.message else ")"))

@@ -34,6 +34,10 @@ class PhaseResult:
     ended_at: datetime | None
     tasks: tuple[engine.TaskResult, ...] = ()
     message: str = ""
+    # False: the run never started this phase although nothing before it stopped it
+    # (ansible-playbook died first, a playbook error). Said as a value, not read back from the
+    # message (issue 13); the judge makes it `error`, never skipped.
+    reached: bool = True
 
     @property
     def duration_s(self) -> float:
@@ -111,8 +115,40 @@ class Resume:
     clock_started_at: datetime | None
 
 
+@dataclass(frozen=True)
+class CanaryFigures:
+    """What the RPO canary did during the drill (its reconciliation is measured separately)."""
+
+    rate_per_s: float
+    acknowledged: int
+    failed_attempts: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rate_per_s": self.rate_per_s, "acknowledged": self.acknowledged,
+                "failed_attempts": self.failed_attempts}
+
+
+@dataclass(frozen=True)
+class ResumedFrom:
+    """The run a resumed drill continues, and its evidence record."""
+
+    run_id: str
+    evidence_id: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "evidence_id": self.evidence_id}
+
+
+# JSON a phase playbook published (set_stats: drkit_smoke's results, drkit_preflight) or a
+# reconciliation as the evidence records it: kept as published, never interpreted from text.
+Published = dict[str, Any]
+
+
 @dataclass
 class DrillOutcome:
+    """The record a drill builds as it runs (the drill is its only writer; listeners read it).
+    Every value in it is typed and frozen; the record itself fills in as phases end."""
+
     id: str
     scenario: str
     environment: str
@@ -127,11 +163,11 @@ class DrillOutcome:
     clock_stopped_at: datetime | None = None
     rpo_s: float | None = None
     lost_payments: int | None = None
-    smoke: list[dict[str, Any]] = field(default_factory=list)
-    reconciliation: dict[str, Any] | None = None
-    after_failback: dict[str, Any] | None = None
-    canary: dict[str, Any] | None = None
-    preflight: dict[str, Any] | None = None
+    smoke: list[Published] = field(default_factory=list)
+    reconciliation: Published | None = None
+    after_failback: Published | None = None
+    canary: CanaryFigures | None = None
+    preflight: Published | None = None
     findings: list[Finding] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
     observed: list[str] = field(default_factory=list)  # what the verdict rests on, in words
@@ -140,7 +176,7 @@ class DrillOutcome:
     evidence_id: str | None = None
     artifacts_dir: Path | None = None
     gates: list[GateDecision] = field(default_factory=list)
-    resumed_from: dict[str, Any] | None = None
+    resumed_from: ResumedFrom | None = None
 
     @property
     def exit_code(self) -> int:
@@ -189,12 +225,12 @@ class DrillOutcome:
             "smoke": self.smoke,
             "reconciliation": self.reconciliation,
             "after_failback": self.after_failback,
-            "canary": self.canary,
+            "canary": self.canary.to_json() if self.canary else None,
             "preflight": self.preflight,
             "findings": [asdict(f) for f in self.findings],
             "evidence": {"id": self.evidence_id} if self.evidence_id else None,
             "gates": [g.to_json() for g in self.gates],
-            "resumed_from": self.resumed_from,
+            "resumed_from": self.resumed_from.to_json() if self.resumed_from else None,
         }
 
 

@@ -132,7 +132,7 @@ def _run_phases(
                 why = (result.failure.message if result.failure and result.failure.message
                        else f"ansible-playbook ended (rc {result.rc}) without starting it")
                 out.append(PhaseResult(name, PhaseStatus.ERROR, None, None, (),
-                                       f"did not run: {why}"))
+                                       f"did not run: {why}", reached=False))
                 listener.phase_finished(out[-1])
             stopped = True
             continue

@@ -27,7 +27,9 @@ from typing import Any
 
 from drkit import engine, judge
 from drkit.config import Phase, Plan, Scenario
+from drkit.content import collection_dir
 from drkit.drill.model import (
+    CanaryFigures,
     CancelToken,
     DrillListener,
     DrillOptions,
@@ -38,6 +40,7 @@ from drkit.drill.model import (
     PlaybookRunner,
     Recovery,
     Resume,
+    ResumedFrom,
     Targets,
 )
 from drkit.drill.phases import _now, _run_phases
@@ -146,8 +149,7 @@ def run_drill(
     listener = _Journal(_Contained(listener or DrillListener(), outcome), run_dir, outcome,
                         scenario_name, env_name)
     if options.resume is not None:
-        outcome.resumed_from = {"run_id": options.resume.run_id,
-                                "evidence_id": options.resume.evidence_id}
+        outcome.resumed_from = ResumedFrom(options.resume.run_id, options.resume.evidence_id)
         finished = [p.name for p in options.resume.done if p.status == PhaseStatus.OK]
         recovery = [p for p in recovery if p.name not in finished]
         if scenario.holds:
@@ -204,9 +206,8 @@ def run_drill(
         finally:
             if canary is not None:
                 canary.stop()
-                outcome.canary = {"rate_per_s": options.canary_rate,
-                                  "acknowledged": len(canary.acked),
-                                  "failed_attempts": canary.failures}
+                outcome.canary = CanaryFigures(options.canary_rate, len(canary.acked),
+                                               canary.failures)
             outcome.ended_at = _now()
             _write_summary(run_dir, outcome)
             if rec is not None:
@@ -319,7 +320,8 @@ class _Journal(DrillListener):
         data = {"id": self.outcome.id, "scenario": self.scenario,
                 "environment": self.environment, "pid": os.getpid(),
                 "clock_started_at": clock.isoformat() if clock else None,
-                "resumed_from": self.outcome.resumed_from,
+                "resumed_from": self.outcome.resumed_from.to_json()
+                if self.outcome.resumed_from else None,
                 "phases": [{"name": p.name, "status": str(p.status),
                             "started_at": p.started_at.isoformat() if p.started_at else None,
                             "ended_at": p.ended_at.isoformat() if p.ended_at else None,
@@ -359,10 +361,11 @@ def _evidence_files(plan: Plan, scenario: Scenario, tgt: Target) -> list[Path]:
     if scenario.rollback:
         files.append(plan.resolve(scenario.rollback))
     # Terraform modules too (iac/): the evidence hashes every file a run can execute (issue 15).
-    for folder in ("playbooks/drill/tasks", "playbooks/library", "playbooks/action",
-                   "playbooks/module_utils", "playbooks/templates", "iac"):
+    for folder in ("playbooks/drill/tasks", "playbooks/templates", "iac"):
         if (plan.root / folder).is_dir():
             files.append(plan.root / folder)
+    # drkit's collection: its modules, action plugins and module_utils.
+    files.append(collection_dir() / "plugins")
     files.append(tgt.inventory)
     return files
 
@@ -676,7 +679,8 @@ def observations(mode: judge.Mode, phases: Sequence[PhaseResult], failback: set[
     return judge.Observations(
         mode=mode,
         phases=tuple(judge.PhaseObservation(p.name, p.status, p.message, p.postconditions,
-                                            p.name in failback) for p in phases),
+                                            p.name in failback, reached=p.reached)
+                     for p in phases),
         flows=tuple(flows),
         rto_target_s=outcome.targets.rto_s,
         rpo_target_s=outcome.targets.rpo_s,

@@ -93,9 +93,16 @@ def test_no_smoke_results_is_no_rto() -> None:
 def test_preflight_error_in_a_check_is_inconclusive_not_ready() -> None:
     """Case 1: a readiness check whose preflight never ran."""
     j = judge(Observations(Mode.CHECK, (PhaseObservation(
-        "preflight", PhaseStatus.ERROR, "did not run: [ERROR]: couldn't resolve module"),)))
+        "preflight", PhaseStatus.ERROR, "did not run: [ERROR]: couldn't resolve module",
+        reached=False),)))
     assert j.verdict == Verdict.INCONCLUSIVE
     assert "phase preflight did not run: [ERROR]: couldn't resolve module" in j.missing
+    # "not run" is the typed `reached`, never read back from the message's words (issue 13):
+    # a phase that started and died is "did not complete", whatever its message says.
+    j = judge(Observations(Mode.CHECK, (PhaseObservation(
+        "preflight", PhaseStatus.ERROR, "did not run: text that only looks like it"),)))
+    assert "phase preflight did not complete or its effect was not observed: did not run: " \
+        "text that only looks like it" in j.missing
 
 
 def test_skipped_preflight_is_never_ready() -> None:
