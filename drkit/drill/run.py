@@ -71,13 +71,9 @@ def _targets(plan: Plan, scenario: Scenario) -> Targets:
     return Targets(rto_s=min(s.rto for s in services), rpo_s=min(s.rpo for s in services))
 
 
-def _flows(plan: Plan, scenario: Scenario) -> list[str]:
-    flows: list[str] = []
-    for s in scenario.services:
-        for f in plan.model.services[s].smoke:
-            if f not in flows:
-                flows.append(f)
-    return flows
+def _flows(plan: Plan, scenario: Scenario, env_name: str) -> list[str]:
+    """The smoke flows the scenario's services name, from the environment's flow pack."""
+    return plan.smoke_flows(env_name, scenario.services)
 
 
 def new_run_id() -> str:
@@ -108,7 +104,7 @@ def run_drill(
         )
     tgt = target(plan, env_name)
     targets = _targets(plan, scenario)
-    flows = _flows(plan, scenario)
+    flows = _flows(plan, scenario, env_name)
     phases = list(scenario.phases)
     if options.preflight_only:
         phases = phases[:1]
@@ -132,6 +128,8 @@ def run_drill(
         "drkit_rto_target_s": targets.rto_s,
         "drkit_rpo_target_s": targets.rpo_s,
         "drkit_smoke_flows": flows,
+        # The environment's flow pack (issue 14): what the smoke action sends and expects.
+        "drkit_smoke_pack": tgt.flow_pack,
         "drkit_smoke_timeout_s": smoke_timeout,
         "drkit_python": _python(),
     }
@@ -146,8 +144,12 @@ def run_drill(
     record = options.evidence and not options.dry_run and not options.preflight_only
     # A listener that fails (stdout closed, journal disk full) is reported and switched off;
     # the drill goes on (issue 11).
-    listener = _Journal(_Contained(listener or DrillListener(), outcome), run_dir, outcome,
-                        scenario_name, env_name)
+    listeners = _Listeners(outcome)
+    listeners.add("progress journal", _Journal(run_dir, outcome, scenario_name, env_name,
+                                               listeners))
+    caller = listener or DrillListener()
+    listeners.add(f"progress listener {type(caller).__name__}", caller)
+    listener = listeners
     if options.resume is not None:
         outcome.resumed_from = ResumedFrom(options.resume.run_id, options.resume.evidence_id)
         finished = [p.name for p in options.resume.done if p.status == PhaseStatus.OK]
@@ -178,6 +180,11 @@ def run_drill(
         gov.lock = lease.to_evidence() if lease is not None else None
         rec = _open_evidence(plan, scenario_name, env_name, scenario, tgt, options, gov) \
             if record else None
+        if rec is not None:
+            # Before the caller's listener: it hears drill_finished with the evidence id.
+            listeners.add(f"evidence recorder (record {rec.id} stays open; `drkit drill "
+                          "recover` seals it as interrupted)",
+                          _Evidence(plan, rec, gov, run_dir, listeners), index=1)
         listener.drill_started(run_id, scenario_name, env_name, targets,
                                [p.name for p in recovery + failback])
         canary = None
@@ -190,7 +197,7 @@ def run_drill(
             # Once a drill runs, what goes wrong is part of its outcome and its evidence.
             outcome.verdict = Verdict.ABORTED
             outcome.reasons.append(f"could not complete: {e}")
-            if listener.clock is not None and changes:
+            if listeners.clock is not None and changes:
                 # The fault was injected (the clock started): never leave the environment
                 # half failed over because the drill could not go on.
                 try:
@@ -210,32 +217,43 @@ def run_drill(
                                                canary.failures)
             outcome.ended_at = _now()
             _write_summary(run_dir, outcome)
-            if rec is not None:
-                _seal(plan, rec, outcome, gov, run_dir, listener)
-                _write_summary(run_dir, outcome)
+            # The evidence recorder seals the record; a listener that fails adds a warning.
             listener.drill_finished(outcome)
+            _write_summary(run_dir, outcome)
     _notify(plan, outcome, listener)
     return outcome
 
 
-class _Contained(DrillListener):
-    """The caller's listener, each hook guarded: one that raises is reported in the outcome
-    and switched off, so a broken progress writer never stops a drill half way (as
-    chaostoolkit-lib's run.py guards its event handlers)."""
+class _Listeners(DrillListener):
+    """The drill's one listener: tells each of its listeners, in order, every hook guarded. A
+    listener that raises is named in the outcome's warnings and switched off; the drill and the
+    other listeners go on (chaostoolkit-lib's run.py guards its event handlers the same way), so
+    a broken progress writer or a failed seal never stops a drill half way, never skips its
+    rollback, and never loses its verdict (issue 13).
 
-    def __init__(self, inner: DrillListener, outcome: DrillOutcome) -> None:
-        self.inner, self.outcome, self.off = inner, outcome, False
+    It also keeps when the recovery clock started: the drill decides on a rollback from it, not
+    from a listener that may have been switched off."""
+
+    def __init__(self, outcome: DrillOutcome) -> None:
+        self.outcome = outcome
+        self.members: list[tuple[str, DrillListener]] = []
+        self.off: set[int] = set()
+        self.clock: datetime | None = None
+
+    def add(self, label: str, listener: DrillListener, *, index: int | None = None) -> None:
+        """`label` names the listener in a warning ("progress listener Rich")."""
+        self.members.insert(len(self.members) if index is None else index, (label, listener))
 
     def _call(self, hook: str, *args: Any) -> None:
-        if self.off:
-            return
-        try:
-            getattr(self.inner, hook)(*args)
-        except Exception as e:  # noqa: BLE001 - contained: reported, switched off
-            self.off = True
-            self.outcome.warnings.append(
-                f"progress listener {type(self.inner).__name__} failed in {hook} and was "
-                f"switched off: {type(e).__name__}: {e}")
+        for label, member in list(self.members):
+            if id(member) in self.off:
+                continue
+            try:
+                getattr(member, hook)(*args)
+            except Exception as e:  # noqa: BLE001 - contained: reported, switched off
+                self.off.add(id(member))
+                self.outcome.warnings.append(
+                    f"{label} failed in {hook} and was switched off: {type(e).__name__}: {e}")
 
     def drill_started(self, *a: Any) -> None:
         self._call("drill_started", *a)
@@ -250,6 +268,7 @@ class _Contained(DrillListener):
         self._call("task_finished", phase, result)
 
     def clock_started(self, at: datetime) -> None:
+        self.clock = at
         self._call("clock_started", at)
 
     def clock_stopped(self, at: datetime, rto_s: float) -> None:
@@ -263,46 +282,29 @@ class _Contained(DrillListener):
 
 
 class _Journal(DrillListener):
-    """Forwards to the caller's listener, and writes progress.json as each phase ends, so a
-    drill killed half way leaves what it finished and when its fault happened (for resume)."""
+    """Writes progress.json as each phase ends, so a drill killed half way leaves what it
+    finished and when its fault happened (for resume)."""
 
-    def __init__(self, inner: DrillListener, run_dir: Path, outcome: DrillOutcome,
-                 scenario: str, environment: str) -> None:
-        self.inner, self.path, self.outcome = inner, run_dir / "progress.json", outcome
+    def __init__(self, run_dir: Path, outcome: DrillOutcome, scenario: str, environment: str,
+                 notes: DrillListener) -> None:
+        self.path, self.outcome = run_dir / "progress.json", outcome
         self.scenario, self.environment = scenario, environment
+        self.notes = notes  # the other listeners hear when the journal stops
         self.done: list[PhaseResult] = []
         self.clock: datetime | None = None
         self.broken = False
 
     def drill_started(self, *a: Any) -> None:
-        self.inner.drill_started(*a)
         self._write()
-
-    def phase_started(self, name: str, at: datetime) -> None:
-        self.inner.phase_started(name, at)
 
     def phase_finished(self, result: PhaseResult) -> None:
         if result.started_at is not None:
             self.done.append(result)
             self._write()
-        self.inner.phase_finished(result)
-
-    def task_finished(self, phase: str, result: engine.TaskResult) -> None:
-        self.inner.task_finished(phase, result)
 
     def clock_started(self, at: datetime) -> None:
         self.clock = at
         self._write()
-        self.inner.clock_started(at)
-
-    def clock_stopped(self, at: datetime, rto_s: float) -> None:
-        self.inner.clock_stopped(at, rto_s)
-
-    def note(self, message: str) -> None:
-        self.inner.note(message)
-
-    def drill_finished(self, outcome: DrillOutcome) -> None:
-        self.inner.drill_finished(outcome)
 
     def _write(self) -> None:
         if self.broken:
@@ -312,7 +314,7 @@ class _Journal(DrillListener):
         except Exception as e:  # noqa: BLE001 - a journal that fails must not stop the drill
             self.broken = True
             self.outcome.warnings.append(f"progress journal {self.path} switched off: {e}")
-            self.inner.note(f"progress journal switched off: {e} (resume will not know this "
+            self.notes.note(f"progress journal switched off: {e} (resume will not know this "
                             "run's progress)")
 
     def _write_progress(self) -> None:
@@ -382,6 +384,22 @@ def _open_evidence(plan: Plan, name: str, env: str, scenario: Scenario, tgt: Tar
         change_id=options.change_id, files=_evidence_files(plan, scenario, tgt),
         secrets=tgt.secrets,
     )
+
+
+class _Evidence(DrillListener):
+    """Seals the drill's write-ahead record (opened before anything ran) when the drill ends:
+    phases, tasks, artifacts, the verdict. If sealing fails, the drill's listeners contain it:
+    the outcome keeps its verdict and says the record is not sealed, the run folder keeps the
+    summary and artifacts, and the open record is sealed as interrupted by `drkit drill recover`
+    or the next drill (evidence.recover_interrupted)."""
+
+    def __init__(self, plan: Plan, rec: Any, gov: _Governance, run_dir: Path,
+                 notes: DrillListener) -> None:
+        self.plan, self.rec, self.gov, self.run_dir, self.notes = plan, rec, gov, run_dir, notes
+
+    def drill_finished(self, outcome: DrillOutcome) -> None:
+        _seal(self.plan, self.rec, outcome, self.gov, self.run_dir, self.notes)
+        _write_summary(self.run_dir, outcome)
 
 
 def _seal(plan: Plan, rec: Any, outcome: DrillOutcome, gov: _Governance, run_dir: Path,
@@ -473,11 +491,16 @@ def _python() -> str:
 
 
 def _start_canary(tgt: Target, run_id: str, rate: float) -> Any:
+    """The RPO canary, when the environment's flow pack declares one (else None: RPO is not
+    measured, and a drill with an RPO target cannot pass)."""
     from drkit import flows
 
     assert tgt.entry_url is not None  # the caller starts a canary only with an entry URL
+    pack = tgt.pack()
+    if pack is None or pack.canary is None:
+        return None
     canary = flows.Canary(tgt.entry_url, tgt.ca_file, run_id, rate_per_s=rate,
-                          token=tgt.api_token)
+                          token=tgt.api_token, pack=pack)
     canary.start()
     return canary
 
@@ -596,7 +619,7 @@ def _drive(
             # destructive_started: the clock started; a canary runs only with an entry URL.
             assert fault_at is not None and tgt.entry_url is not None
             rec = flows.reconcile(tgt.entry_url, tgt.ca_file, outcome.id, list(canary.acked),
-                                  fault_at, token=tgt.api_token)
+                                  fault_at, token=tgt.api_token, pack=tgt.pack())
             outcome.reconciliation = _jsonable(rec)
             outcome.rpo_s = rec.rpo_s
             outcome.lost_payments = rec.lost_count
@@ -605,7 +628,7 @@ def _drive(
             # it, before failback (which is off the clock); the final verdict is judged below
             # over everything, from the same observations.
             early = judge.judge(observations(
-                mode, results, set(), _flows(plan, scenario) if scenario.services else [],
+                mode, results, set(), _flows(plan, scenario, tgt.environment),
                 outcome, smoke, aborted=None, rollback=None, canary=canary is not None))
             if early.rto_s is not None and early.clock_stopped_at is not None:
                 listener.clock_stopped(early.clock_stopped_at, early.rto_s)
@@ -637,7 +660,7 @@ def _drive(
                 try:
                     after = flows.reconcile(tgt.entry_url, tgt.ca_file, outcome.id,
                                             list(canary.acked), outcome.clock_started_at,
-                                            token=tgt.api_token)
+                                            token=tgt.api_token, pack=tgt.pack())
                 except DrkitError as e:
                     if bad is None:
                         raise
@@ -656,7 +679,7 @@ def _drive(
                                    "left out (--no-failback)") for p in left_out]
     fb_names = {p.name for p in failback}
     obs = observations(
-        mode, judged_phases, fb_names, _flows(plan, scenario) if scenario.services else [],
+        mode, judged_phases, fb_names, _flows(plan, scenario, tgt.environment),
         outcome, smoke, aborted=aborted, rollback=rollback, canary=canary is not None)
     apply(outcome, judge.judge(obs), listener, announce=not announced)
 
@@ -880,12 +903,14 @@ def recover(plan: Plan, env_name: str, scenario_name: str | None = None, *,
 def _recovery_status(plan: Plan, env_name: str, tgt: Target, phases: tuple[PhaseResult, ...],
                      sealed: tuple[str, ...]) -> Recovery:
     serving, active, replication = False, None, "unknown"
-    if tgt.entry_url:
+    if tgt.entry_url and tgt.flow_pack is not None:
         from drkit import flows
 
         try:
-            results = flows.run_smoke(tgt.entry_url, tgt.ca_file, ["authorize", "balance"],
-                                      token=tgt.api_token)
+            # Serving: the flows the plan's services name, as its flow pack declares them.
+            results = flows.run_smoke(tgt.entry_url, tgt.ca_file,
+                                      plan.smoke_flows(env_name, plan.model.services),
+                                      token=tgt.api_token, pack=tgt.pack())
             serving = all(str(r.status) == "pass" for r in results)
         except DrkitError:
             serving = False
