@@ -237,6 +237,7 @@ def extravars(cfg: LabConfig) -> dict[str, Any]:
     out["drkit_lab_net"] = {
         "cidr": n.cidr,
         "edge_netns": n.edge.netns,
+        "edge_address": n.edge.address,
         "ctl_netns": n.ctl.netns,
         "ssh_executable": str(n.bin_dir / "ssh"),
         "sftp_executable": str(n.bin_dir / "sftp"),

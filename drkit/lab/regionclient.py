@@ -24,6 +24,12 @@ primary's are thrown away when it is rebuilt); acknowledgements between the
 fence and the heal (which must never happen); and the ledger's balance. The client runs until
 after failback (a write an unfenced old primary holds back while its synchronous standby is gone
 completes when failback reattaches one). Exit 0 when nothing is wrong, 1 otherwise.
+
+    python -m drkit.lab.regionclient probe --url https://EDGE:PORT/PATH --ca-file CA
+        --server-name HOST --token-file F --out PROBE.json
+
+is an independent prober (run inside the edge namespace by tests/netns): it counts the entry
+point's answers until SIGTERM.
 """
 
 from __future__ import annotations
@@ -105,6 +111,63 @@ def run(api: str, token: str, run_id: str, out: Path, rate: float, timeout: floa
     # A request in flight ends within its timeout; what it acknowledged is kept.
     canary.stop(timeout_s=timeout + 1)
     dump()
+    return 0
+
+
+def probe(url: str, ca_file: str, server_name: str, token: str, out: Path,
+          interval: float, timeout: float) -> int:
+    """GET url (the entry point) every `interval` s until SIGTERM, counting answers: a 200 is ok,
+    anything else (a status, a reset, a timeout) failed. Rewrites OUT twice a second and when
+    stopped: {"ok", "failed", "first_errors", "started_at", "stopped_at"}. Started inside the
+    lab's edge namespace (`ip netns exec <edge> python -m drkit.lab.regionclient probe ...`), it
+    sees the entry point as a client on the lab's network does, independent of drkit."""
+    import http.client
+    import socket
+    import ssl
+    import time
+    from datetime import UTC
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    ctx = ssl.create_default_context(cafile=ca_file)
+    seen: dict[str, Any] = {"url": url, "ok": 0, "failed": 0, "first_errors": [],
+                            "started_at": datetime.now(UTC).isoformat(), "stopped_at": None}
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    last = 0.0
+    while not done.is_set():
+        error = None
+        try:
+            raw = socket.create_connection((parts.hostname, parts.port or 443), timeout=timeout)
+            conn = http.client.HTTPSConnection(parts.hostname or "", parts.port or 443,
+                                               timeout=timeout, context=ctx)
+            # The certificate names the lab's hostname, not the edge address: verify that name.
+            conn.sock = ctx.wrap_socket(raw, server_hostname=server_name)
+            try:
+                conn.request("GET", target, headers={
+                    "Authorization": f"Bearer {token}", "Connection": "close"})
+                resp = conn.getresponse()
+                resp.read()
+                if resp.status != 200:
+                    error = f"HTTP {resp.status}"
+            finally:
+                conn.close()
+        except (OSError, http.client.HTTPException) as e:
+            error = f"{type(e).__name__}: {e}"
+        if error is None:
+            seen["ok"] += 1
+        else:
+            seen["failed"] += 1
+            if len(seen["first_errors"]) < 10:
+                seen["first_errors"].append(f"{datetime.now(UTC).isoformat()} {error}")
+        if time.monotonic() - last > 0.5:
+            _write_json(out, seen)
+            last = time.monotonic()
+        done.wait(interval)
+    seen["stopped_at"] = datetime.now(UTC).isoformat()
+    _write_json(out, seen)
     return 0
 
 
@@ -192,6 +255,14 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", required=True)
     r.add_argument("--rate", type=float, default=10.0)
     r.add_argument("--timeout", type=float, default=30.0)
+    pr = sub.add_parser("probe", help="GET the entry point until SIGTERM, counting failures")
+    pr.add_argument("--url", required=True)
+    pr.add_argument("--ca-file", required=True)
+    pr.add_argument("--server-name", required=True)
+    pr.add_argument("--token-file", required=True)
+    pr.add_argument("--out", required=True)
+    pr.add_argument("--interval", type=float, default=0.05)
+    pr.add_argument("--timeout", type=float, default=5.0)
     c = sub.add_parser("reconcile", help="reconcile the client's acknowledgements")
     c.add_argument("--acks", required=True)
     c.add_argument("--entry", required=True)
@@ -218,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
         _write_json(Path(a.out), {"references": refs})
         print(json.dumps({"references": len(refs)}))
         return 0
+    if a.cmd == "probe":
+        token = Path(a.token_file).read_text().strip()
+        return probe(a.url, a.ca_file, a.server_name, token, Path(a.out), a.interval, a.timeout)
     if a.cmd == "run":
         token = Path(a.token_file).read_text().strip()
         return run(a.api, token, a.run_id, Path(a.out), a.rate, a.timeout)
