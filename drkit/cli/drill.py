@@ -389,7 +389,8 @@ def resume(
 def recover(
     env: EnvOption,
     scenario: Annotated[str | None, typer.Option(help="Scenario whose rollback to use "
-                                                 "(default: the plan's first).")] = None,
+                                                 "(default: the killed drill's, else the "
+                                                 "plan's first).")] = None,
     plan: PlanOption = None,
     as_json: JsonOption = False,
 ) -> None:

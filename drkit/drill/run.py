@@ -860,13 +860,16 @@ def recover(plan: Plan, env_name: str, scenario_name: str | None = None, *,
     rollback (it reads the state of both regions first) so payments are served again from the
     original primary, with replication re-established, or its absence reported."""
     listener = listener or DrillListener()
-    name = scenario_name or next(iter(plan.model.scenarios), None)
+    tgt = target(plan, env_name)
+    # The killed drill's own scenario by default: its rollback knows what that scenario changed
+    # (issue 17: the partition's heals the region and stops the in-region client).
+    name = (scenario_name or _killed_scenario(plan, env_name, tgt.state_dir) or
+            next(iter(plan.model.scenarios), None))
     if name is None:
         raise BadInput(f"{plan.path.name}: no scenarios declared")
     scenario = plan.scenario(name)
     if not scenario.rollback:
         raise BadInput(f"scenario {name!r} has no rollback playbook to recover with")
-    tgt = target(plan, env_name)
     sealed: tuple[str, ...] = ()
     from drkit import envlock
 
@@ -898,6 +901,20 @@ def recover(plan: Plan, env_name: str, scenario_name: str | None = None, *,
             except DrkitError as e:
                 listener.note(f"lab up after recovery: {e}")
     return _recovery_status(plan, env_name, tgt, tuple(results), sealed)
+
+
+def _killed_scenario(plan: Plan, env_name: str, state_dir: Path) -> str | None:
+    """The scenario of the drill that died half way on this environment, if the plan has it."""
+    from drkit import envlock
+
+    mark = envlock.drill_mark(state_dir, envlock.key_for(plan, env_name))
+    if mark is None or not mark.unfinished:
+        return None
+    words = mark.command.split()
+    if len(words) >= 3 and words[:2] in (["drill", "run"], ["drill", "resume"]) and \
+            words[2] in plan.model.scenarios:
+        return words[2]
+    return None
 
 
 def _recovery_status(plan: Plan, env_name: str, tgt: Target, phases: tuple[PhaseResult, ...],
