@@ -10,6 +10,7 @@ import hashlib
 import math
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -316,6 +317,187 @@ class ExecutionNode(_Model):
         return v
 
 
+# ---------------------------------------------------------------------------------------------
+# Flow packs (issue 14): the smoke flows and the RPO canary of one payments API, declared in a
+# file an environment names (flows/payments-lab.yml is the lab's). drkit.flows runs them.
+
+FlowVar = Annotated[str | int | float | bool, Field(description="a value for ${name}")]
+_PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
+_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+# Set by drkit.flows when a flow runs or the canary writes (see flows/payments-lab.yml).
+FLOW_BUILTINS = ("uuid", "flow", "run_id", "state_dir")
+CANARY_BUILTINS = ("reference", "seq", "prefix", "run_id", "state_dir")
+MAX_STEPS = 20
+
+
+class FlowRequest(_Model):
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "GET"
+    path: str = Field(pattern=r"^/", max_length=2000, description="below the entry URL, /...")
+    body: Any = Field(None, description="a JSON body (any YAML value)")
+    headers: dict[str, str] = Field({}, max_length=50)
+
+
+class FlowExpect(_Model):
+    status: int | tuple[int, ...] = Field(200, description="the status, or statuses, that pass")
+    # "json" in the file; another name here (BaseModel has a json method).
+    fields: dict[str, Any] = Field({}, alias="json", max_length=50, description=(
+        "dotted field of the JSON answer (charge.id, items.0.ref) -> the value it must have"))
+
+    @field_validator("status")
+    @classmethod
+    def _status(cls, v: int | tuple[int, ...]) -> int | tuple[int, ...]:
+        codes = (v,) if isinstance(v, int) else v
+        if not codes:
+            raise ValueError("give at least one status")
+        for code in codes:
+            if not 100 <= code <= 599:
+                raise ValueError(f"{code} is not an HTTP status (100-599)")
+        return v
+
+
+class FlowStep(_Model):
+    name: str | None = None
+    request: FlowRequest
+    expect: FlowExpect = FlowExpect()
+    capture: dict[str, str] = Field({}, max_length=20, description=(
+        "variable -> dotted field of the answer, for later steps (${variable})"))
+
+    @field_validator("capture")
+    @classmethod
+    def _captures(cls, v: dict[str, str]) -> dict[str, str]:
+        for var in v:
+            if not _VAR_NAME.match(var):
+                raise ValueError(f"{var!r} is not a variable name (letters, digits, _)")
+        return v
+
+
+class FlowSpec(_Model):
+    detail: str = Field("", description="the message when it passes, with ${variables}")
+    steps: tuple[FlowStep, ...] = Field(min_length=1, max_length=MAX_STEPS)
+
+
+class SecretSource(_Model):
+    """A credential, read from an environment variable or a file when the flows run; never
+    written to the run folder, the evidence or a report."""
+
+    env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    file: str | None = None
+    required: bool = True
+
+    @model_validator(mode="after")
+    def _one(self) -> SecretSource:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("give exactly one of env (a variable name) or file (a path)")
+        return self
+
+
+class CanaryReadBack(FlowStep):
+    items: str = Field("", description="dotted field holding the list ('': the answer itself)")
+    reference: str = Field("reference", description="each item's field with the reference")
+
+
+class CanaryLedger(FlowStep):
+    balanced: str = Field(description="dotted field that is true when the ledger balances")
+    debits_cents: str | None = None
+    credits_cents: str | None = None
+    entries: str | None = None
+
+
+class CanarySpec(_Model):
+    """The RPO canary needs a write endpoint (numbered payments with ${reference}, each
+    acknowledged with an id it captures) and a read-back endpoint (the payments whose
+    reference starts with ${prefix}); a ledger endpoint, if declared, is checked after failover
+    (without one the verdict says the ledger was not read)."""
+
+    write: FlowStep
+    read_back: CanaryReadBack
+    ledger: CanaryLedger | None = None
+
+    @field_validator("write")
+    @classmethod
+    def _acked(cls, v: FlowStep) -> FlowStep:
+        if len(v.capture) != 1:
+            raise ValueError("capture exactly one field: the acknowledged payment's id "
+                             "(e.g. capture: {payment_id: id})")
+        return v
+
+
+class FlowPackModel(_Model):
+    version: Literal[1] = 1
+    name: str
+    description: str = ""
+    vars: dict[str, FlowVar] = Field({}, max_length=MAX_ITEMS)
+    secrets: dict[str, SecretSource] = Field({}, max_length=20)
+    headers: dict[str, str] = Field({}, max_length=50, description=(
+        "sent with every request; ${secret.NAME} only here"))
+    flows: dict[str, FlowSpec] = Field(min_length=1, max_length=MAX_ITEMS)
+    canary: CanarySpec | None = Field(None, description=(
+        "without one RPO is not measured: a drill with an RPO target is inconclusive"))
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name(v, "a flow pack name")
+
+    @field_validator("flows")
+    @classmethod
+    def _flow_names(cls, v: dict[str, FlowSpec]) -> dict[str, FlowSpec]:
+        for name in v:
+            check_name(name, "a flow name")
+        return v
+
+    @model_validator(mode="after")
+    def _secrets_declared(self) -> FlowPackModel:
+        for key, tmpl in self.headers.items():
+            for ref in _PLACEHOLDER.findall(tmpl):
+                if ref.startswith("secret.") and ref[7:] not in self.secrets:
+                    raise ValueError(f"headers.{key}: ${{{ref}}} is not a declared secret "
+                                     f"(secrets: {', '.join(self.secrets) or 'none'})")
+        return self
+
+    def undefined(self, extra: Iterable[str] = ()) -> str | None:
+        """The first ${...} of a flow or the canary that nothing defines, as a message."""
+        known = set(self.vars) | set(extra)
+
+        def refs(value: Any) -> list[str]:
+            if isinstance(value, str):
+                return _PLACEHOLDER.findall(value)
+            if isinstance(value, dict):
+                return [r for k, v in value.items() for r in refs(k) + refs(v)]
+            if isinstance(value, list | tuple):
+                return [r for v in value for r in refs(v)]
+            return []
+
+        def check(step: FlowStep, where: str, have: set[str]) -> str | None:
+            req = step.request
+            for ref in refs([req.path, req.body, dict(req.headers), dict(step.expect.fields)]):
+                if ref.startswith("secret."):
+                    return (f"{where}: ${{{ref}}}: a secret goes only in the pack's headers "
+                            "(never in a path, body or expectation)")
+                if ref not in have:
+                    return (f"{where}: ${{{ref}}} is not defined (vars, the environment's "
+                            "flow_vars, an earlier step's capture, or a built-in: "
+                            f"{', '.join(FLOW_BUILTINS)})")
+            return None
+
+        for name, flow in self.flows.items():
+            have = known | set(FLOW_BUILTINS)
+            for i, step in enumerate(flow.steps):
+                if problem := check(step, f"flows.{name}.steps.{i}", have):
+                    return problem
+                have |= set(step.capture)
+            for ref in _PLACEHOLDER.findall(flow.detail):
+                if ref not in have:
+                    return f"flows.{name}.detail: ${{{ref}}} is not defined"
+        if self.canary is not None:
+            have = known | set(CANARY_BUILTINS)
+            for part in ("write", "read_back", "ledger"):
+                step = getattr(self.canary, part)
+                if step is not None and (problem := check(step, f"canary.{part}", have)):
+                    return problem
+        return None
+
+
 class Environment(_Model):
     inventory: str = Field(description="inventory path, relative to the plan file")
     protected: bool = Field(False, description="needs --confirm NAME, a change id for runbooks")
@@ -329,9 +511,18 @@ class Environment(_Model):
     execution_nodes: dict[str, ExecutionNode] = Field(
         {}, max_length=10, description="per region (primary/secondary region name), the node "
         "that runs playbooks there; a drill runs on the surviving region's node")
+    # issue 14: what it runs on, and the flow pack its smoke flows and canary come from
+    target: Literal["lab", "aws"] | None = Field(None, description=(
+        "what it runs on; aws: the evidence records the AWS caller identity (STS) that ran it"))
+    flows: str | None = Field(None, description=(
+        "flow pack (smoke flows, canary) for its API, relative to the plan; a lab environment "
+        "defaults to flows/payments-lab.yml"))
+    flow_vars: dict[str, FlowVar] = Field({}, max_length=MAX_ITEMS, description=(
+        "values for the pack's ${variables}: test merchant and account ids"))
 
 
 SMOKE_FLOWS = ("authorize", "capture", "refund", "balance", "idempotent-replay", "ledger-verify")
+DEFAULT_FLOW_PACK = "flows/payments-lab.yml"
 
 
 class Service(_Model):
@@ -339,7 +530,8 @@ class Service(_Model):
     owner: str = "unassigned"
     rto: Duration
     rpo: Duration
-    smoke: tuple[str, ...] = Field(SMOKE_FLOWS, max_length=len(SMOKE_FLOWS) * 2)
+    smoke: tuple[str, ...] = Field((), max_length=MAX_ITEMS, description=(
+        "the flows that prove it, by name in each environment's flow pack (default: all)"))
 
     _rto = field_validator("rto", "rpo", mode="before")(classmethod(lambda cls, v: _dur(v)))
 
@@ -359,10 +551,7 @@ class Service(_Model):
     @classmethod
     def _flows(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         for flow in v:
-            if flow not in SMOKE_FLOWS:
-                raise ValueError(f"unknown smoke flow {flow!r} (known: {', '.join(SMOKE_FLOWS)})")
-        if not v:
-            raise ValueError("needs at least one smoke flow")
+            check_name(flow, "a flow name")
         return v
 
 
@@ -628,6 +817,32 @@ class Plan:
             )
         return path
 
+    def flow_pack_path(self, env: str) -> Path | None:
+        """The environment's flow pack file: its own, else for a lab environment the shipped
+        flows/payments-lab.yml (next to the plan, else next to the package); else None."""
+        e = self.environment(env)
+        if e.flows:
+            return self.resolve(e.flows)
+        if not e.lab:
+            return None
+        here = self.root / DEFAULT_FLOW_PACK
+        return here if here.is_file() else Path(__file__).resolve().parents[1] / DEFAULT_FLOW_PACK
+
+    def flow_pack(self, env: str) -> FlowPackModel | None:
+        """The environment's validated flow pack (None: it declares none)."""
+        path = self.flow_pack_path(env)
+        return load_flow_pack(path) if path is not None else None
+
+    def smoke_flows(self, env: str, services: Iterable[str]) -> list[str]:
+        """The flows the services name (each service's `smoke`, or every flow of the
+        environment's pack when it names none), in order, once each."""
+        pack = self.flow_pack(env)
+        out: list[str] = []
+        for s in services:
+            names = self.model.services[s].smoke or (tuple(pack.flows) if pack else ())
+            out += [f for f in names if f not in out]
+        return out
+
     def lab_environment(self) -> str:
         for name, env in self.model.environments.items():
             if env.lab:
@@ -774,6 +989,7 @@ def load_plan(path: str | Path | None = None) -> Plan:
     plan = Plan(path=p.resolve(), model=model, sha256=hashlib.sha256(raw).hexdigest())
     try:
         _check_files(plan, lines)
+        _check_flow_packs(plan, lines)
     except OSError as e:  # e.g. ENAMETOOLONG from a 5000-character inventory path
         raise PlanError(f"{p}: cannot check a path the plan names: {e.strerror} (fix the "
                         "inventory and playbook paths)") from None
@@ -848,6 +1064,63 @@ def _check_files(plan: Plan, lines: dict[tuple[str, ...], int]) -> None:
                 raise PlanError(
                     f"{plan.path}:{line} scenarios.{name}.{key}: {value} does not exist"
                 )
+
+
+def load_flow_pack(path: Path) -> FlowPackModel:
+    """Read and validate a flow pack file; a bad one is one PlanError line (file:line field)."""
+    from drkit.files import read_regular
+
+    if not path.is_file():
+        raise PlanError(f"{path}: flow pack not found (point environments.NAME.flows at a "
+                        "file like flows/payments-lab.yml)")
+    raw = read_regular(path, limit=MAX_PLAN_BYTES, what="flow pack")
+    try:
+        data, lines = _load_with_lines(raw.decode("utf-8"), str(path))
+    except UnicodeDecodeError as e:
+        raise PlanError(f"{path}: is not UTF-8 text (byte {e.start})") from None
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        raise PlanError(f"{path}{f':{mark.line + 1}' if mark else ''}: not valid YAML: "
+                        f"{e.problem or e.context}") from None
+    except (yaml.YAMLError, RecursionError, ValueError, TypeError) as e:
+        raise PlanError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise PlanError(f"{path}:1: a flow pack is a mapping (name:, flows:, canary:)")
+    _check_data(data, lines, path)
+    try:
+        return FlowPackModel.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = tuple(str(x) for x in err.get("loc", ()))
+        line = next((lines[loc[:i]] for i in range(len(loc), -1, -1) if loc[:i] in lines), 0)
+        where = f"{path}:{line}" if line else str(path)
+        raise PlanError(f"{where} {'.'.join(loc) or '(top level)'}: {_describe(err)}") from None
+
+
+def _check_flow_packs(plan: Plan, lines: dict[tuple[str, ...], int]) -> None:
+    """Each environment's flow pack is valid, defines every ${variable} it uses, and has the
+    flows the services name."""
+    for env_name, env in plan.model.environments.items():
+        path = plan.flow_pack_path(env_name)
+        if path is None:
+            continue
+        if not path.is_file():
+            line = lines.get(("environments", env_name, "flows"), 0)
+            raise PlanError(f"{plan.path}:{line} environments.{env_name}.flows: {path} does "
+                            "not exist (a flow pack file, relative to the plan)")
+        pack = load_flow_pack(path)
+        extra = tuple(env.flow_vars)
+        if problem := pack.undefined(extra):
+            raise PlanError(f"{path}: {problem}")
+        for svc_name, svc in plan.model.services.items():
+            for i, flow in enumerate(svc.smoke):
+                if flow not in pack.flows:
+                    line = lines.get(("services", svc_name, "smoke", str(i)),
+                                     lines.get(("services", svc_name, "smoke"), 0))
+                    raise PlanError(
+                        f"{plan.path}:{line} services.{svc_name}.smoke: unknown smoke flow "
+                        f"{flow!r} in environment {env_name}'s pack {path.name} (it defines: "
+                        f"{', '.join(pack.flows)})")
 
 
 def json_schema() -> dict[str, Any]:

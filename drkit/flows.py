@@ -5,9 +5,14 @@ Used by the drill (the recovery clock stops at the first all-green smoke round),
 with an `ssl` context that verifies against a given CA file (or the system CAs), so the public
 entry point is checked exactly as a customer would reach it. Both http:// and https:// work.
 
+What the flows and the canary send and expect is declared in a flow pack (issue 14; the lab's is
+flows/payments-lab.yml, the default): any payments API gets its own pack; nothing here knows
+the lab's paths. Credentials come from environment variables or files the pack names, are read
+when a client is made, and never appear in results (scrubbed from every detail).
+
 Nothing here prints or exits; `python -m drkit.flows smoke ...` is a thin CLI for running the
 flows by hand or from a `command` task (see `main`). The drill's smoke phase calls
-`smoke_until_green` through the drkit_smoke action plugin (playbooks/action/).
+`smoke_until_green` through the drkit.dr.smoke action plugin (the collection's plugins/action/).
 """
 
 from __future__ import annotations
@@ -16,13 +21,15 @@ import argparse
 import hashlib
 import http.client
 import json
+import os
+import re
 import ssl
 import sys
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -36,6 +43,7 @@ from drkit.errors import BadInput, RunFailed
 # connection from eating seconds of measured RTO.
 DEFAULT_REQUEST_TIMEOUT_S = 1.0
 
+# The lab's flows (flows/payments-lab.yml, the default pack), in order.
 FLOWS: tuple[str, ...] = (
     "authorize",
     "capture",
@@ -234,148 +242,292 @@ def _now() -> datetime:
 
 
 # --------------------------------------------------------------------------------------------
-# smoke flows
+# smoke flows, declared (issue 14)
 #
-# Each flow is self-contained (its own payments, its own fresh accounts), so flows can run in any
-# subset and order, and a balance check is exact even while other traffic moves money.
+# A flow pack (flows/payments-lab.yml is the lab's) declares, for one payments API, its smoke
+# flows (steps: a request, the expected status and JSON fields, values captured for later
+# steps) and its RPO canary (a write endpoint, a read-back endpoint, a ledger check). drkit.config
+# validates a pack against its schema (`plan validate`); here a validated pack, as plain data
+# (the drill passes it to the smoke action as extra vars), is run. Each flow is self-contained
+# (its own payments, its own fresh accounts: ${uuid}), so flows run in any subset and order.
 
-SMOKE_AMOUNT_CENTS = 1234
-
-
-def _accounts() -> tuple[str, str]:
-    token = uuid.uuid4().hex[:16]
-    return f"smoke-{token}-payer", f"smoke-{token}-payee"
-
-
-def _new_payment(
-    client: Client, payer: str, payee: str, key: str | None = None, expect: Sequence[int] = (201,)
-) -> Response:
-    headers = {"Idempotency-Key": key} if key else None
-    resp = client.call(
-        "POST",
-        "/payments",
-        {
-            "amount_cents": SMOKE_AMOUNT_CENTS,
-            "currency": "EUR",
-            "from_account": payer,
-            "to_account": payee,
-            "reference": f"smoke:{payer}",
-        },
-        expect=expect,
-        headers=headers,
-    )
-    body = resp.body
-    if not isinstance(body, dict) or not isinstance(body.get("id"), str):
-        raise FlowError("POST /payments: the answer has no payment id")
-    return resp
+DEFAULT_PACK = Path(__file__).resolve().parents[1] / "flows" / "payments-lab.yml"
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.-]*)\}")
+_MISSING = object()
 
 
-def _expect_status(resp: Response, step: str, status: str) -> None:
-    got = resp.body.get("status") if isinstance(resp.body, dict) else None
-    if got != status:
-        raise FlowError(f"{step}: payment status is {got!r}, expected {status!r}")
+def _subst(value: Any, env: Mapping[str, Any], *, in_path: bool = False) -> Any:
+    """`value` with ${name} replaced from `env`. A string that is exactly one placeholder
+    becomes the variable's value (its type kept); in a path, values are percent-encoded."""
+    if isinstance(value, dict):
+        return {str(_subst(k, env)): _subst(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_subst(v, env) for v in value]
+    if not isinstance(value, str):
+        return value
+    whole = _PLACEHOLDER.fullmatch(value)
+    if whole and not in_path:
+        return _lookup(whole.group(1), env)
+
+    def one(m: re.Match[str]) -> str:
+        got = _lookup(m.group(1), env)
+        text = json.dumps(got) if isinstance(got, bool) else str(got)
+        return quote(text, safe="") if in_path else text
+
+    return _PLACEHOLDER.sub(one, value)
 
 
-def _balance(client: Client, account: str) -> int:
-    resp = client.call("GET", f"/accounts/{quote(account, safe='')}/balance")
-    value = resp.body.get("balance_cents") if isinstance(resp.body, dict) else None
-    if not isinstance(value, int):
-        raise FlowError(f"GET /accounts/{account}/balance: no balance_cents in the answer")
-    return value
+def _lookup(name: str, env: Mapping[str, Any]) -> Any:
+    got = env.get(name, _MISSING)
+    if got is _MISSING:
+        raise FlowError(f"${{{name}}} is not set (not a pack variable, nor captured by an "
+                        "earlier step)")
+    return got
 
 
-def _flow_authorize(client: Client) -> str:
-    payer, payee = _accounts()
-    resp = _new_payment(client, payer, payee)
-    _expect_status(resp, "POST /payments", "authorized")
-    if resp.body.get("amount_cents") != SMOKE_AMOUNT_CENTS:
-        raise FlowError("POST /payments: the amount was not echoed back")
-    return f"payment {resp.body['id']} authorized"
+def _field(body: Any, path: str) -> Any:
+    """The value at a dotted path (`charge.id`, `items.0.ref`; "" is the body), or _MISSING."""
+    node = body
+    for part in path.split(".") if path else ():
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return _MISSING
+    return node
 
 
-def _flow_capture(client: Client) -> str:
-    payer, payee = _accounts()
-    pid = _new_payment(client, payer, payee).body["id"]
-    resp = client.call("POST", f"/payments/{pid}/capture")
-    _expect_status(resp, "POST /payments/{id}/capture", "captured")
-    return f"payment {pid} captured"
+@dataclass(frozen=True)
+class Step:
+    """One request of a flow, what must come back, and what to keep for later steps."""
+
+    name: str
+    method: str
+    path: str
+    body: Any = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    status: tuple[int, ...] = (200,)
+    json: Mapping[str, Any] = field(default_factory=dict)  # dotted field -> expected value
+    capture: Mapping[str, str] = field(default_factory=dict)  # variable -> dotted field
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Step:
+        req, exp = d.get("request") or {}, d.get("expect") or {}
+        status = exp.get("status", 200)
+        method, path = str(req.get("method", "GET")).upper(), str(req.get("path", "/"))
+        return cls(name=str(d.get("name") or f"{method} {path}"), method=method, path=path,
+                   body=req.get("body"), headers=dict(req.get("headers") or {}),
+                   status=tuple(status) if isinstance(status, list | tuple) else (int(status),),
+                   json=dict(exp.get("json") or {}), capture=dict(d.get("capture") or {}))
+
+    def run(self, client: Client, env: dict[str, Any]) -> Response:
+        """Send the request; check the status and fields; add the captures to `env`."""
+        path = _subst(self.path, env, in_path=True)
+        what = f"{self.method} {self.path.split('?')[0]}"
+        headers = {str(k): str(v) for k, v in _subst(dict(self.headers), env).items()}
+        resp = client.call(self.method, path, _subst(self.body, env), expect=self.status,
+                           headers=headers or None)
+        for name, want in self.json.items():
+            got, expected = _field(resp.body, name), _subst(want, env)
+            if got is _MISSING:
+                raise FlowError(f"{what}: no {name!r} in the answer")
+            if got != expected or isinstance(got, bool) != isinstance(expected, bool):
+                raise FlowError(f"{what}: {name} is {got!r}, expected {expected!r}")
+        for var, where in self.capture.items():
+            got = _field(resp.body, where)
+            if got is _MISSING or got is None or isinstance(got, dict | list):
+                raise FlowError(f"{what}: the answer has no {where!r} (to keep as {var})")
+            env[var] = got
+        return resp
 
 
-def _flow_refund(client: Client) -> str:
-    payer, payee = _accounts()
-    pid = _new_payment(client, payer, payee).body["id"]
-    client.call("POST", f"/payments/{pid}/capture")
-    resp = client.call("POST", f"/payments/{pid}/refund")
-    _expect_status(resp, "POST /payments/{id}/refund", "refunded")
-    return f"payment {pid} refunded"
+@dataclass(frozen=True)
+class Flow:
+    name: str
+    steps: tuple[Step, ...]
+    detail: str = ""  # the pass message, with ${...} from the flow's variables
+
+    @classmethod
+    def from_json(cls, name: str, d: Mapping[str, Any]) -> Flow:
+        return cls(name, tuple(Step.from_json(s) for s in d.get("steps") or ()),
+                   str(d.get("detail") or ""))
 
 
-def _flow_balance(client: Client) -> str:
-    payer, payee = _accounts()
-    before = _balance(client, payer)
-    pid = _new_payment(client, payer, payee).body["id"]
-    after = _balance(client, payer)
-    if after != before - SMOKE_AMOUNT_CENTS:
-        raise FlowError(
-            f"balance of {payer} went {before} -> {after} after authorizing "
-            f"{SMOKE_AMOUNT_CENTS} (payment {pid})"
-        )
-    return f"balance moved by -{SMOKE_AMOUNT_CENTS} for payment {pid}"
+@dataclass(frozen=True)
+class SecretSource:
+    """Where a secret's value comes from: an environment variable or a file (one line). The
+    value is read when a client is made, and never kept in anything that is written."""
+
+    name: str
+    env: str | None = None
+    file: str | None = None
+    required: bool = True
 
 
-def _flow_idempotent_replay(client: Client) -> str:
-    payer, payee = _accounts()
-    key = f"smoke-replay-{uuid.uuid4()}"
-    # The first attempt may itself be a retry in the server's eyes; either answer is fine.
-    first = _new_payment(client, payer, payee, key, expect=(200, 201)).body["id"]
-    replay = _new_payment(client, payer, payee, key, expect=(200,))
-    if replay.body["id"] != first:
-        raise FlowError(f"replay returned payment {replay.body['id']}, expected {first}")
-    after = _balance(client, payer)
-    if after != -SMOKE_AMOUNT_CENTS:
-        raise FlowError(f"balance of {payer} is {after}: money moved more than once")
-    return f"replay returned payment {first}; money moved once"
+@dataclass(frozen=True)
+class CanarySpec:
+    write: Step  # captures payment_id: the acknowledged payment's id
+    read_back: Step  # lists the payments whose reference starts with ${prefix}
+    items: str = ""  # where the list is in the read-back answer ("" = the answer itself)
+    reference: str = "reference"  # each item's field holding the reference
+    ledger: Step | None = None
+    ledger_fields: Mapping[str, str] = field(default_factory=dict)  # balanced, debits_cents...
 
 
-def _flow_ledger_verify(client: Client) -> str:
-    body = client.call("GET", "/ledger/verify").body
-    if not isinstance(body, dict) or body.get("balanced") is not True:
-        raise FlowError(f"ledger is not balanced: {body}")
-    return f"ledger balanced over {body.get('entries')} entries"
+@dataclass(frozen=True)
+class FlowPack:
+    name: str
+    flows: Mapping[str, Flow]
+    vars: Mapping[str, Any] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    secrets: tuple[SecretSource, ...] = ()
+    canary: CanarySpec | None = None
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any], extra_vars: Mapping[str, Any] | None = None
+                  ) -> FlowPack:
+        """A pack from plain data (a validated pack, e.g. `model_dump()` of drkit.config's
+        FlowPackModel). `extra_vars` (the environment's flow_vars, its state_dir) override the
+        pack's vars."""
+        if not isinstance(d, Mapping) or not isinstance(d.get("flows"), Mapping):
+            raise BadInput("a flow pack must be a mapping with flows (see flows/payments-lab.yml)")
+        c = d.get("canary")
+        canary = None
+        if isinstance(c, Mapping):
+            ledger = c.get("ledger")
+            canary = CanarySpec(
+                write=Step.from_json(c["write"]), read_back=Step.from_json(c["read_back"]),
+                items=str(c.get("read_back", {}).get("items") or ""),
+                reference=str(c.get("read_back", {}).get("reference") or "reference"),
+                ledger=Step.from_json(ledger) if isinstance(ledger, Mapping) else None,
+                ledger_fields={k: str(ledger[k]) for k in
+                               ("balanced", "debits_cents", "credits_cents", "entries")
+                               if isinstance(ledger, Mapping) and ledger.get(k)})
+        return cls(
+            name=str(d.get("name") or "flows"),
+            flows={str(k): Flow.from_json(str(k), v) for k, v in d["flows"].items()},
+            vars={**dict(d.get("vars") or {}), **dict(extra_vars or {})},
+            headers=dict(d.get("headers") or {}),
+            secrets=tuple(SecretSource(str(k), v.get("env"), v.get("file"),
+                                       bool(v.get("required", True)))
+                          for k, v in (d.get("secrets") or {}).items()),
+            canary=canary)
+
+    def resolve_secrets(self, given: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The secrets' values: `given` first, then each source. A required one that cannot be
+        read is BadInput naming its source, never a value."""
+        out = dict(given or {})
+        for s in self.secrets:
+            if s.name in out:
+                continue
+            value = None
+            if s.env:
+                value = os.environ.get(s.env) or None
+            elif s.file:
+                try:
+                    path = str(_subst(s.file, self.vars))
+                except FlowError as e:  # e.g. ${state_dir} outside a drill
+                    if s.required:
+                        raise BadInput(f"flow pack {self.name}: secret {s.name}: {e}") from None
+                    continue
+                if Path(path).is_file():
+                    value = read_token(path)
+                elif s.required:
+                    raise BadInput(f"flow pack {self.name}: secret {s.name}: file {path} "
+                                   "does not exist")
+            if value is None and s.required:
+                raise BadInput(f"flow pack {self.name}: secret {s.name}: environment variable "
+                               f"{s.env} is not set")
+            if value is not None:
+                out[s.name] = value
+        return out
 
 
-_FLOW_FUNCS = {
-    "authorize": _flow_authorize,
-    "capture": _flow_capture,
-    "refund": _flow_refund,
-    "balance": _flow_balance,
-    "idempotent-replay": _flow_idempotent_replay,
-    "ledger-verify": _flow_ledger_verify,
-}
+def load_pack(path: str | Path, extra_vars: Mapping[str, Any] | None = None) -> FlowPack:
+    """A pack from its YAML file, unvalidated (drkit.config.load_flow_pack validates one)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise BadInput(f"flow pack {path}: cannot read it ({e})") from None
+    return FlowPack.from_json(data, extra_vars)
 
 
-def _check_flows(flows: Sequence[str]) -> tuple[str, ...]:
+_DEFAULT: FlowPack | None = None
+
+
+def default_pack() -> FlowPack:
+    """The lab's pack (flows/payments-lab.yml), read once."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = load_pack(DEFAULT_PACK)
+    return _DEFAULT
+
+
+class PackClient(Client):
+    """A Client that sends the pack's headers (secrets filled in) with every request, and
+    keeps secret values out of every message it raises."""
+
+    def __init__(self, entry_url: str, ca_file: str | None, timeout_s: float,
+                 pack: FlowPack, secrets: Mapping[str, str]) -> None:
+        super().__init__(entry_url, ca_file, timeout_s)
+        self.secret_values = tuple(v for v in secrets.values() if v)
+        env = {f"secret.{k}": v for k, v in secrets.items()}
+        for name, tmpl in pack.headers.items():
+            try:
+                self.auth[name] = str(_subst(tmpl, {**pack.vars, **env}))
+            except FlowError:
+                # A header naming an optional secret that is not there is left out.
+                continue
+
+    def scrub(self, text: str) -> str:
+        for v in self.secret_values:
+            text = text.replace(v, "***")
+        return text
+
+
+def _client(entry_url: str, ca_file: str | None, timeout_s: float, pack: FlowPack | None,
+            token: str | None) -> PackClient:
+    pack = pack or default_pack()
+    return PackClient(entry_url, ca_file, timeout_s, pack,
+                      pack.resolve_secrets({"token": token} if token else None))
+
+
+def _check_flows(flows: Sequence[str], pack: FlowPack | None = None) -> tuple[str, ...]:
+    known = tuple((pack or default_pack()).flows)
     if isinstance(flows, str):  # a bare string is a sequence of letters: refuse it clearly
         raise BadInput(f"flows must be a list of flow names, not the string {flows!r}")
-    unknown = [f for f in flows if f not in _FLOW_FUNCS]
+    unknown = [f for f in flows if f not in known]
     if unknown:
-        raise BadInput(f"unknown smoke flow(s) {', '.join(unknown)} (known: {', '.join(FLOWS)})")
+        raise BadInput(f"unknown smoke flow(s) {', '.join(unknown)} (known: {', '.join(known)})")
     if not flows:
-        raise BadInput(f"no smoke flows given (known: {', '.join(FLOWS)})")
+        raise BadInput(f"no smoke flows given (known: {', '.join(known)})")
     return tuple(flows)
 
 
+def _run_flow(client: PackClient, pack: FlowPack, flow: Flow) -> str:
+    env: dict[str, Any] = {**pack.vars, "uuid": uuid.uuid4().hex[:16], "flow": flow.name}
+    for step in flow.steps:
+        step.run(client, env)
+    return str(_subst(flow.detail, env)) if flow.detail else f"{len(flow.steps)} step(s) passed"
+
+
 def _run_round(
-    client: Client, flows: Sequence[str], stop_at_first_failure: bool
+    client: PackClient, pack: FlowPack, flows: Sequence[str], stop_at_first_failure: bool
 ) -> list[FlowResult]:
     results: list[FlowResult] = []
     for i, name in enumerate(flows):
         started = time.monotonic()
         try:
-            detail = _FLOW_FUNCS[name](client)
+            detail = _run_flow(client, pack, pack.flows[name])
             status = FlowStatus.PASS
         except FlowError as e:
             detail, status = str(e), FlowStatus.FAIL
+        # Results are kept (run folder, evidence): no secret value in them, whatever a server
+        # echoed back (issue 14).
+        detail = client.scrub(detail)
         results.append(FlowResult(name, status, time.monotonic() - started, detail))
         if status is FlowStatus.FAIL and stop_at_first_failure:
             # This round cannot be all green any more; retry sooner instead of spending up to
@@ -395,12 +547,15 @@ def run_smoke(
     *,
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
     token: str | None = None,
+    pack: FlowPack | None = None,
 ) -> list[FlowResult]:
-    """Run each named flow once through `entry_url`, in order; every flow runs (a failing one
-    does not stop the others). Raises BadInput for an unknown flow or a bad URL/CA file."""
-    names = _check_flows(flows)
-    client = Client(entry_url, ca_file, request_timeout_s, token)
-    return _run_round(client, names, stop_at_first_failure=False)
+    """Run each named flow of `pack` (default: the lab's) once through `entry_url`, in order;
+    every flow runs (a failing one does not stop the others). Raises BadInput for an unknown
+    flow, a bad URL/CA file or a required secret that cannot be read."""
+    pack = pack or default_pack()
+    names = _check_flows(flows, pack)
+    client = _client(entry_url, ca_file, request_timeout_s, pack, token)
+    return _run_round(client, pack, names, stop_at_first_failure=False)
 
 
 def smoke_until_green(
@@ -412,6 +567,7 @@ def smoke_until_green(
     *,
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
     token: str | None = None,
+    pack: FlowPack | None = None,
 ) -> SmokeOutcome:
     """Repeat the whole set of flows until one round passes them all, or `timeout_s` runs out.
 
@@ -419,15 +575,16 @@ def smoke_until_green(
     clock stops. A round stops at its first failing flow (the rest are reported as failed, "not
     run") so the loop retries at most `interval_s` after the entry point comes back. The last
     round's results are returned either way."""
-    names = _check_flows(flows)
-    client = Client(entry_url, ca_file, request_timeout_s, token)
+    pack = pack or default_pack()
+    names = _check_flows(flows, pack)
+    client = _client(entry_url, ca_file, request_timeout_s, pack, token)
     started_at = _now()
     deadline = time.monotonic() + timeout_s
     attempts = 0
     results: list[FlowResult] = []
     while True:
         attempts += 1
-        results = _run_round(client, names, stop_at_first_failure=True)
+        results = _run_round(client, pack, names, stop_at_first_failure=True)
         if all(r.passed for r in results):
             return SmokeOutcome(started_at, _now(), attempts, tuple(results))
         if time.monotonic() + interval_s >= deadline:
@@ -503,13 +660,18 @@ class Canary:
         rate_per_s: float = 20,
         *,
         request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
-        amount_cents: int = 100,
         token: str | None = None,
+        pack: FlowPack | None = None,
     ) -> None:
-        self._client = Client(entry_url, ca_file, request_timeout_s, token)
+        pack = pack or default_pack()
+        if pack.canary is None:
+            raise BadInput(f"flow pack {pack.name} declares no canary (canary: write and "
+                           "read_back)")
+        self._spec = pack.canary
+        self._vars = {**pack.vars, "run_id": run_id}
+        self._client = _client(entry_url, ca_file, request_timeout_s, pack, token)
         self.run_id = run_id
         self.rate_per_s = rate_per_s
-        self.amount_cents = amount_cents
         self._lock = threading.Lock()
         self._acked: list[CanaryAck] = []
         self._failures = 0
@@ -559,28 +721,23 @@ class Canary:
     def _write_one(self) -> None:
         seq = self._seq
         reference = canary_reference(self.run_id, seq)
+        w = self._spec.write
+        env = {**self._vars, "reference": reference, "seq": seq}
         try:
             resp = self._client.request(
-                "POST",
-                "/payments",
-                {
-                    "amount_cents": self.amount_cents,
-                    "currency": "EUR",
-                    "from_account": f"canary-{self.run_id}-payer"[:128],
-                    "to_account": f"canary-{self.run_id}-payee"[:128],
-                    "reference": reference,
-                },
-                headers={"Idempotency-Key": reference},
+                w.method, _subst(w.path, env, in_path=True), _subst(w.body, env),
+                headers={str(k): str(v) for k, v in _subst(dict(w.headers), env).items()},
             )
-        except (OSError, http.client.HTTPException):
+        except (OSError, http.client.HTTPException, FlowError):
             with self._lock:
                 self._failures += 1
             return
         acked_at = _now()
-        body = resp.body
-        if resp.status in (200, 201) and isinstance(body, dict) and isinstance(body.get("id"), str):
+        # The acknowledgement: an expected status and the payment's id where the pack says.
+        pid = _field(resp.body, next(iter(w.capture.values()), "id"))
+        if resp.status in w.status and isinstance(pid, str | int) and not isinstance(pid, bool):
             with self._lock:
-                self._acked.append(CanaryAck(seq, body["id"], reference, acked_at))
+                self._acked.append(CanaryAck(seq, str(pid), reference, acked_at))
             self._seq += 1
             return
         with self._lock:
@@ -625,7 +782,7 @@ class Reconciliation:
     rpo_s: float
     newest_lost_acked_at: datetime | None
     last_durable_acked_at: datetime | None
-    ledger_balanced: bool
+    ledger_balanced: bool | None
     ledger_debits_cents: int
     ledger_credits_cents: int
     ledger_entries: int
@@ -671,11 +828,12 @@ def references_digest(references: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(sorted(references)).encode("utf-8")).hexdigest()
 
 
-def _get_with_retries(client: Client, path: str, timeout_s: float, attempts: int = 3) -> Any:
+def _get_with_retries(client: Client, path: str, timeout_s: float, method: str = "GET",
+                      attempts: int = 3) -> Any:
     last: FlowError | None = None
     for i in range(attempts):
         try:
-            return client.call("GET", path, timeout_s=timeout_s).body
+            return client.call(method, path, timeout_s=timeout_s).body
         except FlowError as e:
             last = e
             time.sleep(0.2 * (i + 1))
@@ -691,21 +849,35 @@ def reconcile(
     *,
     request_timeout_s: float = 10.0,
     token: str | None = None,
+    pack: FlowPack | None = None,
 ) -> Reconciliation:
-    """Compare the acknowledged canary payments with those present behind `entry_url` now, and
-    check the ledger. See `Reconciliation` for the definitions (digests, RPO window). Raises
-    RunFailed when the entry point cannot answer."""
-    client = Client(entry_url, ca_file, request_timeout_s, token)
+    """Compare the acknowledged canary payments with those present behind `entry_url` now
+    (the pack's read-back endpoint), and check the ledger (its ledger endpoint). See
+    `Reconciliation` for the definitions (digests, RPO window). Raises RunFailed when the entry
+    point cannot answer."""
+    pack = pack or default_pack()
+    spec = pack.canary
+    if spec is None:
+        raise BadInput(f"flow pack {pack.name} declares no canary to reconcile")
+    client = _client(entry_url, ca_file, request_timeout_s, pack, token)
     prefix = f"canary:{run_id}:"
-    listing = _get_with_retries(
-        client, f"/payments?reference_prefix={quote(prefix, safe='')}", request_timeout_s
-    )
+    env = {**pack.vars, "run_id": run_id, "prefix": prefix}
+    rb = spec.read_back
+    answer = _get_with_retries(client, _subst(rb.path, env, in_path=True), request_timeout_s,
+                               rb.method)
+    listing = _field(answer, spec.items)
     if not isinstance(listing, list):
-        raise RunFailed(f"reconcile: GET /payments returned {type(listing).__name__}, not a list")
-    present = {item["reference"] for item in listing if isinstance(item, dict)}
-    ledger = _get_with_retries(client, "/ledger/verify", request_timeout_s)
-    if not isinstance(ledger, dict):
-        raise RunFailed("reconcile: GET /ledger/verify did not return an object")
+        raise RunFailed(f"reconcile: {rb.method} {rb.path.split('?')[0]} returned no list at "
+                        f"{spec.items or 'the top'}")
+    present = {str(ref) for item in listing
+               if (ref := _field(item, spec.reference)) is not _MISSING and ref is not None}
+    ledger: dict[str, Any] | None = None
+    if spec.ledger is not None:
+        got = _get_with_retries(client, _subst(spec.ledger.path, env, in_path=True),
+                                request_timeout_s, spec.ledger.method)
+        if not isinstance(got, dict):
+            raise RunFailed(f"reconcile: {spec.ledger.path} did not return an object")
+        ledger = {k: _field(got, path) for k, path in spec.ledger_fields.items()}
 
     by_time = sorted(acked, key=lambda a: a.acked_at)
     acked_refs = {a.reference for a in by_time}
@@ -741,11 +913,17 @@ def reconcile(
         rpo_s=rpo_s,
         newest_lost_acked_at=newest_lost_at,
         last_durable_acked_at=durable_at,
-        ledger_balanced=ledger.get("balanced") is True,
-        ledger_debits_cents=int(ledger.get("debits_cents") or 0),
-        ledger_credits_cents=int(ledger.get("credits_cents") or 0),
-        ledger_entries=int(ledger.get("entries") or 0),
+        # No ledger endpoint declared: the balance is not read (None), and the verdict says so.
+        ledger_balanced=(ledger.get("balanced") is True) if ledger is not None else None,
+        ledger_debits_cents=_int(ledger, "debits_cents"),
+        ledger_credits_cents=_int(ledger, "credits_cents"),
+        ledger_entries=_int(ledger, "entries"),
     )
+
+
+def _int(d: Mapping[str, Any] | None, key: str) -> int:
+    v = d.get(key) if d else None
+    return v if isinstance(v, int) and not isinstance(v, bool) else 0
 
 
 # --------------------------------------------------------------------------------------------

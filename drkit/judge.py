@@ -304,7 +304,7 @@ def _rpo(obs: Observations, v: _Verdicts) -> None:
     if d is None:
         if t is not None:
             why = "the canary's payments were not reconciled" if obs.canary else \
-                "no canary ran (the environment has no entry point to write through)"
+                "no canary ran (its flow pack declares none, or there is no entry point)"
             v.missing.append(f"RPO not measured: {why} (target {t:g}s)")
         return
     v.observed.append(_data("canary", d))

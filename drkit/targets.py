@@ -4,7 +4,7 @@ here (none of them imports another to do it)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +25,44 @@ class Target:
     ca_file: str | None
     secrets: tuple[str, ...] = ()
     api_token: str | None = None  # the entry point's bearer token (the lab's API needs one)
+    # The environment's flow pack (issue 14) as plain data, its vars completed with the
+    # environment's flow_vars and state_dir; None when it declares none (no smoke flows, no
+    # canary: the verdict says what was not observed). Secret values are never in it.
+    flow_pack: dict[str, Any] | None = None
+
+    def pack(self) -> Any:
+        """The flow pack as drkit.flows.FlowPack, or None."""
+        if self.flow_pack is None:
+            return None
+        from drkit import flows
+
+        return flows.FlowPack.from_json(self.flow_pack)
 
 
 def target(plan: Plan, env_name: str) -> Target:
+    tgt = _target(plan, env_name)
+    pack = plan.flow_pack(env_name)
+    if pack is None:
+        return tgt
+    data = pack.model_dump(mode="json", by_alias=True)
+    data["vars"] = {**data["vars"], **plan.environment(env_name).flow_vars,
+                    "state_dir": str(tgt.state_dir)}
+    # What the pack's secrets hold now, to be redacted from evidence should one ever show up
+    # there (the flows scrub them from their results already); one that cannot be read yet is
+    # reported when the flows run.
+    from drkit import flows
+    from drkit.errors import DrkitError
+
+    known: list[str] = []
+    for s in flows.FlowPack.from_json(data).secrets:
+        try:
+            known += flows.FlowPack("", {}, data["vars"], secrets=(s,)).resolve_secrets().values()
+        except DrkitError:
+            continue
+    return replace(tgt, flow_pack=data, secrets=tgt.secrets + tuple(known))
+
+
+def _target(plan: Plan, env_name: str) -> Target:
     env = plan.environment(env_name)
     inventory = plan.inventory(env_name)
     # The templates and task files the inventories name live with drkit's content: next to the
