@@ -321,6 +321,8 @@ def _shim_dir(private: Path) -> Path:
 # Without this a plan outside the checkout ran with no drkit modules: ansible-playbook failed
 # before its first play and the readiness check said PASS (issue 11).
 CONTENT = Path(__file__).resolve().parents[1]
+# drkit's modules and plugins are the drkit.dr collection (collections/), called by FQCN; a plan
+# may still bring loose modules of its own in its playbooks/library etc.
 _CONTENT_PATHS = {
     "ANSIBLE_LIBRARY": "playbooks/library",
     "ANSIBLE_ACTION_PLUGINS": "playbooks/action",

@@ -337,9 +337,9 @@ def _lab_inventory(plan: Plan, base: Path, where: Path) -> Path:
             + yaml.safe_dump(doc, sort_keys=True))
     path = where / "zz-drkit-payments.yml"
     if not path.is_file() or path.read_text() != text:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.rename(tmp, path)
+        from drkit.files import atomic_write
+
+        atomic_write(path, text.encode("utf-8"), mode=0o644)
     return where
 
 

@@ -57,7 +57,7 @@ def test_a_preflight_that_cannot_run_is_never_ready(tmp_path: Path) -> None:
     inconclusive (exit 1), naming why."""
     bad = tmp_path / "preflight-typo.yml"
     bad.write_text((REPO / "playbooks/drill/preflight.yml").read_text().replace(
-        "drkit_pg_info:", "drkit_pg_infoo:", 1))
+        "drkit.dr.pg_info:", "drkit.dr.pg_infoo:", 1))
     plan = outside_plan(tmp_path, preflight=bad)
     for args in (("drill", "check", "--env", "lab"),
                  ("drill", "run", "region-failover", "--env", "lab", "--dry-run")):

@@ -79,8 +79,9 @@ def test_full_drill_passes_twice_back_to_back(lab: Any, tmp_path: Path) -> None:
     record = json.loads(sorted((tmp_path / "evidence" / "records").glob("*.json"))[-1]
                         .read_text())
     hashed = {f["path"] for f in record["files"]}
-    for used in ("playbooks/drill/smoke.yml", "playbooks/action/drkit_smoke.py",
-                 "playbooks/library/drkit_pg.py", "inventories/lab/hosts.yml"):
+    collection = "collections/ansible_collections/drkit/dr/plugins"
+    for used in ("playbooks/drill/smoke.yml", f"{collection}/action/smoke.py",
+                 f"{collection}/modules/pg.py", "inventories/lab/hosts.yml"):
         assert any(p.endswith(used) for p in hashed), (used, sorted(hashed))
     assert serving(lab)
 

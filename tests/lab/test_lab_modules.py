@@ -41,21 +41,21 @@ def test_drkit_haproxy_moves_traffic_idempotently_and_keeps_the_map_file(
     map_file = lab.state_dir / "haproxy" / "active.map"
     pb = _play(tmp_path, f"""
     - name: Send traffic to the secondary region
-      drkit_haproxy:
+      drkit.dr.haproxy:
         socket: "{{{{ drkit_lab_haproxy_socket }}}}"
         map_file: "{{{{ drkit_lab_haproxy_map }}}}"
         key: active
         value: "{lab.secondary_region}"
       register: first
     - name: Send traffic to the secondary region again
-      drkit_haproxy:
+      drkit.dr.haproxy:
         socket: "{{{{ drkit_lab_haproxy_socket }}}}"
         map_file: "{{{{ drkit_lab_haproxy_map }}}}"
         key: active
         value: "{lab.secondary_region}"
       register: second
     - name: Read the map and the servers
-      drkit_haproxy:
+      drkit.dr.haproxy:
         socket: "{{{{ drkit_lab_haproxy_socket }}}}"
         map_file: "{{{{ drkit_lab_haproxy_map }}}}"
       register: now
@@ -77,7 +77,7 @@ def test_drkit_haproxy_moves_traffic_idempotently_and_keeps_the_map_file(
     finally:
         back = _play(tmp_path, f"""
     - name: Send traffic back to the primary region
-      drkit_haproxy:
+      drkit.dr.haproxy:
         socket: "{{{{ drkit_lab_haproxy_socket }}}}"
         map_file: "{{{{ drkit_lab_haproxy_map }}}}"
         key: active
@@ -93,7 +93,7 @@ def test_drkit_haproxy_drains_a_server_and_check_mode_changes_nothing(
     server = f"{lab.primary_region}-1"
     drain = _play(tmp_path, f"""
     - name: Drain one server
-      drkit_haproxy:
+      drkit.dr.haproxy:
         socket: "{{{{ drkit_lab_haproxy_socket }}}}"
         backend: be_{lab.primary_region}
         server: {server}
@@ -126,11 +126,11 @@ def test_drkit_haproxy_drains_a_server_and_check_mode_changes_nothing(
 def test_drkit_pg_info_reports_streaming_replication(lab: LabHandle, tmp_path: Path) -> None:
     pb = _play(tmp_path, f"""
     - name: Read the primary
-      drkit_pg_info:
+      drkit.dr.pg_info:
         port: "{{{{ drkit_lab_ports.pg_primary }}}}"
       register: primary
     - name: Read the standby
-      drkit_pg_info:
+      drkit.dr.pg_info:
         port: "{{{{ drkit_lab_ports.pg_secondary }}}}"
       register: standby
     - name: Check them
@@ -155,7 +155,7 @@ def test_drkit_pg_standby_is_idempotent_and_promotion_is_previewed_in_check_mode
         lab: LabHandle, tmp_path: Path) -> None:
     pb = _play(tmp_path, f"""
     - name: Keep the secondary a standby of the primary
-      drkit_pg:
+      drkit.dr.pg:
         pgdata: "{{{{ drkit_lab_pg.secondary.pgdata }}}}"
         port: "{{{{ drkit_lab_pg.secondary.port }}}}"
         os_user: "{{{{ drkit_lab_os_user }}}}"
@@ -165,7 +165,7 @@ def test_drkit_pg_standby_is_idempotent_and_promotion_is_previewed_in_check_mode
         state: standby
       register: standby
     - name: Preview the promotion of the standby
-      drkit_pg:
+      drkit.dr.pg:
         pgdata: "{{{{ drkit_lab_pg.secondary.pgdata }}}}"
         port: "{{{{ drkit_lab_pg.secondary.port }}}}"
         options: "{{{{ drkit_lab_pg_options }}}}"
@@ -194,19 +194,19 @@ def test_drkit_daemon_kill_is_a_hard_fault_and_started_brings_it_back(
     assert before is not None and before.pid
     pb = _play(tmp_path, f"""
     - name: Kill instance 2 of the primary region
-      drkit_daemon:
+      drkit.dr.daemon:
         name: "{{{{ svc.name }}}}"
         pidfile: "{{{{ svc.pidfile }}}}"
         state: killed
       register: killed
     - name: Kill it again
-      drkit_daemon:
+      drkit.dr.daemon:
         name: "{{{{ svc.name }}}}"
         pidfile: "{{{{ svc.pidfile }}}}"
         state: killed
       register: killed_again
     - name: Start it
-      drkit_daemon:
+      drkit.dr.daemon:
         name: "{{{{ svc.name }}}}"
         argv: "{{{{ svc.argv }}}}"
         pidfile: "{{{{ svc.pidfile }}}}"
@@ -214,7 +214,7 @@ def test_drkit_daemon_kill_is_a_hard_fault_and_started_brings_it_back(
         wait_http: "http://127.0.0.1:{{{{ svc.port }}}}/healthz"
       register: started
     - name: Start it again
-      drkit_daemon:
+      drkit.dr.daemon:
         name: "{{{{ svc.name }}}}"
         argv: "{{{{ svc.argv }}}}"
         pidfile: "{{{{ svc.pidfile }}}}"

@@ -1,10 +1,14 @@
 #!/usr/bin/python
-"""drkit_daemons: start several detached daemons at once, and wait for all of them together."""
+"""drkit.dr.daemons: start several detached daemons at once, and wait for all of them together.
+
+Why custom: starts many detached daemons and waits for them together, which one daemon task per
+loop item cannot do in one round trip.
+"""
 
 from __future__ import annotations
 
 DOCUMENTATION = r"""
-module: drkit_daemons
+module: daemons
 short_description: Start (or stop) several daemons at once, in parallel
 description:
   - The batch form of M(drkit_daemon) with O(drkit_daemon#module:state=started) semantics: every
@@ -40,7 +44,7 @@ author: drkit
 
 EXAMPLES = r"""
 - name: Start the payments API instances
-  drkit_daemons:
+  drkit.dr.daemons:
     daemons:
       - name: payments-eu-west-1-1
         argv: ["{{ drkit_python }}", -m, drkit.lab.payments, serve, --region, eu-west-1,
@@ -73,14 +77,14 @@ import signal
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.drkit_daemonutil import (
+from ansible_collections.drkit.dr.plugins.module_utils.daemonutil import (
     DaemonError,
     current_pid,
     forget,
     spawn,
     wait_all,
 )
-from ansible.module_utils.drkit_runtime import wait_dead
+from ansible_collections.drkit.dr.plugins.module_utils.runtime import wait_dead
 
 
 def stop_all(module, specs, hard=False):

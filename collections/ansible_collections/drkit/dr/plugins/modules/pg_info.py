@@ -1,10 +1,14 @@
 #!/usr/bin/python
-"""drkit_pg_info: read-only facts about one PostgreSQL cluster (role, replication, lag)."""
+"""drkit.dr.pg_info: read-only facts about one PostgreSQL cluster (role, replication, lag).
+
+Why custom: community.postgresql.postgresql_info needs a login and does not report recovery
+state and replay lag in one probe that also answers 'unreachable'.
+"""
 
 from __future__ import annotations
 
 DOCUMENTATION = r"""
-module: drkit_pg_info
+module: pg_info
 short_description: Report whether a PostgreSQL cluster is up, primary or standby, and its lag
 description:
   - Connects as the superuser over TCP and reports whether the cluster is reachable and in
@@ -37,7 +41,7 @@ author: drkit
 
 EXAMPLES = r"""
 - name: Read the primary's replication state
-  drkit_pg_info:
+  drkit.dr.pg_info:
     port: "{{ drkit_lab_ports.pg_primary }}"
   register: drkit_primary_info
 
@@ -85,7 +89,7 @@ error:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.drkit_pgutil import info
+from ansible_collections.drkit.dr.plugins.module_utils.pgutil import info
 
 
 def main():

@@ -13,26 +13,15 @@ import signal
 import subprocess
 import time
 
-try:
-    from ansible.module_utils.drkit_runtime import (
-        http_get,
-        pid_is,
-        port_open,
-        proc_stat,
-        read_pidfile,
-        wait_dead,
-        write_atomic,
-    )
-except ImportError:  # loaded by drkit.lab outside Ansible (see drkit/lab/_runtime.py)
-    from drkit_runtime import (  # type: ignore[no-redef]
-        http_get,
-        pid_is,
-        port_open,
-        proc_stat,
-        read_pidfile,
-        wait_dead,
-        write_atomic,
-    )
+from ansible_collections.drkit.dr.plugins.module_utils.runtime import (
+    http_get,
+    pid_is,
+    port_open,
+    proc_stat,
+    read_pidfile,
+    wait_dead,
+    write_atomic,
+)
 
 
 class DaemonError(Exception):

@@ -1,10 +1,14 @@
 #!/usr/bin/python
-"""drkit_haproxy: HAProxy's runtime API: map entries, server states, reloads, reads."""
+"""drkit.dr.haproxy: HAProxy's runtime API: map entries, server states, reloads, reads.
+
+Why custom: community.general.haproxy sets server states only; the lab also needs map entries
+written through to the map file, and master-socket reloads.
+"""
 
 from __future__ import annotations
 
 DOCUMENTATION = r"""
-module: drkit_haproxy
+module: haproxy
 short_description: Change or read HAProxy through its runtime API (no reload, no socat)
 description:
   - With O(map_file), O(key) and O(value), sets a map entry over the runtime API (C(set map),
@@ -57,21 +61,21 @@ author: drkit
 
 EXAMPLES = r"""
 - name: Send the payments traffic to the secondary region
-  drkit_haproxy:
+  drkit.dr.haproxy:
     socket: "{{ drkit_lab_state_dir }}/haproxy/admin.sock"
     map_file: "{{ drkit_lab_state_dir }}/haproxy/active.map"
     key: active
     value: eu-central-1
 
 - name: Drain instance 2 of the primary region before patching it
-  drkit_haproxy:
+  drkit.dr.haproxy:
     socket: "{{ drkit_lab_state_dir }}/haproxy/admin.sock"
     backend: be_eu-west-1
     server: eu-west-1-2
     server_state: drain
 
 - name: Read which region serves traffic now
-  drkit_haproxy:
+  drkit.dr.haproxy:
     socket: "{{ drkit_lab_state_dir }}/haproxy/admin.sock"
     map_file: "{{ drkit_lab_state_dir }}/haproxy/active.map"
   register: drkit_haproxy_now
@@ -100,7 +104,7 @@ import os
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.drkit_runtime import (
+from ansible_collections.drkit.dr.plugins.module_utils.runtime import (
     HaproxyError,
     haproxy_command,
     haproxy_servers,

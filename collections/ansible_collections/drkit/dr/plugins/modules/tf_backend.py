@@ -1,10 +1,14 @@
 #!/usr/bin/python
-"""Terraform's S3 backend home: a versioned bucket and a DynamoDB lock table, checked."""
+"""Terraform's S3 backend home: a versioned bucket and a DynamoDB lock table, checked.
+
+Why custom: creates and checks the Terraform state bucket (versioned) and lock table together;
+amazon.aws would take two modules and no postcondition.
+"""
 
 from __future__ import annotations
 
 DOCUMENTATION = r"""
-module: drkit_tf_backend
+module: tf_backend
 short_description: Create (or check) Terraform's S3 state bucket and DynamoDB lock table
 description:
   - Creates the state bucket with versioning and public access blocked, and the lock table
@@ -35,7 +39,7 @@ author: drkit
 
 EXAMPLES = r"""
 - name: Create Terraform's state home in the third region
-  drkit_tf_backend:
+  drkit.dr.tf_backend:
     bucket: acme-tfstate
     table: acme-tflock
     region: eu-north-1

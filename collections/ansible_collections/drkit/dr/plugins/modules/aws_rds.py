@@ -1,10 +1,14 @@
 #!/usr/bin/python
-"""An RDS instance's replication role: describe it, promote it, or seed it as a replica."""
+"""An RDS instance's replication role: describe it, promote it, or seed it as a replica.
+
+Why custom: amazon.aws.rds_instance reported ok without promoting in some states (issue 14);
+this one describes after every act.
+"""
 
 from __future__ import annotations
 
 DOCUMENTATION = r"""
-module: drkit_aws_rds
+module: aws_rds
 short_description: Describe, promote, or (re)seed an RDS instance as a cross-region read replica
 description:
   - V(info) describes the instance (a probe: never changes anything).
@@ -62,7 +66,7 @@ author: drkit
 
 EXAMPLES = r"""
 - name: Seed the primary region's database as a replica of the new primary
-  drkit_aws_rds:
+  drkit.dr.aws_rds:
     db_instance_identifier: payments-db-euw1
     region: eu-west-1
     state: replica

@@ -1,10 +1,14 @@
 #!/usr/bin/python
-"""drkit_lab_probe: what of the lab already runs, in one read-only task."""
+"""drkit.dr.lab_probe: what of the lab already runs, in one read-only task.
+
+Why custom: the lab's own health (pid files, ports, moto, HAProxy) in one read-only task;
+nothing generic knows the lab.
+"""
 
 from __future__ import annotations
 
 DOCUMENTATION = r"""
-module: drkit_lab_probe
+module: lab_probe
 short_description: Probe every component of the drkit lab at once (read-only)
 description:
   - Reports, for the lab's state directory and ports, which components exist and run, so the
@@ -41,7 +45,7 @@ author: drkit
 
 EXAMPLES = r"""
 - name: Probe what of the lab is already up
-  drkit_lab_probe:
+  drkit.dr.lab_probe:
     state_dir: "{{ drkit_lab_state_dir }}"
     ports: "{{ drkit_lab_ports }}"
     instances: "{{ drkit_lab_instances }}"
@@ -80,15 +84,19 @@ import os
 from datetime import UTC
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.drkit_daemonutil import current_pid
-from ansible.module_utils.drkit_pgutil import (
+from ansible_collections.drkit.dr.plugins.module_utils.daemonutil import current_pid
+from ansible_collections.drkit.dr.plugins.module_utils.pgutil import (
     PgError,
     is_initialized,
     postmaster_pid,
     query,
     standby_signal,
 )
-from ansible.module_utils.drkit_runtime import MotoError, moto_call, port_open
+from ansible_collections.drkit.dr.plugins.module_utils.runtime import (
+    MotoError,
+    moto_call,
+    port_open,
+)
 
 LAYOUT = ("aws", "ca", "tls", "secrets", "pg", "services", "haproxy", "moto", "runs")
 

@@ -1,10 +1,14 @@
 #!/usr/bin/python
-"""drkit_pg: one PostgreSQL cluster's lifecycle (running, stopped, crashed, promoted, standby)."""
+"""drkit.dr.pg: one PostgreSQL cluster's lifecycle (running, stopped, crashed, promoted, standby).
+
+Why custom: community.postgresql manages objects inside a running server, not a cluster's
+lifecycle (pg_ctl start/stop/promote, crash, rebuild as standby).
+"""
 
 from __future__ import annotations
 
 DOCUMENTATION = r"""
-module: drkit_pg
+module: pg
 short_description: Manage one PostgreSQL cluster of the lab (or any host) with pg_ctl
 description:
   - Creates (initdb), starts, stops, crashes, promotes or rebuilds as a streaming standby one
@@ -95,14 +99,14 @@ author: drkit
 
 EXAMPLES = r"""
 - name: Promote the secondary region's standby
-  drkit_pg:
+  drkit.dr.pg:
     pgdata: /var/tmp/drkit-lab/pg/eu-central-1/data
     port: 17403
     options: "{{ drkit_lab_pg_options }}"
     state: promoted
 
 - name: Rebuild the old primary as a standby of the new one
-  drkit_pg:
+  drkit.dr.pg:
     pgdata: /var/tmp/drkit-lab/pg/eu-west-1/data
     port: 17402
     options: "{{ drkit_lab_pg_options }}"
@@ -132,7 +136,7 @@ import shutil
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.drkit_pgutil import (
+from ansible_collections.drkit.dr.plugins.module_utils.pgutil import (
     PgError,
     default_host,
     is_initialized,
@@ -144,7 +148,7 @@ from ansible.module_utils.drkit_pgutil import (
     standby_signal,
     user_ids,
 )
-from ansible.module_utils.drkit_runtime import wait_port_free, write_atomic
+from ansible_collections.drkit.dr.plugins.module_utils.runtime import wait_port_free, write_atomic
 
 
 class Cluster:

@@ -13,10 +13,7 @@ import pwd
 import shlex
 import subprocess
 
-try:
-    from ansible.module_utils.drkit_runtime import pid_alive, proc_cmdline
-except ImportError:  # loaded by drkit.lab outside Ansible (see drkit/lab/_runtime.py)
-    from drkit_runtime import pid_alive, proc_cmdline  # type: ignore[no-redef]
+from ansible_collections.drkit.dr.plugins.module_utils.runtime import pid_alive, proc_cmdline
 
 DEFAULT_BIN_DIR = "/usr/lib/postgresql/15/bin"
 

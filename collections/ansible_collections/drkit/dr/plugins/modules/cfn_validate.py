@@ -1,10 +1,14 @@
 #!/usr/bin/python
-"""Validate a CloudFormation template with a region's control plane (ValidateTemplate)."""
+"""Validate a CloudFormation template with a region's control plane (ValidateTemplate).
+
+Why custom: amazon.aws has no ValidateTemplate module; cloudformation's check mode creates a
+change set.
+"""
 
 from __future__ import annotations
 
 DOCUMENTATION = r"""
-module: drkit_cfn_validate
+module: cfn_validate
 short_description: Validate a CloudFormation template against a region's CloudFormation API
 description:
   - Calls ValidateTemplate in the given region, proving both that the template is valid and that
@@ -26,7 +30,7 @@ author: drkit
 
 EXAMPLES = r"""
 - name: Validate the regional stack template
-  drkit_cfn_validate:
+  drkit.dr.cfn_validate:
     template: playbooks/templates/regional-stack.yml
     region: eu-central-1
 """

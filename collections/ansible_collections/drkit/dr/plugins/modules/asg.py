@@ -1,10 +1,14 @@
 #!/usr/bin/python
-"""Read or set an Auto Scaling group's capacity, and prove it with a describe."""
+"""Read or set an Auto Scaling group's capacity, and prove it with a describe.
+
+Why custom: amazon.aws.autoscaling_group sets capacity but does not wait for and prove the in-
+service count the drill's postcondition needs.
+"""
 
 from __future__ import annotations
 
 DOCUMENTATION = r"""
-module: drkit_asg
+module: asg
 short_description: Read or set an Auto Scaling group's desired capacity, checked by a describe
 description:
   - Without O(desired_capacity), describes the group (a probe; never changes anything).
@@ -45,7 +49,7 @@ author: drkit
 
 EXAMPLES = r"""
 - name: Take the primary region's payments instances away
-  drkit_asg:
+  drkit.dr.asg:
     name: payments-primary
     region: eu-west-1
     desired_capacity: 0

@@ -1,4 +1,4 @@
-"""drkit_smoke: run the payment flows through the public entry point until every flow passes.
+"""drkit.dr.smoke: run the payment flows through the public entry point until every flow passes.
 
 An action plugin, so it runs on the controller: the flows are a client of the public entry
 point and belong where drkit runs, as a customer would reach the service, not on a managed

@@ -1,10 +1,14 @@
 #!/usr/bin/python
-"""drkit_daemon: start, stop, kill or restart a long-running process tracked by a pid file."""
+"""drkit.dr.daemon: start, stop, kill or restart a long-running process tracked by a pid file.
+
+Why custom: no shipped module supervises a detached process by pid file with start-time checks
+(the lab has no systemd).
+"""
 
 from __future__ import annotations
 
 DOCUMENTATION = r"""
-module: drkit_daemon
+module: daemon
 short_description: Run a process as a detached daemon tracked by a pid file
 description:
   - Starts a program detached from Ansible (new session, stdio to a log file) so that it outlives
@@ -65,7 +69,7 @@ author: drkit
 
 EXAMPLES = r"""
 - name: Start the payments API instance 1 of the primary region
-  drkit_daemon:
+  drkit.dr.daemon:
     name: payments-eu-west-1-1
     argv: ["{{ drkit_python }}", -m, drkit.lab.payments, serve, --region, eu-west-1,
            --instance, "1", --port, "17411", --dsn-file, /var/tmp/drkit-lab/services/eu-west-1.dsn]
@@ -74,7 +78,7 @@ EXAMPLES = r"""
     wait_tcp: 17411
 
 - name: Lose the primary region's API instance 1 (hard fault)
-  drkit_daemon:
+  drkit.dr.daemon:
     name: payments-eu-west-1-1
     pidfile: /var/tmp/drkit-lab/services/eu-west-1-1.pid
     state: killed
@@ -98,7 +102,7 @@ running:
 import signal
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.drkit_daemonutil import (
+from ansible_collections.drkit.dr.plugins.module_utils.daemonutil import (
     DaemonError,
     current_pid,
     forget,

@@ -1,10 +1,14 @@
 #!/usr/bin/python
-"""Promote an RDS read replica to a standalone primary, and prove it (PromoteReadReplica)."""
+"""Promote an RDS read replica to a standalone primary, and prove it (PromoteReadReplica).
+
+Why custom: amazon.aws.rds_instance read_replica: false reported ok and did nothing in some
+states (issue 14).
+"""
 
 from __future__ import annotations
 
 DOCUMENTATION = r"""
-module: drkit_rds_promote
+module: rds_promote
 short_description: Promote an RDS read replica and check that it is a standalone primary
 description:
   - Calls PromoteReadReplica when the instance is still a read replica, then waits until
@@ -39,7 +43,7 @@ author: drkit
 
 EXAMPLES = r"""
 - name: Promote the RDS read replica to a standalone primary
-  drkit_rds_promote:
+  drkit.dr.rds_promote:
     region: eu-central-1
     db_instance_identifier: payments-db-euc1
 """
