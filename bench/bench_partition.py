@@ -80,8 +80,8 @@ def _collect(state: Path) -> dict[str, list[dict]]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--port-base", type=int, default=23600)
-    ap.add_argument("--cidr", default="10.231.7.0/24")
+    ap.add_argument("--port-base", type=int, help="default: a free range")
+    ap.add_argument("--cidr", help="default: a /24 no namespace on this machine uses")
     ap.add_argument("--summaries", type=Path, help="a previous run's lab state dir: no drills")
     args = ap.parse_args()
     if args.summaries:
@@ -100,6 +100,14 @@ def run_drills(args: argparse.Namespace) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix="drkit-bench-partition-", dir="/tmp"))
     os.chmod(tmp, 0o755)
     state = tmp / "lab"
+    if args.port_base is None:  # never the range or /24 of a lab already running here
+        from tests.conftest import free_port_base
+
+        args.port_base = free_port_base()
+    if args.cidr is None:
+        from drkit.lab.netns import free_cidr
+
+        args.cidr = free_cidr()
     os.environ.update({"DRKIT_LAB_DIR": str(state), "DRKIT_LAB_PORT_BASE": str(args.port_base),
                        "DRKIT_LAB_TOPOLOGY": "namespaces", "DRKIT_LAB_NETNS_CIDR": args.cidr,
                        "DRKIT_LAB_INSTANCES": os.environ.get("DRKIT_LAB_INSTANCES", "2")})
