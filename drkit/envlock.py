@@ -28,18 +28,18 @@ The lock is local to the machine that runs drkit (the design's next step is a sh
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from drkit import files
 from drkit.errors import EnvironmentProblem
 
 LOCK_DIR = "locks"
@@ -180,19 +180,18 @@ def hold(state_dir: Path, environment: str, command: str, *, key: str | None = N
                 owner, lease, depth = _held[str(path)]
                 _held[str(path)] = (owner, lease, depth - 1)
         return
+    held = ExitStack()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = held.enter_context(files.locked(path, wait=False, follow=True))
+    except BlockingIOError:
+        raise _busy(environment, _read_file(path)) from None
     except OSError as e:
         raise EnvironmentProblem(
             f"cannot open the lock of environment {environment!r} ({path}): {e.strerror}; "
             "make that directory writable (for the lab: DRKIT_LAB_DIR or lab.state_dir)"
         ) from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise _busy(environment, _read(fd)) from None
+    with held:  # closing the lock file releases the flock
         previous = _read(fd)
         took = Holder.from_text(previous) if previous else None
         holder = Holder(command=command, environment=environment, run_id=run_id,
@@ -219,8 +218,6 @@ def hold(state_dir: Path, environment: str, command: str, *, key: str | None = N
                 _write_mark(state_dir, key, DrillMark(command, run_id, holder.pid, holder.host,
                                                       holder.since, _now(), holder.starttime))
             os.ftruncate(fd, 0)  # we did not die: nothing to take over
-    finally:
-        os.close(fd)  # releases the flock
 
 
 def peek(state_dir: Path, key: str) -> Holder | None:
@@ -272,6 +269,15 @@ def _read(fd: int) -> str:
     return os.pread(fd, 65536, 0).decode("utf-8", errors="replace").strip()
 
 
+def _read_file(path: Path) -> str:
+    """The holder record of a lock another process holds ("" when it cannot be read)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(65536).decode("utf-8", errors="replace").strip()
+    except OSError:
+        return ""
+
+
 def _write(fd: int, text: str) -> None:
     os.ftruncate(fd, 0)
     os.pwrite(fd, (text + "\n").encode(), 0)
@@ -279,15 +285,8 @@ def _write(fd: int, text: str) -> None:
 
 
 def _write_mark(state_dir: Path, key: str, mark: DrillMark) -> None:
-    path = mark_path(state_dir, key)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, (json.dumps(asdict(mark), sort_keys=True) + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
+    files.atomic_write(mark_path(state_dir, key),
+                       (json.dumps(asdict(mark), sort_keys=True) + "\n").encode())
 
 
 def _now() -> str:

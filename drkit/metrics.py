@@ -18,10 +18,8 @@ Gauges (labels scenario, environment, service):
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import math
-import os
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -30,6 +28,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from drkit import files
 from drkit.errors import RunFailed
 
 if TYPE_CHECKING:
@@ -219,13 +218,8 @@ def merge(existing: Mapping[str, Family], new: list[Sample]) -> dict[str, Family
 def _locked(path: Path) -> Iterator[None]:
     # Two drills ending together must not lose each other's samples (read-merge-write).
     # The collector reads only *.prom, so the lock file beside it is invisible to it.
-    fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
-                 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with files.locked(path.with_name(f".{path.name}.lock"), follow=True):
         yield
-    finally:
-        os.close(fd)
 
 
 def write_textfile(path: str | Path, outcome: Mapping[str, Any], *,
@@ -250,22 +244,8 @@ def write_textfile(path: str | Path, outcome: Mapping[str, Any], *,
                 log.warning("metrics file %s is not UTF-8 text; replacing it", path)
                 existing = {}
             text = render(merge(existing, samples_for(outcome, plan=plan)))
-            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
-            try:
-                os.fchmod(fd, FILE_MODE)  # the umask must not make it unreadable to the collector
-                view = memoryview(text.encode("utf-8"))
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(tmp, path)
-            dfd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dfd)  # the rename itself survives a crash
-            finally:
-                os.close(dfd)
+            # FILE_MODE set with fchmod: the umask must not make it unreadable to the collector.
+            files.atomic_write(path, text.encode("utf-8"), mode=FILE_MODE)
     except OSError as e:
         raise RunFailed(f"--metrics-file {path}: cannot write ({e.strerror or e})") from None
     return path

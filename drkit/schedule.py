@@ -540,6 +540,7 @@ def _gitlab(job: DrillJob, when: CronSchedule, runner: str, timeout_minutes: int
 def write(files: list[GeneratedFile], dest: Path, fmt: Format | str) -> list[Path]:
     """Write generated files. systemd: `dest` is a directory; others: `dest` is the file."""
     from drkit.errors import RunFailed
+    from drkit.files import atomic_write
 
     fmt = Format(fmt)
     try:
@@ -556,9 +557,8 @@ def write(files: list[GeneratedFile], dest: Path, fmt: Format | str) -> list[Pat
                 targets = [(dest, files[0])]
         out = []
         for path, f in targets:
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text(f.content, encoding="utf-8")
-            tmp.replace(path)
+            # 0644: a scheduler (cron, systemd) may read it as another user.
+            atomic_write(path, f.content.encode("utf-8"), mode=0o644)
             out.append(path)
         return out
     except OSError as e:

@@ -14,7 +14,6 @@ boto3 is imported here only, and only when an S3 store is used (`drkit --help` s
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import tempfile
@@ -23,6 +22,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from drkit import files
 from drkit.errors import EnvironmentProblem, RunFailed
 from drkit.evidence.store import MAX_RECORD_BYTES, AlreadyExists, FileProblem, Store, check_key
 
@@ -226,9 +226,5 @@ class S3Store(Store):
     def lock(self) -> Iterator[None]:
         name = hashlib.sha256(f"{self.endpoint_url}|{self.url}".encode()).hexdigest()[:16]
         path = os.path.join(tempfile.gettempdir(), f"drkit-evidence-{name}.lock")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with files.locked(path):
             yield
-        finally:
-            os.close(fd)

@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import builtins
 import errno
-import fcntl
 import hashlib
 import os
 import re
 import stat
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 
+from drkit import files
 from drkit.errors import BadInput, RunFailed
 from drkit.files import atomic_write
 
@@ -407,14 +407,11 @@ class LocalStore(Store):
 
     @contextmanager
     def lock(self) -> Iterator[None]:
+        held = ExitStack()
         try:
-            fd = os.open(os.path.join(self._dir("", create=True), ".lock"),
-                         os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            held.enter_context(files.locked(os.path.join(self._dir("", create=True), ".lock")))
         except OSError as e:
             raise RunFailed(f"evidence store {self.root}: cannot lock it: {e.strerror} (is it "
                             "read-only?)") from e
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with held:
             yield
-        finally:
-            os.close(fd)  # closing releases the lock

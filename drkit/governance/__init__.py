@@ -33,14 +33,13 @@ cannot hold files that change. Every file is mode 0600, in folders of mode 0700.
 
 from __future__ import annotations
 
-import fcntl
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from drkit import files
 from drkit.errors import BadInput
 
 if TYPE_CHECKING:
@@ -71,12 +70,8 @@ def locked(path: Path) -> Iterator[None]:
     flock excludes separate open() calls even inside one process, so threads are covered too.
     """
     ensure_dir(path.parent)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with files.locked(path):
         yield
-    finally:
-        os.close(fd)  # closing releases the lock
 
 
 def utcnow() -> datetime:

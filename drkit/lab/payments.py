@@ -746,13 +746,9 @@ def init_db(dsn_file: Path) -> None:
 
 
 def _write_pidfile(path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    with os.fdopen(fd, "w") as f:
-        f.write(f"{os.getpid()}\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(tmp, path)
+    from drkit.files import atomic_write
+
+    atomic_write(path, f"{os.getpid()}\n".encode(), mode=0o644)
 
 
 def _remove_pidfile(path: Path) -> None:
