@@ -818,15 +818,18 @@ class Plan:
         return path
 
     def flow_pack_path(self, env: str) -> Path | None:
-        """The environment's flow pack file: its own, else for a lab environment the shipped
-        flows/payments-lab.yml (next to the plan, else next to the package); else None."""
+        """The environment's flow pack file (a lab environment that names none: the shipped
+        flows/payments-lab.yml), else None. A relative path not found next to the plan is
+        looked for among drkit's shipped packs, as the content is (a plan kept elsewhere)."""
         e = self.environment(env)
-        if e.flows:
-            return self.resolve(e.flows)
-        if not e.lab:
+        name = e.flows or (DEFAULT_FLOW_PACK if e.lab else None)
+        if name is None:
             return None
-        here = self.root / DEFAULT_FLOW_PACK
-        return here if here.is_file() else Path(__file__).resolve().parents[1] / DEFAULT_FLOW_PACK
+        here = self.resolve(name)
+        shipped = Path(__file__).resolve().parents[1] / name
+        return shipped if not here.exists() and not Path(name).is_absolute() and ".." not in \
+            Path(name).parts \
+            and shipped.is_file() else here
 
     def flow_pack(self, env: str) -> FlowPackModel | None:
         """The environment's validated flow pack (None: it declares none)."""

@@ -29,6 +29,10 @@ class Target:
     # environment's flow_vars and state_dir; None when it declares none (no smoke flows, no
     # canary: the verdict says what was not observed). Secret values are never in it.
     flow_pack: dict[str, Any] | None = None
+    # `target: aws` (issue 14): the AWS_* variables its AWS calls use, for the evidence to
+    # record who ran it (sts get-caller-identity); {} is this process's usual chain. None: not
+    # an AWS target.
+    aws_env: dict[str, str] | None = None
 
     def pack(self) -> Any:
         """The flow pack as drkit.flows.FlowPack, or None."""
@@ -41,6 +45,16 @@ class Target:
 
 def target(plan: Plan, env_name: str) -> Target:
     tgt = _target(plan, env_name)
+    env = plan.environment(env_name)
+    if env.target == "aws":
+        aws = {k: v for k, v in tgt.envvars.items() if k.startswith("AWS_")}
+        if env.lab:
+            # The AWS-shaped lab: its estate's moto answers the AWS calls, and STS too.
+            from drkit.config import lab_config
+            from drkit.lab.aws_shaped import estate_port
+
+            aws["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{estate_port(lab_config(plan))}"
+        tgt = replace(tgt, aws_env=aws)
     pack = plan.flow_pack(env_name)
     if pack is None:
         return tgt

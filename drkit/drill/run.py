@@ -382,7 +382,7 @@ def _open_evidence(plan: Plan, name: str, env: str, scenario: Scenario, tgt: Tar
     return evidence.Recorder.open(
         store, kind="drill", name=name, environment=env, plan=plan, approved_by=approved_by,
         change_id=options.change_id, files=_evidence_files(plan, scenario, tgt),
-        secrets=tgt.secrets,
+        secrets=tgt.secrets, aws_env=tgt.aws_env,
     )
 
 

@@ -106,26 +106,34 @@ def _os_user() -> str:
         return f"uid:{os.getuid()}"
 
 
-def identity(*, aws: bool = False) -> Identity:
+def identity(*, aws: bool = False, aws_env: Mapping[str, str] | None = None) -> Identity:
     """The operator's identity, from the environment's real identity where one exists: on an
     AWS target the caller identity ARN of the credentials the run uses (established by AWS);
-    otherwise the OS user and $DRKIT_OPERATOR, marked self-asserted."""
+    otherwise the OS user and $DRKIT_OPERATOR, marked self-asserted. `aws_env`: the AWS_*
+    variables the run's AWS calls use, when they are not this process's (issue 14: the
+    AWS-shaped lab's moto and its credentials)."""
     user = _os_user()
     if aws:
-        arn = _aws_caller_arn()
+        arn = _aws_caller_arn(aws_env or {})
         if arn:
             return Identity(name=arn, source="aws-sts", self_asserted=False, os_user=user,
                             aws_arn=arn)
     return Identity(name=operator(), source="os-user", self_asserted=True, os_user=user)
 
 
-def _aws_caller_arn() -> str | None:
+def _aws_caller_arn(env: Mapping[str, str]) -> str | None:
     try:
         import boto3
         from botocore.config import Config
         from botocore.exceptions import BotoCoreError, ClientError
 
-        sts = boto3.client("sts", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
+        def get(name: str) -> str | None:
+            return env.get(name) or os.environ.get(name) or None
+
+        sts = boto3.client("sts", endpoint_url=get("AWS_ENDPOINT_URL"),
+                           region_name=get("AWS_REGION") or get("AWS_DEFAULT_REGION"),
+                           aws_access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
+                           aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
                            config=Config(connect_timeout=5, read_timeout=10,
                                          retries={"max_attempts": 2}))
         try:
@@ -259,7 +267,8 @@ class Recorder:
              change_id: str | None = None, signing_key_path: Path | str | None = None,
              scenario_type: str | None = None, files: Iterable[Path] = (),
              secrets: Iterable[str] = (), signer: Signer | None = None,
-             target_type: str | None = None, anchor: Anchor | None = None) -> Recorder:
+             target_type: str | None = None, anchor: Anchor | None = None,
+             aws_env: Mapping[str, str] | None = None) -> Recorder:
         """Open a record (verdict "running") in the store now, before anything runs.
 
         The signer is `signer`, else the key file `signing_key_path`, else the plan's
@@ -280,7 +289,8 @@ class Recorder:
                 "lab" if env_model.lab else None)
         if target_type is not None and not isinstance(target_type, str):
             target_type = str(getattr(target_type, "type", target_type))
-        ident = identity(aws=bool(target_type and target_type.startswith("aws")))
+        ident = identity(aws=bool(target_type and target_type.startswith("aws")),
+                         aws_env=aws_env)
         if scenario_type is None and plan is not None and kind == Kind.DRILL:
             sc = plan.model.scenarios.get(name)
             scenario_type = sc.type if sc else None
