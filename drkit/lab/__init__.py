@@ -615,7 +615,8 @@ def _preflight(cfg: LabConfig, plan: Plan) -> None:
         raise EnvironmentProblem("haproxy is not installed (not on PATH): run scripts/install")
     moto = Path(sys.executable).parent / "moto_server"
     if not os.access(moto, os.X_OK):
-        raise EnvironmentProblem(f"{moto} is missing (moto[server]): run scripts/install")
+        raise EnvironmentProblem(f"{moto} is missing: the lab needs drkit's lab extra (moto "
+                                 "server): run scripts/install, or pip install 'drkit[lab]'")
     try:
         pw = pwd.getpwnam(cfg.os_user)
     except KeyError:
