@@ -1,0 +1,73 @@
+"""Run one of drkit.dr's modules inside the controller's worker process (issue 19).
+
+A module task costs a fresh Python interpreter that imports Ansible's module machinery before
+the module does anything: about 0.3 s on an idle 2-core machine, 2-3 s under load, and on the
+recovery clock every task after the fault counts. When the task's host is reached with the
+local connection (the lab's hosts in its local topology, localhost everywhere) the worker that
+runs the task is already a Python process with Ansible imported, on that same machine, as the
+same user: the module runs there, as AnsiballZ would run it (the same arguments, internal
+arguments included, the same result parsing), without the round trip.
+
+Anything else takes the ordinary path, unchanged: another connection (SSH to a region's host in
+the namespaces topology, issue 17), become, async, or a task with its own `environment`.
+An action plugin file named like a module makes Ansible run it for that module's tasks; each
+such file in ../action imports ActionModule from here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from typing import Any
+
+from ansible.plugins.action import ActionBase
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+
+    def run(self, tmp: Any = None, task_vars: Any = None) -> dict[str, Any]:
+        result: dict[str, Any] = super().run(tmp, task_vars)
+        del tmp
+        name = self._task.resolved_action or self._task.action
+        if not self._in_process():
+            result.update(self._execute_module(module_name=name, task_vars=task_vars,
+                                               wrap_async=self._task.async_val))
+            return result
+        result.update(self._run_here(name, dict(self._task.args), task_vars or {}))
+        return result
+
+    def _in_process(self) -> bool:
+        return (getattr(self._connection, "transport", "") == "local"
+                and not self._task.async_val and not self._play_context.become
+                and not any(self._task.environment or ()))
+
+    def _run_here(self, name: str, args: dict[str, Any], task_vars: dict[str, Any]) -> dict:
+        from ansible.module_utils import basic
+        from ansible.module_utils._internal._ansiballz import _loader
+        from ansible.module_utils.common.json import Direction, get_module_encoder
+        from ansible.vars.clean import remove_internal_keys
+
+        profile = "legacy"  # drkit.dr's modules declare no other serialization profile
+        self._update_module_args(name, args, task_vars)
+        params = json.dumps({"ANSIBLE_MODULE_ARGS": args},
+                            cls=get_module_encoder(profile, Direction.CONTROLLER_TO_MODULE))
+        fqn = "ansible_collections.%s.plugins.modules.%s" % tuple(name.rsplit(".", 1))
+        out = io.StringIO()
+        rc = 0
+        # The module prints its result and exits, as under AnsiballZ; a module that raises is
+        # reported the way AnsiballZ reports it (_handle_exception prints, then exits 1).
+        with contextlib.redirect_stdout(out):
+            try:
+                _loader.run_module(json_params=params.encode(), profile=profile,
+                                   module_fqn=fqn, modlib_path="", extensions={})
+            except SystemExit as e:
+                rc = e.code if isinstance(e.code, int) else 1
+            finally:
+                basic._ANSIBLE_ARGS = None  # nothing of this run is read by a later one
+        data = self._parse_returned_data({"rc": rc, "stdout": out.getvalue(), "stderr": ""},
+                                         profile)
+        data.pop("_ansible_suppress_tmpdir_delete", None)
+        remove_internal_keys(data)
+        return data
