@@ -83,6 +83,19 @@ def test_runbooks_and_certs_resolve_targets_without_the_drill() -> None:
     assert not {m for m in graph["drkit.targets"] if m.startswith("drkit.drill")}
 
 
+def test_one_lock_helper_and_one_atomic_write() -> None:
+    # drkit/files.py holds the flock helper and the atomic write (issue 13 folded five copies
+    # of the one and several of the other into them).
+    for name, path in _modules().items():
+        text = path.read_text(encoding="utf-8")
+        if name != "drkit.files":
+            assert "fcntl.flock" not in text and "LOCK_EX" not in text, \
+                f"{name} takes a flock itself: use drkit.files.locked"
+        if name not in ("drkit.files",) and not name.startswith("drkit.lab."):
+            assert "os.rename(" not in text and "os.replace(" not in text, \
+                f"{name} renames a temporary file itself: use drkit.files.atomic_write"
+
+
 # ---------------------------------------------------------------- the CLI's conventions
 
 
