@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -33,8 +34,15 @@ SCRIPT = ROOT / "drkit-verify"
 
 
 def script(store: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(SCRIPT), str(store), *args],
+    """The auditor script, run both ways it can check signatures: through libcrypto (ctypes)
+    in two worker processes, and with the openssl command in one; both must say the same."""
+    fast = subprocess.run([sys.executable, str(SCRIPT), str(store), "--jobs", "2", *args],
                           capture_output=True, text=True, timeout=300, check=False)
+    cli = subprocess.run([sys.executable, str(SCRIPT), str(store), "--jobs", "1", *args],
+                         capture_output=True, text=True, timeout=300, check=False,
+                         env={**os.environ, "DRKIT_VERIFY_CLI": "1"})
+    assert (fast.returncode, fast.stdout) == (cli.returncode, cli.stdout), (fast, cli)
+    return fast
 
 
 @pytest.fixture

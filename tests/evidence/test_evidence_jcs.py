@@ -168,3 +168,51 @@ def test_the_strict_reader_refuses_what_tools_read_differently(text, match):
         loads_strict(text)
     with pytest.raises(ValueError):
         _script_module().loads_strict(text)
+
+
+@pytest.mark.parametrize("text", [
+    *[(DATA / f"{n}.input.json").read_text() for n in
+      ("arrays", "french", "structures", "unicode", "values", "weird")],
+    '{"b":1,"a":[1,2.5,{"z":null,"y":true}]}',  # a float: not json.dumps's layout
+    '{"a":0.0,"b":-0.0,"c":1e21,"d":1e-7}',
+    '{"n":9007199254740993,"m":-9007199254740993}',  # beyond 2**53: JCS makes it a double
+    '{"\\ufb33":1,"\\ud83d\\ude02":2}',  # UTF-16 order, written as escapes
+    '{"\ufb33":1,"\U0001f602":2,"\ue000":3}',  # and as UTF-8
+    '{"s":"\\u001f\\"\\\\\\n","\u00e9":"\u00e9t\u00e9"}',
+    '{"a":{"c":1,"b":[{"y":2,"x":1}]},"A":9007199254740992}',
+])
+def test_the_auditor_scripts_fast_form_is_rfc8785(text):
+    # drkit-verify writes a record with json.dumps (8x faster than its jcs()) unless loads_record
+    # saw something json.dumps writes differently: either way the bytes are RFC 8785's.
+    script = _script_module()
+    value, plain = script.loads_record(text)
+    assert script.canonical({"v": value}, 2, plain) == canonicalize({"v": value})
+
+
+def test_the_auditor_script_checks_signatures_in_libcrypto():
+    # The fast path (no openssl process per record) is there on this machine, and agrees with
+    # the cryptography package on good and bad Ed25519 and ECDSA P-256 signatures.
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+    lib = _script_module().Libcrypto.load()
+    assert lib is not None
+    msg = b'{"a":1}'
+    for key, alg, sign in (
+            (ed25519.Ed25519PrivateKey.generate(), "ed25519", lambda k, m: k.sign(m)),
+            (ec.generate_private_key(ec.SECP256R1()), "ecdsa-p256-sha256",
+             lambda k, m: k.sign(hashlib.sha256(m).digest(), ec.ECDSA(hashes.SHA256())))):
+        pub = key.public_key()
+        pem = pub.public_bytes(serialization.Encoding.PEM,
+                               serialization.PublicFormat.SubjectPublicKeyInfo)
+        der = pub.public_bytes(serialization.Encoding.DER,
+                               serialization.PublicFormat.SubjectPublicKeyInfo)
+        assert lib.key(pem)[1] == der and _script_module().algorithm_of(der) == alg
+        sig = sign(key, msg)
+        assert lib.verify(pem, alg, msg, sig)
+        assert not lib.verify(pem, alg, msg + b" ", sig)
+        assert not lib.verify(pem, alg, msg, sig[:-1] + bytes([sig[-1] ^ 1]))
+        assert not lib.verify(pem, "ed25519" if alg != "ed25519" else "ecdsa-p256-sha256",
+                              msg, sig)
+    assert lib.key(b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n") == \
+        (None, None)
