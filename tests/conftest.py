@@ -73,8 +73,37 @@ def _ephemeral_low() -> int:
         return 32768  # Linux's default
 
 
+# Port ranges this process reserved: flocks held on /tmp/drkit-port-reservations/<block>, one
+# per block of 10 ports, for the life of the process (the kernel drops them when it exits, so
+# a killed session leaves no reservation behind).
+PORT_RESERVATIONS = Path(os.environ.get("DRKIT_TEST_PORT_RESERVATIONS",
+                                        "/tmp/drkit-port-reservations"))
+_reserved: list[Any] = []
+
+
+def _reserve(base: int, span: int) -> bool:
+    """Reserve base .. base+span-1 against every other pytest session on this machine, at once
+    or not at all: two sessions starting together saw the same ports free and picked
+    overlapping ranges before either lab had bound them."""
+    from contextlib import ExitStack
+
+    from drkit.files import locked
+
+    PORT_RESERVATIONS.mkdir(mode=0o1777, exist_ok=True)
+    held = ExitStack()
+    try:
+        for block in range(base - base % 10, base + span, 10):
+            held.enter_context(locked(PORT_RESERVATIONS / str(block), wait=False))
+    except OSError:  # BlockingIOError: another session holds a block
+        held.close()
+        return False
+    _reserved.append(held)
+    return True
+
+
 def free_port_base(span: int = PORT_SPAN, tries: int = 200) -> int:
-    """A base port such that base .. base+span-1 are all free on 127.0.0.1.
+    """A base port such that base .. base+span-1 are all free on 127.0.0.1, and reserved for
+    this session (`_reserve`).
 
     Below the kernel's ephemeral range: a client connection (the canary, psycopg, boto3) may
     otherwise hold a lab port as its local port just when a service restarts and binds it."""
@@ -88,8 +117,11 @@ def free_port_base(span: int = PORT_SPAN, tries: int = 200) -> int:
         ports = range(base, base + span)
         if any(p in listening for p in ports):
             continue
+        if not _reserve(base, span):
+            continue
         if all(_port_free(p) for p in ports):
             return base
+        _reserved.pop().close()  # bound meanwhile by something else: give the range back
     raise RuntimeError("no free range of lab ports found")
 
 
