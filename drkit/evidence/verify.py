@@ -347,12 +347,21 @@ def _check_chunk(root: str, files: list[ledger.RecordFile], pins: list[str],
 
 
 def _check_serial(store: Store, files: list[ledger.RecordFile], trust: Trust) -> list[_Checked]:
+    import gc
+
+    # Each record's parsed JSON is freed as soon as it is checked, and nothing here makes
+    # cycles: the cycle collector would only walk the growing list of results (~12% of the CPU).
+    enabled = gc.isenabled()
+    gc.disable()
     try:
         with store.reader("records") as read:
             return [_check(store, read, f, trust) for f in files]
     except FileProblem as e:
         return [_Checked(f.seq, f.id, None, None, (Issue(f.seq, f.id, "corrupt", e.reason),),
                          (), 0) for f in files]
+    finally:
+        if enabled:
+            gc.enable()
 
 
 PARALLEL_MIN = 2000  # below this, forking costs more than it saves
@@ -367,14 +376,17 @@ def _check_all(store: Store, files: list[ledger.RecordFile], trust: Trust,
     from concurrent.futures import ProcessPoolExecutor
 
     # Signatures and JSON are CPU-bound and hold the GIL: use the cores. fork, because the
-    # workers need nothing but what this process already imported.
+    # workers need nothing but what this process already imported. This process checks the
+    # first share itself while the workers check the others (one process fewer to start, and
+    # a share fewer to send back).
     size = -(-len(files) // workers)
     chunks = [files[i:i + size] for i in range(0, len(files), size)]
     try:
-        with ProcessPoolExecutor(len(chunks),
+        with ProcessPoolExecutor(len(chunks) - 1,
                                  mp_context=multiprocessing.get_context("fork")) as ex:
-            parts = list(ex.map(_check_chunk, [str(store.root)] * len(chunks), chunks,
-                                [pins] * len(chunks), [pems] * len(chunks)))
+            rest = [ex.submit(_check_chunk, str(store.root), c, pins, pems) for c in chunks[1:]]
+            first = _check_serial(store, chunks[0], trust)
+            parts = [first, *(f.result() for f in rest)]
     except (OSError, RuntimeError):  # no fork here (a sandbox): do it in this process
         return _check_serial(store, files, trust)
     return [c for part in parts for c in part]
