@@ -18,9 +18,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drkit.errors import RunFailed
+
+if TYPE_CHECKING:
+    from drkit.remote import Node
 
 # Events that end a task on one host; each carries start, end and duration in event_data.
 _TASK_END = {
@@ -446,11 +449,14 @@ def run_playbook(
     cancel: Callable[[], bool] | None = None,
     envvars: Mapping[str, str] | None = None,
     forks: int = 10,
+    node: Node | None = None,
 ) -> RunResult:
     """Run one playbook and return its result. Raises RunFailed only when Ansible cannot start.
 
     Artifacts (stdout, job_events.jsonl) land in `artifacts_dir`. Extra vars travel through a
     private temporary directory that is deleted afterwards, so secrets never reach the artifacts.
+    With `node` the playbook runs on that execution node through ansible-runner's streaming
+    interface (issue 18: _run_streamed); the result is built from the same events.
     """
     import ansible_runner  # heavy: imported only when a playbook really runs
 
@@ -471,22 +477,30 @@ def run_playbook(
     _write_extravars(private, extravars or {})
     started = datetime.now(UTC)
     try:
-        runner = ansible_runner.run(
-            private_data_dir=str(private),
-            artifact_dir=str(private / "artifacts"),
-            ident="run",
-            playbook=str(playbook.resolve()),
-            inventory=str(inventory.resolve()),
-            extravars=None,  # in env/extravars, every string !unsafe (_write_extravars)
-            cmdline=" ".join(cmdline) or None,
-            limit=limit,
-            forks=forks,
-            envvars=_ansible_env(content_root, envvars, shim),
-            project_dir=str(content_root),
-            quiet=True,
-            event_handler=collector,
-            cancel_callback=_cancel_with(cancel, shim),
-        )
+        if node is not None:
+            runner: Any = _run_streamed(
+                node, private, playbook=playbook, inventory=inventory,
+                content_root=content_root, cmdline=" ".join(cmdline) or None, limit=limit,
+                forks=forks, envvars=envvars, collector=collector, cancel=cancel)
+        else:
+            runner = ansible_runner.run(
+                private_data_dir=str(private),
+                artifact_dir=str(private / "artifacts"),
+                ident="run",
+                playbook=str(playbook.resolve()),
+                inventory=str(inventory.resolve()),
+                extravars=None,  # in env/extravars, every string !unsafe (_write_extravars)
+                cmdline=" ".join(cmdline) or None,
+                limit=limit,
+                forks=forks,
+                envvars=_ansible_env(content_root, envvars, shim),
+                project_dir=str(content_root),
+                quiet=True,
+                event_handler=collector,
+                cancel_callback=_cancel_with(cancel, shim),
+            )
+    except RunFailed:
+        raise
     except Exception as e:  # ansible-runner raises bare exceptions on a broken setup
         raise RunFailed(f"could not start ansible-playbook for {playbook.name}: {e}") from e
     finally:
@@ -532,6 +546,107 @@ def run_playbook(
         failure=failure,
         facts=collector.set_stats,
     )
+
+
+@dataclass
+class _Streamed:
+    """What a streamed run ended with (the local Runner's status and rc)."""
+
+    status: str
+    rc: int | None
+
+
+def _node_env(node: Node, content_root: Path, extra: Mapping[str, str] | None) -> dict[str, str]:
+    """The run's environment as the node must see it: its Python's ansible-playbook first on
+    PATH, drkit's content paths under the node's content root. No shim: it would be a
+    controller's file; on the node the worker's own process group carries the run."""
+    env = _ansible_env(content_root, extra)
+    here = str(CONTENT)
+    for key, value in list(env.items()):
+        if key.startswith("ANSIBLE_") and here in value:
+            env[key] = value.replace(here, node.content_root)
+    bindir = node.python_bindir()
+    env["PATH"] = os.pathsep.join(p for p in (bindir, "/usr/local/bin", "/usr/bin", "/bin") if p)
+    env.pop("DRKIT_PARENT_PID", None)
+    return env
+
+
+def _run_streamed(node: Node, private: Path, *, playbook: Path, inventory: Path,
+                  content_root: Path, cmdline: str | None, limit: str | None, forks: int,
+                  envvars: Mapping[str, str] | None, collector: _Collector,
+                  cancel: Callable[[], bool] | None) -> _Streamed:
+    """transmit (here) -> `ssh node python -m ansible_runner worker` -> process (here).
+
+    The job's private folder travels in the stream (extra vars, the inventory copied into it,
+    as AWX sends its jobs); the playbook and drkit's content are the node's own copy, at the
+    node's content root. Events come back through the same collector as a local run's, and
+    ansible-runner's artifacts (stdout, rc, status) are unpacked into private/artifacts/run.
+    """
+    import subprocess
+
+    import ansible_runner
+
+    inv = private / "inventory"
+    if inventory.is_dir():
+        shutil.copytree(inventory, inv, symlinks=False)
+    else:
+        inv.mkdir(mode=0o700)
+        shutil.copyfile(inventory, inv / inventory.name)
+    kwargs: dict[str, Any] = {
+        "ident": "run", "playbook": node.path(playbook),
+        # absolute, so transmit sees a file and sends it relative to the private folder
+        "inventory": str(inv),
+        "cmdline": cmdline, "limit": limit, "forks": forks, "quiet": True,
+        "envvars": _node_env(node, content_root, envvars),
+        "project_dir": node.path(content_root),
+    }
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    err = private / "ssh.stderr"
+    with err.open("wb") as errf:
+        proc = subprocess.Popen(node.worker_argv(), stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=errf, start_new_session=True)
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.25):
+            if cancel is not None and cancel():
+                proc.terminate()
+                return
+
+    watcher = threading.Thread(target=watch, name="drkit-remote-cancel", daemon=True)
+    watcher.start()
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            ansible_runner.run(private_data_dir=str(private), streamer="transmit",
+                               _output=proc.stdin, **kwargs)
+            proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass  # ssh is gone: the processor reads its empty stream and says so
+        processor = ansible_runner.run(
+            private_data_dir=str(private), streamer="process", _input=proc.stdout,
+            artifact_dir=str(private / "artifacts" / "run"), ident="run", quiet=True,
+            event_handler=collector)
+        proc.wait()
+    finally:
+        stop.set()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    rc_file = private / "artifacts" / "run" / "rc"
+    try:
+        rc: int | None = int(rc_file.read_text().strip())
+    except (OSError, ValueError):
+        rc = None
+    status = processor.status
+    if rc is None:
+        tail = err.read_text(errors="replace").strip().splitlines()[-1:] if err.is_file() else []
+        why = tail[0] if tail else f"ssh exited {proc.returncode}"
+        if cancel is not None and cancel():
+            return _Streamed("canceled", 1)
+        raise RunFailed(f"execution node {node.name}: no result from ansible-runner worker "
+                        f"({why}); check the node (ssh, drkit installed at {node.python})")
+    return _Streamed(status if status in RunStatus._value2member_map_ else "failed", rc)
 
 
 def _cancel_with(cancel: Callable[[], bool] | None,
