@@ -676,6 +676,9 @@ class Canary:
         self._acked: list[CanaryAck] = []
         self._failures = 0
         self._rejected = 0
+        # (sent, failed) of the first failed attempts: where the outage showed through the
+        # entry point, to check the fault step's own time against (issue 19). Bounded.
+        self._failed_at: list[tuple[datetime, datetime]] = []
         self._seq = 1
         self._thread: _Paced | None = None
 
@@ -694,6 +697,17 @@ class Canary:
         """4xx answers (included in `failures`)."""
         with self._lock:
             return self._rejected
+
+    def first_failure(self, after: datetime) -> tuple[datetime, datetime] | None:
+        """(sent, failed) of the first failed attempt sent at or after `after`, if any."""
+        with self._lock:
+            return next((f for f in self._failed_at if f[0] >= after), None)
+
+    def _failed(self, sent: datetime) -> None:
+        with self._lock:
+            self._failures += 1
+            if len(self._failed_at) < 10_000:
+                self._failed_at.append((sent, _now()))
 
     def start(self) -> Canary:
         if self._thread is not None:
@@ -723,14 +737,14 @@ class Canary:
         reference = canary_reference(self.run_id, seq)
         w = self._spec.write
         env = {**self._vars, "reference": reference, "seq": seq}
+        sent = _now()
         try:
             resp = self._client.request(
                 w.method, _subst(w.path, env, in_path=True), _subst(w.body, env),
                 headers={str(k): str(v) for k, v in _subst(dict(w.headers), env).items()},
             )
         except (OSError, http.client.HTTPException, FlowError):
-            with self._lock:
-                self._failures += 1
+            self._failed(sent)
             return
         acked_at = _now()
         # The acknowledgement: an expected status and the payment's id where the pack says.
@@ -740,8 +754,8 @@ class Canary:
                 self._acked.append(CanaryAck(seq, str(pid), reference, acked_at))
             self._seq += 1
             return
+        self._failed(sent)
         with self._lock:
-            self._failures += 1
             if 400 <= resp.status < 500 and resp.status not in (408, 409, 429):
                 self._rejected += 1
                 self._seq += 1

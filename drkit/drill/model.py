@@ -161,6 +161,12 @@ class DrillOutcome:
     rto_s: float | None = None
     clock_started_at: datetime | None = None
     clock_stopped_at: datetime | None = None
+    # How each end of the clock was obtained, in words, for the auditor (issue 19): the fault
+    # step's own time or the phase start it fell back to; the smoke round that went green.
+    clock_started_source: str | None = None
+    clock_stopped_source: str | None = None
+    # The canary's first failed request after the fault phase started: (sent, failed).
+    canary_first_failure: tuple[datetime, datetime] | None = None
     rpo_s: float | None = None
     lost_payments: int | None = None
     smoke: list[Published] = field(default_factory=list)
@@ -212,7 +218,13 @@ class DrillOutcome:
             "rto": {"target_s": self.targets.rto_s, "actual_s": self.rto_s,
                     "met": self.rto_met,
                     "clock_started_at": ts(self.clock_started_at),
-                    "clock_stopped_at": ts(self.clock_stopped_at)},
+                    "clock_stopped_at": ts(self.clock_stopped_at),
+                    "clock_started_source": self.clock_started_source,
+                    "clock_stopped_source": self.clock_stopped_source,
+                    "canary_first_failure_sent_at": ts(self.canary_first_failure[0])
+                    if self.canary_first_failure else None,
+                    "canary_first_failure_at": ts(self.canary_first_failure[1])
+                    if self.canary_first_failure else None},
             "rpo": {"target_s": self.targets.rpo_s, "actual_s": self.rpo_s,
                     "met": self.rpo_met, "lost_payments": self.lost_payments},
             "phases": [

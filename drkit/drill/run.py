@@ -433,7 +433,10 @@ def _seal(plan: Plan, rec: Any, outcome: DrillOutcome, gov: _Governance, run_dir
         "rto": {**data["rto"], "measured_s": outcome.rto_s},
         "rpo": {**data["rpo"], "measured_s": outcome.rpo_s},
         "clock": {"started_at": data["rto"]["clock_started_at"],
-                  "stopped_at": data["rto"]["clock_stopped_at"]},
+                  "stopped_at": data["rto"]["clock_stopped_at"],
+                  "started_source": data["rto"]["clock_started_source"],
+                  "stopped_source": data["rto"]["clock_stopped_source"],
+                  "canary_first_failure_at": data["rto"]["canary_first_failure_at"]},
         "findings": [{"severity": f.severity, "check": f.check, "detail": f.message}
                      for f in outcome.findings],
         "governance": gov.to_evidence(),
@@ -591,9 +594,15 @@ def _drive(
     if options.resume is not None and options.resume.clock_started_at is not None:
         # The recovery clock continues from the original fault, not from this run's start.
         outcome.clock_started_at = options.resume.clock_started_at
-    elif start_phase and (clock_at := by_name[start_phase.name].started_at) and not (
+        outcome.clock_started_source = (f"the fault of the interrupted run "
+                                        f"{options.resume.run_id} (resumed)")
+    elif start_phase and (phase_at := by_name[start_phase.name].started_at) and not (
             options.dry_run):
-        outcome.clock_started_at = clock_at  # (the listener heard of it as the phase started)
+        # (the listener heard of the phase start as it happened: never later than this)
+        outcome.clock_started_at, outcome.clock_started_source, \
+            outcome.canary_first_failure = clock_start(start_phase.name, phase_at,
+                                                       stats.get("drkit_fault"), canary)
+
 
     destructive_started = outcome.clock_started_at is not None
     failed = next((p for p in results if p.status in (PhaseStatus.FAILED, PhaseStatus.ERROR)),
@@ -682,6 +691,44 @@ def _drive(
         mode, judged_phases, fb_names, _flows(plan, scenario, tgt.environment),
         outcome, smoke, aborted=aborted, rollback=rollback, canary=canary is not None)
     apply(outcome, judge.judge(obs), listener, announce=not announced)
+    if outcome.clock_stopped_at is not None:
+        outcome.clock_stopped_source = (
+            f"the smoke phase's first round in which every flow passed through "
+            f"{smoke.get('entry') or 'the entry point'} (its green_at)")
+
+
+def clock_start(phase: str, phase_at: datetime, fault: Any,
+                canary: Any) -> tuple[datetime, str, tuple[datetime, datetime] | None]:
+    """When the recovery clock starts, how that was obtained, and the canary's first failed
+    request since `phase` started (issue 19: the clock measures the outage, not drkit).
+
+    The fault step publishes `drkit_fault` (drkit.dr.lose_region: `issued_at`, just before its
+    first kill, and `confirmed_at`, when everything was seen gone). The clock starts at
+    `issued_at`: the outage cannot have begun earlier. It never starts later than the real
+    effect: without a usable time from the fault step, or when the canary saw the entry point
+    fail before that time, it starts when the fault phase started, and the source says why."""
+    first = canary.first_failure(phase_at) if canary is not None else None
+    fallback = f"start of phase {phase}"
+    if not isinstance(fault, dict) or not isinstance(fault.get("issued_at"), str):
+        return phase_at, f"{fallback} (its fault step published no time of its own)", first
+    try:
+        issued = _parse_ts(fault["issued_at"])
+    except ValueError:
+        issued = None
+    if issued is None or issued < phase_at:
+        return phase_at, (f"{fallback} (the fault step's time {fault['issued_at']!r} is not "
+                          "within the phase)"), first
+    if not fault.get("database_pid") and not fault.get("instances"):
+        return phase_at, f"{fallback} (the fault step found nothing running to stop)", first
+    if first is not None and first[1] < issued:
+        return phase_at, (f"{fallback}: the canary's first failed request "
+                          f"({_iso(first[1])}) came before the fault step's time "
+                          f"({fault['issued_at']})"), first
+    source = (f"phase {phase}'s fault step: issued at {fault['issued_at']}, everything seen "
+              f"down at {fault.get('confirmed_at')}")
+    if first is not None:
+        source += f"; the canary's first failed request ended at {_iso(first[1])}, after it"
+    return issued, source, first
 
 
 def observations(mode: judge.Mode, phases: Sequence[PhaseResult], failback: set[str],
@@ -946,3 +993,6 @@ def _recovery_status(plan: Plan, env_name: str, tgt: Target, phases: tuple[Phase
         "" if ok else f"; recovery playbook failed: {phases[0].message if phases else '?'}")
     return Recovery(env_name, serving, active, replication, phases, sealed, message)
 
+
+def _iso(d: datetime) -> str:
+    return d.isoformat().replace("+00:00", "Z")

@@ -149,10 +149,21 @@ class Phase:
 
 @dataclass(frozen=True)
 class Clock:
-    """The recovery clock: from the fault to the first moment all smoke flows pass."""
+    """The recovery clock: from the fault to the first moment all smoke flows pass.
+
+    The sources say how each time was obtained (issue 19: the fault step's own time, or the
+    phase start it fell back to; the smoke round that went green), with the canary's first
+    failed request it was checked against. Absent (None) in records written before them, and
+    then left out of the record, so those records keep their canonical form."""
 
     started_at: str | None = None
     stopped_at: str | None = None
+    started_source: str | None = None
+    stopped_source: str | None = None
+    canary_first_failure_at: str | None = None
+
+
+CLOCK_OPTIONAL = ("started_source", "stopped_source", "canary_first_failure_at")
 
 
 @dataclass(frozen=True)
@@ -330,6 +341,9 @@ class Record:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        for k in CLOCK_OPTIONAL:
+            if d["clock"].get(k) is None:
+                d["clock"].pop(k, None)
         if self.schema_version == 1:
             for k in V2_ONLY:
                 d.pop(k, None)

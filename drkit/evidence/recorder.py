@@ -703,6 +703,10 @@ def _approvals(summary: Mapping[str, Any], have: tuple[Approval, ...]) -> tuple[
                      approved_by=opt("approved_by"), approved_at=opt("approved_at")),)
 
 
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
 def _finish(rec: Record, verdict: Verdict, summary: Mapping[str, Any], now: datetime,
             secrets: Sequence[str], tallies: dict[str, Tally],
             plan: Plan | None = None) -> Record:
@@ -718,6 +722,11 @@ def _finish(rec: Record, verdict: Verdict, summary: Mapping[str, Any], now: date
             min(p.started_at for p in timed if p.started_at) if timed else None),
         stopped_at=utc(clock_d["stopped_at"]) if clock_d.get("stopped_at") else (
             max((p.ended_at for p in timed if p.ended_at), default=None) if timed else None),
+        # How the drill obtained each end (issue 19); None when it did not say.
+        started_source=_text(clock_d.get("started_source")),
+        stopped_source=_text(clock_d.get("stopped_source")),
+        canary_first_failure_at=utc(clock_d["canary_first_failure_at"])
+        if clock_d.get("canary_first_failure_at") else None,
     )
     recon = summary.get("reconciliation")
     if recon is not None:
