@@ -39,6 +39,13 @@ options:
   token_file:
     description: File holding the API's bearer token.
     type: str
+  pack:
+    description:
+      - The environment's flow pack (flows/payments-lab.yml is the lab's) as plain data, as
+        the drill passes it (drkit_smoke_pack). Its secrets are read on the controller from
+        the environment variables or files it names; their values are never arguments.
+      - Default, the lab's pack.
+    type: dict
 author: drkit
 """
 
