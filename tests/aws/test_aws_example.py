@@ -231,7 +231,7 @@ def test_a_drill_with_the_aws_example_adapters_runs_on_moto(lab_aws: AwsLab) -> 
         assert f"tasks/{step}" in events, step
     # Who ran it: the caller identity moto's STS returned for the lab's credentials, observed;
     # not the name DRKIT_OPERATOR claims.
-    shown = subprocess.run([*drkit, "evidence", "show", out["evidence_id"], "--json", "--plan",
+    shown = subprocess.run([*drkit, "evidence", "show", out["evidence"]["id"], "--json", "--plan",
                             str(plan)], env=env, capture_output=True, text=True, timeout=120)
     rec = json.loads(shown.stdout)
     rec = rec.get("record", rec)
