@@ -181,9 +181,13 @@ def _censor(text: str) -> str:
 class _Collector:
     """Turns the runner's event stream into plays, tasks and stats, and feeds the listener."""
 
-    def __init__(self, listener: RunListener | None, events_file: Path) -> None:
+    def __init__(self, listener: RunListener | None, events_file: Path,
+                 secrets: Sequence[str] = ()) -> None:
         self.listener = listener
-        self.events = events_file.open("w", encoding="utf-8")
+        from drkit.evidence.redact import redact_data
+
+        self.events = os.fdopen(_open_private(events_file), "w", encoding="utf-8")
+        self.secrets, self.redact = tuple(secrets), redact_data
         self.censored: list[tuple[str, str]] = []  # (stdout as printed, without the secret)
         self.plays: list[tuple[str, datetime]] = []
         self.tasks: list[TaskResult] = []
@@ -201,7 +205,8 @@ class _Collector:
                 if clean != text:
                     self.censored.append((text, clean))
                     event = {**event, "stdout": clean}
-            self.events.write(json.dumps(event, default=str) + "\n")
+            # The run folder is evidence too (issue 15): its copy is redacted as records are.
+            self.events.write(json.dumps(self.redact(event, self.secrets), default=str) + "\n")
             name = event.get("event", "")
             data = event.get("event_data", {})
             at = _ts(event.get("created"))
@@ -435,6 +440,37 @@ def _write_extravars(private: Path, extravars: Mapping[str, Any]) -> None:
     atomic_write(env / "extravars", dump_unsafe(extravars).encode("utf-8"), mode=0o600)
 
 
+def _open_private(path: Path) -> int:
+    """A run-folder file, created 0600 (never through a link), truncated."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    os.fchmod(fd, 0o600)
+    return fd
+
+
+def _run_secrets(secrets: Sequence[str], extravars: Mapping[str, Any] | None,
+                 envvars: Mapping[str, str] | None) -> tuple[str, ...]:
+    """What must not reach the run folder: the caller's secrets (lab access keys, canary
+    secrets), environment variables with secret names (AWS keys) and extra vars with secret
+    names, at any depth."""
+    from drkit.evidence.redact import env_secrets, is_secret_name
+
+    known = [*secrets, *env_secrets(envvars or {}), *env_secrets(os.environ)]
+
+    def walk(v: Any, secret: bool) -> None:
+        if isinstance(v, Mapping):
+            for k, x in v.items():
+                walk(x, secret or is_secret_name(str(k)))
+        elif isinstance(v, list | tuple):
+            for x in v:
+                walk(x, secret)
+        elif secret and isinstance(v, str | int) and not isinstance(v, bool):
+            known.append(str(v))
+
+    walk(extravars or {}, False)
+    return tuple(dict.fromkeys(known))
+
+
 def run_playbook(
     playbook: Path,
     *,
@@ -450,6 +486,7 @@ def run_playbook(
     envvars: Mapping[str, str] | None = None,
     forks: int = 10,
     node: Node | None = None,
+    secrets: Sequence[str] = (),
 ) -> RunResult:
     """Run one playbook and return its result. Raises RunFailed only when Ansible cannot start.
 
@@ -463,8 +500,11 @@ def run_playbook(
     if not playbook.is_file():
         raise RunFailed(f"playbook {playbook} does not exist (check the plan's phases)",
                         exit_code=2)
-    artifacts_dir.mkdir(parents=True, exist_ok=True)
-    collector = _Collector(listener, artifacts_dir / "job_events.jsonl")
+    # umask 077 for the run folder: it holds what the run printed (issue 15).
+    artifacts_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(artifacts_dir, 0o700)
+    known = _run_secrets(secrets, extravars, envvars)
+    collector = _Collector(listener, artifacts_dir / "job_events.jsonl", known)
     cmdline = []
     if check:
         cmdline.append("--check")
@@ -509,16 +549,16 @@ def run_playbook(
         produced = private / "artifacts" / "run"
         stdout = produced / "stdout"
         if stdout.is_file():
-            shutil.copyfile(stdout, artifacts_dir / "stdout")
-            os.chmod(artifacts_dir / "stdout", 0o600)
-            if collector.censored:  # the same no_log failure messages as in the events
-                # bytes, not read_text(): its newline translation would turn the \r\n in
-                # the printed text into \n and nothing would match
-                data = (artifacts_dir / "stdout").read_bytes()
-                for printed, clean in collector.censored:
-                    data = data.replace(printed.encode(), clean.encode())
-                (artifacts_dir / "stdout").write_bytes(data)
-        os.chmod(artifacts_dir / "job_events.jsonl", 0o600)
+            # bytes, not read_text(): its newline translation would turn the \r\n in the
+            # printed text into \n and nothing would match
+            data = stdout.read_bytes()
+            for printed, clean in collector.censored:  # the no_log failure messages
+                data = data.replace(printed.encode(), clean.encode())
+            from drkit.evidence.redact import redact_text
+
+            text = redact_text(data.decode("utf-8", "surrogateescape"), known)
+            with os.fdopen(_open_private(artifacts_dir / "stdout"), "wb") as f:
+                f.write(text.encode("utf-8", "surrogateescape"))
         # The runner's private dir holds env/extravars (maybe secrets) and artifacts/run/command
         # (the whole environment): neither may outlive the run.
         shutil.rmtree(private, ignore_errors=True)

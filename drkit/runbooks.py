@@ -603,6 +603,7 @@ def _run_locked(rb: Prepared, run_id: str, listener: RunbookListener, cancel: An
             extravars=extravars, artifacts_dir=run_dir, check=rb.options.check,
             limit=rb.options.limit, listener=_Forward(listener), envvars=rb.envvars,
             cancel=(lambda: cancel.cancelled) if cancel is not None else None,
+            secrets=rb.secrets,  # kept out of the run folder (issue 15)
         )
         if result.status == engine.RunStatus.CANCELED:
             verdict, failure = Verdict.ABORTED, f"cancelled: {getattr(cancel, 'reason', '')}"

@@ -43,3 +43,37 @@ def test_a_run_marks_its_private_folder(tmp_path):
     pid, start = (d / engine.OWNER_FILE).read_text().split()
     assert int(pid) == os.getpid() and int(start) == pid_start(os.getpid())
     assert engine.remove_abandoned_private_dirs(tmp_path) == []  # this process is alive
+
+
+PLANTED = {"lab access key": "AKIALABPLANTED0001", "AWS secret": "awsSecretPlanted/0002+x",
+           "canary secret": "canary-secret-planted-0003"}
+
+
+def test_a_run_folder_is_private_and_redacted(tmp_path):
+    """A real ansible-playbook run through the engine (as drills and runbooks run theirs) of a
+    playbook that prints every secret it gets: an extra var with a secret name, an AWS key in
+    its environment, and a value only the caller knows is secret (the canary's). The run
+    folder is 0700, its files 0600, and no secret is in any of them."""
+    art = tmp_path / "runs" / "20250101T000000Z-0badc0de"
+    r = engine.run_playbook(
+        Path(__file__).parent / "data" / "playbooks" / "careless.yml",
+        inventory=Path(__file__).resolve().parents[2] / "inventories" / "lab" / "hosts.yml",
+        content_root=Path(__file__).resolve().parents[2], artifacts_dir=art,
+        extravars={"lab": {"access_key": PLANTED["lab access key"]},
+                   "canary": PLANTED["canary secret"]},
+        envvars={"AWS_SECRET_ACCESS_KEY": PLANTED["AWS secret"]},
+        secrets=(PLANTED["canary secret"],))
+    assert r.ok, r.failure
+    # The secrets were printed (the test would prove nothing otherwise) and scrubbed: the
+    # debug message in stdout, the command's output in its job event.
+    assert "msg: [REDACTED] / [REDACTED] / [REDACTED]" in r.stdout_path.read_text()
+    assert '"stdout":"[REDACTED] [REDACTED] [REDACTED]"' in r.events_path.read_text().replace(
+        '": "', '":"')
+    files = [p for p in art.rglob("*") if p.is_file()]
+    assert {p.name for p in files} == {"stdout", "job_events.jsonl"}
+    assert (art.stat().st_mode & 0o777) == 0o700
+    for p in files:
+        assert (p.stat().st_mode & 0o777) == 0o600, p
+        data = p.read_bytes()
+        for what, value in PLANTED.items():
+            assert value.encode() not in data, f"{what} in {p}"
