@@ -10,10 +10,12 @@ fencing, then `lab down`. Needs root (network namespaces) and openssh-server (sc
 from __future__ import annotations
 
 import os
-import random
 import shutil
+import signal
 import subprocess
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -111,11 +113,11 @@ def nslab() -> Iterator[NsLab]:
     os.chmod(root, 0o755)  # PostgreSQL runs as `postgres` and must traverse it
     (root / "plan").mkdir()
     plan = make_plan(root / "plan", _partition_scenarios)
-    rng = random.Random()
+    # Its own state dir (so its own namespace names: the prefix is a hash of it), ports and a
+    # /24 no other namespace on this machine uses (a developer's lab may run next to it).
     env = {"DRKIT_LAB_DIR": str(root / "state"), "DRKIT_LAB_PORT_BASE": str(free_port_base()),
            "DRKIT_LAB_INSTANCES": "2", "DRKIT_LAB_TOPOLOGY": "namespaces",
-           "DRKIT_LAB_NETNS_CIDR": f"10.{rng.randrange(200, 250)}.{rng.randrange(0, 255)}.0/24",
-           "DRKIT_PLAN": str(plan)}
+           "DRKIT_LAB_NETNS_CIDR": netns.free_cidr(), "DRKIT_PLAN": str(plan)}
     with pytest.MonkeyPatch.context() as mp:
         for k, v in env.items():
             mp.setenv(k, v)
@@ -197,47 +199,207 @@ def test_fence_that_cannot_be_confirmed_stops_the_drill_before_promotion(nslab: 
     assert st.up, [(c.name, c.detail) for c in st.components if not c.healthy]
 
 
-def test_rolling_patch_reaches_the_region_hosts_over_ssh(nslab: NsLab) -> None:
-    """One instance of the primary region patched by the runbook over SSH: it restarts inside
-    its region's namespace, and a prober through the entry point sees no failed request."""
-    import threading
+class EdgeProber:
+    """An independent prober inside the lab's edge namespace: a process of its own
+    (`ip netns exec <edge> python -m drkit.lab.regionclient probe`), asking the entry point on
+    the edge's address as a client on the lab's network does; its counts are read back from the
+    file it writes when stopped."""
 
+    def __init__(self, lab: NsLab, out: Path) -> None:
+        n, cfg = lab.net, lab.cfg
+        self.out = out
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", n.edge.netns, str(REPO / ".venv" / "bin" / "python"), "-m",
+             "drkit.lab.regionclient", "probe",
+             "--url", f"https://{n.edge.address}:{cfg.ports['https']}"
+                      "/payments?reference_prefix=probe",
+             "--ca-file", str(lab.state_dir / "ca" / "ca.crt"), "--server-name", cfg.hostname,
+             "--token-file", str(lab.state_dir / "secrets" / "api.token"), "--out", str(out)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=REPO)
+
+    def started(self) -> dict[str, Any]:
+        """Its first counts (it rewrites the file twice a second), once it has some."""
+        import json
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                seen: dict[str, Any] = json.loads(self.out.read_text())
+                if seen["ok"] + seen["failed"] > 0:
+                    return seen
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"the edge prober never answered: {self.stop()}")
+
+    def stop(self) -> dict[str, Any]:
+        import json
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        out, err = self.proc.communicate(timeout=30)
+        assert self.proc.returncode == 0, err[-2000:]
+        result: dict[str, Any] = json.loads(self.out.read_text())
+        return result
+
+
+def test_rolling_patch_over_ssh_fails_no_request_seen_from_the_edge(nslab: NsLab,
+                                                                     tmp_path: Path) -> None:
+    """The rolling-patch runbook over SSH to every payments instance of both regions: each
+    restarts inside its region's namespace, and an independent prober inside the edge namespace
+    sees no failed request through the entry point while it runs (nor does one on the host)."""
     from drkit import flows, lab
 
-    region = nslab.cfg.primary_region
+    cfg = nslab.cfg
     st = lab.status(nslab.plan)
-    before = st.component(f"payments-{region}-1")
-    assert before is not None and before.pid
-    client = flows.Client(f"https://127.0.0.1:{nslab.cfg.ports['https']}",
-                          str(nslab.state_dir / "ca" / "ca.crt"), 5.0, lab.api_token(nslab.plan))
-    seen = {"ok": 0, "failed": 0}
+    names = [f"payments-{r}-{i}" for r in (cfg.primary_region, cfg.secondary_region)
+             for i in range(1, cfg.instances + 1)]
+    before = {name: st.component(name) for name in names}
+    assert all(c is not None and c.pid for c in before.values()), before
+    prober = EdgeProber(nslab, tmp_path / "edge-probe.json")
+    try:
+        assert _ns_of(prober.proc.pid) == nslab.net.edge.netns  # it runs where it says
+        first = prober.started()
+        assert first["failed"] == 0, first  # it sees the entry point serve before the patch
+        client = flows.Client(f"https://127.0.0.1:{cfg.ports['https']}",
+                              str(nslab.state_dir / "ca" / "ca.crt"), 5.0,
+                              lab.api_token(nslab.plan))
+        seen = {"ok": 0, "failed": 0}
+        stop = threading.Event()
+
+        def probe() -> None:
+            while not stop.is_set():
+                try:
+                    ok = client.request("GET", "/payments?reference_prefix=probe").status == 200
+                except OSError:
+                    ok = False
+                seen["ok" if ok else "failed"] += 1
+                stop.wait(0.05)
+
+        t = threading.Thread(target=probe, daemon=True)
+        t.start()
+        try:
+            proc = subprocess.run([DRKIT, "runbook", "run", "rolling-patch", "--env", "lab",
+                                   "--plan", str(nslab.plan_path),
+                                   "--extra-var", "drkit_patch_version=1.0.9"],
+                                  capture_output=True, text=True, timeout=900)
+        finally:
+            stop.set()
+            t.join(10)
+    finally:
+        edge = prober.stop()
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    after = lab.status(nslab.plan)
+    for name in names:
+        c = after.component(name)
+        assert c is not None and c.pid and c.pid != before[name].pid, (name, c)  # type: ignore[union-attr]
+        assert "v1.0.9" in c.detail, (name, c.detail)
+        role = "primary" if cfg.primary_region in name else "secondary"
+        assert _ns_of(c.pid) == nslab.net.region(role).netns
+    # The prober ran across the whole runbook: it started before and stopped after it.
+    assert edge["ok"] > first["ok"] and edge["failed"] == 0, edge
+    assert seen["ok"] > 0 and seen["failed"] == 0, seen
+
+
+def _pg_state(lab: NsLab, role: str) -> str:
+    """'down', 'standby' or 'primary': the region's database, through the lab's socket folder
+    (a unix socket: the control path, whatever the network does)."""
+    import psycopg
+
+    try:
+        with psycopg.connect(host=str(lab.state_dir / "pg" / "run"),
+                             port=lab.cfg.ports[f"pg_{role}"], user="postgres",
+                             dbname="postgres", autocommit=True, connect_timeout=2) as conn:
+            row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+    except psycopg.Error:
+        return "down"
+    return "standby" if row and row[0] else "primary"
+
+
+def _timeline(lab: NsLab, role: str) -> int:
+    import psycopg
+
+    with psycopg.connect(host=str(lab.state_dir / "pg" / "run"),
+                         port=lab.cfg.ports[f"pg_{role}"], user="postgres", dbname="postgres",
+                         autocommit=True, connect_timeout=5) as conn:
+        row = conn.execute("SELECT timeline_id FROM pg_control_checkpoint()").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_drkit_killed_during_the_partition_is_recovered_by_drill_recover(nslab: NsLab) -> None:
+    """SIGKILL drkit once the old primary is fenced, the standby promoted and the region still
+    cut off; `drkit drill recover` (no --scenario: the killed drill's own) heals the partition,
+    keeps the old primary fenced until it is rebuilt as a standby of the promoted one (a watcher
+    on its socket never sees it serve as a primary before that), stops the in-region client,
+    returns to the primary; then the next partition drill passes."""
+    import json
+
+    from drkit import lab
+    from drkit.lab import netns
+    from drkit.lab._runtime import runtime
+
+    timeline = _timeline(nslab, "primary")
+    proc = subprocess.Popen(
+        [DRKIT, "drill", "run", "region-partition", "--env", "lab", "--json", "--plan",
+         str(nslab.plan_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "failover-traffic: started" in line:  # after fence and promote-data
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "".join(seen)
+    time.sleep(1)  # drkit's ansible-playbook shim takes its Ansible down with it
+    # What the kill left: the region cut off, its database fenced (down), the standby promoted,
+    # the in-region client still running inside the region.
+    assert netns.partitioned(nslab.cfg, "primary")
+    assert _pg_state(nslab, "primary") == "down"
+    assert _pg_state(nslab, "secondary") == "primary"
+    run_dir = sorted((nslab.state_dir / "runs").glob("*-region-partition"))[-1]
+    client_pid = int((run_dir / "region-client.pid").read_text().split()[0])
+    assert runtime.pid_alive(client_pid)
+    assert json.loads((run_dir / "fence.json").read_text())["confirmed"]
+
+    states: list[str] = []
     stop = threading.Event()
 
-    def probe() -> None:
+    def watch() -> None:  # the old primary, every 0.2 s, through the whole recovery
         while not stop.is_set():
-            try:
-                ok = client.request("GET", "/payments?reference_prefix=probe").status == 200
-            except OSError:
-                ok = False
-            seen["ok" if ok else "failed"] += 1
-            stop.wait(0.05)
+            state = _pg_state(nslab, "primary")
+            if not states or states[-1] != state:
+                states.append(state)
+            stop.wait(0.2)
 
-    t = threading.Thread(target=probe, daemon=True)
-    t.start()
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
     try:
-        proc = subprocess.run([DRKIT, "runbook", "run", "rolling-patch", "--env", "lab",
-                               "--plan", str(nslab.plan_path), "--limit", f"{region}-1",
-                               "--extra-var", "drkit_patch_version=1.0.9"],
-                              capture_output=True, text=True, timeout=600)
+        rec = subprocess.run([DRKIT, "drill", "recover", "--env", "lab", "--json", "--plan",
+                              str(nslab.plan_path)], capture_output=True, text=True,
+                             timeout=900)
     finally:
         stop.set()
-        t.join(10)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    after = lab.status(nslab.plan).component(f"payments-{region}-1")
-    assert after is not None and after.pid and after.pid != before.pid
-    assert "v1.0.9" in after.detail
-    assert _ns_of(after.pid) == nslab.net.region("primary").netns
-    assert seen["ok"] > 0 and seen["failed"] == 0, seen
+        watcher.join(10)
+    out = json.loads(rec.stdout)
+    assert rec.returncode == 0, (out, rec.stderr[-3000:])
+    assert out["serving"] and out["replication"] == "streaming", out
+    assert out["active_region"] == nslab.cfg.primary_region, out
+    assert len(out["sealed_interrupted"]) == 1, out
+    # The partition is healed; the fence held until the rebuild: the old primary was down, came
+    # back first as a standby of the promoted region, and only then as the primary again.
+    assert not netns.partitioned(nslab.cfg, "primary")
+    assert states[0] == "down" and states[-1] == "primary", states
+    assert "standby" in states and states.index("standby") < states.index("primary"), states
+    assert _timeline(nslab, "primary") > timeline  # rebuilt from the promoted timeline
+    assert not runtime.pid_alive(client_pid)  # the partition's rollback stopped it
+    st = lab.status(nslab.plan)
+    assert st.up and not st.drift, [(c.name, c.detail) for c in st.components]
+    # The next drill passes.
+    rc, nxt, err = nslab.drill("region-partition")
+    assert rc == 0 and nxt["verdict"] == "pass", (nxt.get("reasons"), err[-3000:])
 
 
 def test_partition_drill_fences_and_loses_nothing_for_either_client(nslab: NsLab) -> None:
