@@ -33,7 +33,11 @@ REQUIRED: dict[tuple[str, str], tuple[str, ...]] = {
     ("iac", "cloudformation"): ("drkit_stack_name", "drkit_stack_template",
                                 "drkit_stack_parameters"),
     ("data", "rds"): ("drkit_rds_instances",),
+    # An Aurora global database: its identifier and each region's member cluster.
+    ("data", "aurora"): ("drkit_aurora_global_cluster", "drkit_aurora_clusters"),
     ("compute", "asg"): ("drkit_asg_names", "drkit_asg_capacity"),
+    # The estate's FIS template (stop instances) and the tags that select the primary's.
+    ("compute", "fis"): ("drkit_fis_template_id", "drkit_fis_stop_tags"),
     ("traffic", "route53"): ("drkit_dns_zone", "drkit_hostname", "drkit_region_endpoints"),
 }
 

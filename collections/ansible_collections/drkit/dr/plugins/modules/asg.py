@@ -15,7 +15,8 @@ description:
   - With O(desired_capacity), calls SetDesiredCapacity (lowering MinSize to it first when
     needed, never raising MaxSize), then describes the group again and fails unless the
     describe shows the new capacity (drkit issue 14, "describe after every act").
-  - It only ever changes capacity: it never creates a group, an instance or a launch template.
+  - >-
+    It only ever changes capacity: it never creates a group, an instance or a launch template.
     Fault injection sets 0 (the region's instances are terminated by the group, as when a
     region is lost); failback sets the capacity recorded before the fault.
   - O(restore_tag) keeps the capacity seen before a change as a tag on the group (the estate's
@@ -40,7 +41,8 @@ options:
       when the group has no such tag yet and the change lowers the capacity).
     type: str
   clear_restore_tag:
-    description: After the change, remove O(restore_tag) from the group (failback: the capacity
+    description: >-
+      After the change, remove O(restore_tag) from the group (failback: the capacity
       is restored, and the estate's code does not know the tag, so Terraform would see drift).
     type: bool
     default: false
@@ -81,6 +83,7 @@ tags:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.drkit.dr.plugins.module_utils.aws import aws_client, aws_errors
 
 
 def main() -> None:
@@ -95,15 +98,10 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
-    try:
-        import boto3
-        import botocore.exceptions
-    except ImportError:
-        module.fail_json(msg="boto3 is required on the controller (it comes with drkit)")
+    client_error, botocore_error = aws_errors()
     p = module.params
     name = p["name"]
-    asg = boto3.client("autoscaling", region_name=p["region"],
-                       endpoint_url=p["endpoint_url"] or None)
+    asg = aws_client(module, "autoscaling")
 
     def describe() -> dict:
         groups = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[name])
@@ -147,9 +145,9 @@ def main() -> None:
             asg.delete_tags(Tags=[{"ResourceId": name, "ResourceType": "auto-scaling-group",
                                    "Key": tag}])
         g = describe()
-    except botocore.exceptions.ClientError as e:
+    except client_error as e:
         module.fail_json(msg=f"Auto Scaling group {name} in {p['region']}: {e}")
-    except botocore.exceptions.BotoCoreError as e:
+    except botocore_error as e:
         module.fail_json(msg=f"region {p['region']} did not answer: {e}")
     if int(g["DesiredCapacity"]) != want:
         module.fail_json(msg=f"Auto Scaling group {name}: expected desired capacity {want} "

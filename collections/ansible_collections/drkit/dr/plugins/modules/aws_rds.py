@@ -11,13 +11,16 @@ DOCUMENTATION = r"""
 module: aws_rds
 short_description: Describe, promote, or (re)seed an RDS instance as a cross-region read replica
 description:
-  - V(info) describes the instance (a probe: never changes anything).
-  - V(promoted) calls PromoteReadReplica when DescribeDBInstances names a source, then waits
+  - >-
+    V(info) describes the instance (a probe; never changes anything).
+  - >-
+    V(promoted) calls PromoteReadReplica when DescribeDBInstances names a source, then waits
     until the instance is available and reports whether the describe stopped naming a source
     (RV(standalone)). It does not fail when the source is still named: moto 5.2.5 keeps naming
     it after a promotion, so the caller decides what observes the promotion (drkit's
     data/rds adapter: the describe on a real account, the database itself in the lab).
-  - V(replica) makes the instance a read replica of O(source_arn): nothing when it already is
+  - >-
+    V(replica) makes the instance a read replica of O(source_arn): nothing when it already is
     one; otherwise the instance standing in its place is deleted (with a final snapshot when
     O(final_snapshot) is given) and a read replica is created under the same identifier, in
     the same subnet group and security groups, with the same tags; then it waits until the
@@ -108,6 +111,7 @@ actions:
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.drkit.dr.plugins.module_utils.aws import aws_client, aws_errors
 
 
 def main() -> None:
@@ -127,14 +131,10 @@ def main() -> None:
         required_if=[("state", "replica", ("source_arn",))],
         supports_check_mode=True,
     )
-    try:
-        import boto3
-        import botocore.exceptions
-    except ImportError:
-        module.fail_json(msg="boto3 is required on the controller (it comes with drkit)")
+    client_error, botocore_error = aws_errors()
     p = module.params
     name = p["db_instance_identifier"]
-    rds = boto3.client("rds", region_name=p["region"], endpoint_url=p["endpoint_url"] or None)
+    rds = aws_client(module, "rds")
     actions: list[str] = []
 
     def describe() -> dict | None:
@@ -217,9 +217,9 @@ def main() -> None:
         db = wait(lambda d: d is not None and d.get("DBInstanceStatus") == "available"
                   and same_source(d), f"an available read replica of {p['source_arn']}")
         module.exit_json(changed=True, **facts(db))
-    except botocore.exceptions.ClientError as e:
+    except client_error as e:
         module.fail_json(msg=f"RDS instance {name} in {p['region']}: {e}", actions=actions)
-    except botocore.exceptions.BotoCoreError as e:
+    except botocore_error as e:
         module.fail_json(msg=f"region {p['region']} did not answer: {e}", actions=actions)
 
 

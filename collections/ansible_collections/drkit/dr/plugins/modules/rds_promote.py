@@ -14,9 +14,11 @@ description:
   - Calls PromoteReadReplica when the instance is still a read replica, then waits until
     DescribeDBInstances shows it standalone (no ReadReplicaSourceDBInstanceIdentifier) and
     available. Fails with what was expected and what was seen when that does not happen.
-  - amazon.aws.rds_instance with read_replica=false only acts in some states: it reported ok
+  - >-
+    amazon.aws.rds_instance with read_replica=false only acts in some states: it reported ok
     and did nothing (drkit issue 11), hence this module.
-  - moto 5.2.5 flips an internal flag only and keeps reporting the replica's source, so against
+  - >-
+    moto 5.2.5 flips an internal flag only and keeps reporting the replica's source, so against
     moto this module fails honestly: the promotion cannot be observed there (docs/targets.md).
 options:
   db_instance_identifier:
@@ -67,6 +69,7 @@ replica_of:
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.drkit.dr.plugins.module_utils.aws import aws_client, aws_errors
 
 
 def main() -> None:
@@ -80,14 +83,10 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
-    try:
-        import boto3
-        import botocore.exceptions
-    except ImportError:
-        module.fail_json(msg="boto3 is required on the controller (it comes with drkit)")
+    client_error, botocore_error = aws_errors()
     p = module.params
     name = p["db_instance_identifier"]
-    rds = boto3.client("rds", region_name=p["region"], endpoint_url=p["endpoint_url"] or None)
+    rds = aws_client(module, "rds")
 
     def describe() -> dict:
         return rds.describe_db_instances(DBInstanceIdentifier=name)["DBInstances"][0]
@@ -112,9 +111,9 @@ def main() -> None:
             if time.monotonic() >= deadline:
                 break
             time.sleep(p["interval"])
-    except botocore.exceptions.ClientError as e:
+    except client_error as e:
         module.fail_json(msg=f"RDS instance {name} in {p['region']}: {e}")
-    except botocore.exceptions.BotoCoreError as e:
+    except botocore_error as e:
         module.fail_json(msg=f"region {p['region']} did not answer: {e}")
     module.fail_json(
         msg=f"RDS instance {name}: expected a standalone, available primary after "
