@@ -50,6 +50,15 @@ def test_html_report_content(store, plan, keys, tmp_path):
     assert "eu-west-1 &rarr; eu-central-1" in html[glance:] and "(target lab)" in html
     for a in rec.artifacts:
         assert a.sha256 in html
+    # each finding with its owner and due date (from the plan: no owner for payments, so
+    # "unassigned"; a low finding is due per policy.finding_due)
+    f = next(f for f in rec.findings if f.check == "runbook-drift")
+    assert f.owner == "unassigned" and f.due
+    row = re.search(r'<table id="findings">.*?</table>', html, re.S).group(0)
+    assert "<th>Owner</th><th>Due</th>" in row
+    assert f'<td class="owner">unassigned</td><td class="due">{f.due}</td>' in row
+    md = render(rec, "md", OK)
+    assert f"runbook-drift: x (owner: unassigned; due: {f.due})" in md
     # self-contained: nothing fetched, no script
     assert not re.search(r'(src|href)\s*=\s*"(https?:)?//', html)
     assert "<script" not in html and "<link" not in html and "@import" not in html
