@@ -306,10 +306,21 @@ def run(
         "--skip-if-busy", help="When another command is changing the environment, skip the "
         "drill and exit 0, naming it (for schedulers: runs never pile up) instead of refusing "
         "with exit 2.")] = False,
+    here: Annotated[bool, typer.Option(
+        "--here", help="Drive the drill from this process even when the environment has "
+        "execution nodes and shared state (what the node itself runs); its playbooks run "
+        "here.")] = False,
+    run_id: Annotated[str | None, typer.Option(
+        "--run-id", hidden=True, help="The run id the controller chose (a driver on a node).")
+    ] = None,
     plan: PlanOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Rehearse a scenario end to end and measure RTO and RPO from reality.
+
+    When the environment has execution nodes and shared state (issue 18), the drill's driver
+    is started on the surviving region's node and this command follows it (as `drill attach`
+    does): killing this command leaves the drill running; another controller can attach.
 
     Phases run in the plan's order; the recovery clock starts with the fault and stops when
     every smoke flow passes through the public entry point. A canary writes payments all along
@@ -331,11 +342,147 @@ def run(
                 from drkit.errors import BadInput
 
                 raise BadInput(f"--smoke-timeout: {e}") from None
+    if not here and not dry_run:
+        _on_node(plan, scenario, env, as_json, failback=failback, confirm=confirm,
+                 smoke_timeout=smoke_timeout, request=request, change_id=change_id,
+                 override_blackout=override_blackout, store=store, approve_gates=approve_gates)
     _drill(plan, scenario, env, as_json, metrics_file=metrics_file, junit_xml=junit_xml,
            dry_run=dry_run, failback=failback, confirm=confirm, smoke_timeout_s=timeout,
            request=request, override_blackout=override_blackout, change_id=change_id,
            store=_store(store), approve_gates=approve_gates, gate=_terminal_gate(),
-           skip_if_busy=skip_if_busy)
+           skip_if_busy=skip_if_busy, run_id=run_id, on_node=here)
+
+
+def _on_node(plan_path: Any, scenario: str, env: str, as_json: bool, **flags: Any) -> None:
+    """With execution nodes and shared state: start the driver on the node, then attach.
+    Returns (and the drill runs here) when the environment has neither."""
+    import os
+
+    p = load_plan(plan_path)
+    with errors():
+        e = p.environment(env)
+        if e.state is None or not e.execution_nodes:
+            return
+        from drkit.drill import new_run_id
+        from drkit.drill.shared import start_on_node
+
+        args: list[str] = []
+        for name, value in flags.items():
+            opt = "--" + name.replace("_", "-")
+            if name == "failback":
+                args.append("--failback" if value else "--no-failback")
+            elif isinstance(value, bool):
+                args += [opt] if value else []
+            elif value is not None:
+                args += [opt, str(_store(value) if name == "store" else value)]
+        rid = new_run_id()
+        node = start_on_node(p, scenario, env, rid, args, environ=dict(os.environ))
+        typer.echo(f"drill {rid} runs on execution node {node.name}; following it (Ctrl-C "
+                   f"leaves it running; `drkit drill attach {rid} -e {env}` follows it again)",
+                   err=as_json)
+    _attach(p, rid, env, as_json)
+
+
+def _attach(p: Any, run_id: str, env: str | None, as_json: bool) -> None:
+    from drkit.drill.shared import find_state, follow
+
+    out = sys.stderr if as_json else sys.stdout
+
+    def show(entry: Any) -> None:
+        d = entry.data
+        text = {"started": lambda: f"started {d.get('scenario')} on {d.get('environment')}: "
+                f"{' > '.join(d.get('phases', []))}",
+                "phase_started": lambda: f"phase {d.get('name')} started",
+                "phase": lambda: f"phase {d.get('name')} {d.get('status')}"
+                + (f": {d['message']}" if d.get("message") else ""),
+                "clock_started": lambda: "recovery clock started",
+                "clock_stopped": lambda: f"recovery clock stopped: RTO {d.get('rto_s'):.2f}s",
+                "note": lambda: f"note: {d.get('message')}",
+                "finished": lambda: f"finished: {d.get('verdict')}"}.get(
+                    entry.kind, lambda: entry.kind)()
+        try:
+            out.write(f"[{entry.seq}] {text}\n")
+            out.flush()
+        except OSError:
+            pass
+
+    with errors():
+        _, state = find_state(p, run_id, env)
+        try:
+            result = follow(state, run_id, show)
+        except KeyboardInterrupt:
+            typer.echo(f"stopped following {run_id}; the drill goes on", err=True)
+            raise typer.Exit(3) from None
+    assert result is not None
+    if as_json:
+        print_json({"run_id": run_id, **result})
+    else:
+        typer.echo(f"verdict: {result.get('verdict')} (exit {result.get('exit_code')})"
+                   + (f"; evidence {result['evidence_id']}" if result.get("evidence_id")
+                      else ""))
+        for reason in result.get("reasons") or []:
+            typer.echo(f"  - {reason}")
+    raise typer.Exit(int(result.get("exit_code", 3)))
+
+
+@app.command()
+def attach(
+    run_id: Annotated[str, typer.Argument(help="The run to follow (drkit drill status).")],
+    env: Annotated[str | None, typer.Option("--env", "-e", help="Environment from the plan "
+                                            "(default: search every one with shared state).")]
+    = None,
+    plan: PlanOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Follow a drill from any controller, from the shared state, until its verdict.
+
+    Exit codes: the drill's own (0 pass, 1 fail or inconclusive, 3 aborted); 2 when the run
+    is unknown."""
+    _attach(load_plan(plan), run_id, env, as_json)
+
+
+@app.command()
+def status(
+    env: Annotated[str | None, typer.Option("--env", "-e", help="Environment from the plan "
+                                            "(default: every one with shared state).")] = None,
+    plan: PlanOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The drills running now, per environment, from the shared state (who, where, since)."""
+    from datetime import UTC, datetime
+
+    from drkit.state import open_state
+
+    p = load_plan(plan)
+    rows: list[dict[str, Any]] = []
+    with errors():
+        names = [env] if env else [n for n, e in p.model.environments.items()
+                                   if e.state is not None]
+        for name in names:
+            state = open_state(p, name)
+            if state is None:
+                from drkit.errors import BadInput
+
+                raise BadInput(f"environment {name!r} has no shared state (`state:` in the "
+                               "plan): its drills are local, see `drkit status`")
+            lease = state.lease(name)
+            running = lease is not None and lease.live(state.clock())
+            rows.append({"environment": name, "running": running,
+                         "run_id": lease.run_id if running and lease else None,
+                         "holder": lease.describe() if running and lease else None,
+                         "token": lease.token if lease else 0,
+                         "expired": bool(lease and not lease.released and not running)})
+    if as_json:
+        print_json({"checked_at": datetime.now(UTC).isoformat(), "environments": rows})
+        return
+    for r in rows:
+        if r["running"]:
+            typer.echo(f"{r['environment']}: running {r['run_id']}: {r['holder']}")
+        elif r["expired"]:
+            typer.echo(f"{r['environment']}: no drill running (the last holder's lease expired "
+                       "without a release: `drkit drill recover` may be needed)")
+        else:
+            typer.echo(f"{r['environment']}: no drill running")
 
 
 @app.command()

@@ -81,6 +81,10 @@ class DrillOptions:
     gate: Callable[[GateRequest], GateDecision] | None = None
     approve_gates: bool = False
     resume: Resume | None = None  # continue an interrupted or failed drill (drkit drill resume)
+    # issue 18: the run id the controller chose (a driver started on a node keeps it), and
+    # whether this process is that driver (its playbooks run here, not streamed to the node)
+    run_id: str | None = None
+    on_node: bool = False
 
 
 @dataclass(frozen=True)

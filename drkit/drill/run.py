@@ -116,7 +116,7 @@ def run_drill(
 
     # Blackout windows first: a refused run writes nothing anywhere.
     window = blackout.check(plan, _now(), options.override_blackout, operator=options.operator)
-    run_id = new_run_id()
+    run_id = options.run_id or new_run_id()
     # A name from the plan never leaves the runs folder (issue 16).
     run_dir = under(tgt.state_dir / "runs", f"{run_id}-{scenario_name}")
     smoke_timeout = options.smoke_timeout_s or max(30.0, 2 * targets.rto_s)
@@ -172,7 +172,24 @@ def run_drill(
     if busy is not None and busy.alive:
         # Read-only: it does not wait, but what it sees may be another command's work.
         listener.note(f"{busy.describe()} is changing environment {env_name!r} meanwhile")
-    with lock as lease:
+    # issue 18: with execution nodes, playbooks run on the surviving region's node (streamed),
+    # unless this process is the driver on that node; with shared state, the environment's
+    # lease is taken there too, and progress and the result go there (drkit.drill.shared).
+    from drkit.drill import shared
+
+    if runner is None and env.execution_nodes and not options.on_node:
+        import functools
+
+        from drkit.remote import surviving_node
+
+        runner = functools.partial(engine.run_playbook, node=surviving_node(plan, env_name))
+    shared_cm = shared.shared_lease(plan, env_name, ("drill resume " if options.resume else
+                                                     "drill run ") + scenario_name, run_id,
+                                    node=os.uname().nodename if options.on_node else None) \
+        if changes else nullcontext()
+    with lock as lease, shared_cm as shared_lease:
+        if shared_lease is not None:
+            listeners.add("shared journal", shared.SharedJournal(shared_lease))
         run_dir.mkdir(parents=True, exist_ok=True)
         # Inside the lock: a drill refused because another one runs keeps its approval.
         gov = _Governance.start(plan, scenario_name, env_name, options, run_id, window,
