@@ -66,7 +66,7 @@ def test_a_preflight_that_cannot_run_is_never_ready(tmp_path: Path) -> None:
         assert proc.returncode == 1, proc.stdout + proc.stderr
         assert out["verdict"] == "inconclusive"
         assert out["phases"][0]["name"] == "preflight" and out["phases"][0]["status"] == "error"
-        assert any("drkit_pg_infoo" in m for m in out["missing"]), out["missing"]
+        assert any("drkit.dr.pg_infoo" in m for m in out["missing"]), out["missing"]
 
 
 @pytest.mark.lab
