@@ -1,0 +1,60 @@
+"""drkit.dr.healthz: GET a list of health URLs at once; every one must answer 200.
+
+Issue 19: preflight checked each payments instance's /healthz with a looped
+ansible.builtin.uri, a module start per instance (about 0.3 s each on an idle 2-core machine,
+2-3 s under load). When the task's host is reached with the local connection this action asks
+all of them side by side from the controller's worker; on any other connection (a region's host
+over SSH in the namespaces topology, issue 17, where the instances listen inside the region) it
+runs ansible.builtin.uri on that host for each URL, as before.
+
+Options: urls (list of str, required), timeout (seconds per request, default 2).
+Returns `results`: [{url, status}] (status None when there was no answer, with `msg`), in the
+order given. Fails unless every URL answered 200.
+"""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ansible.plugins.action import ActionBase
+
+
+def _get(url: str, timeout: float) -> dict[str, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return {"url": url, "status": r.status}
+    except urllib.error.HTTPError as e:
+        return {"url": url, "status": e.code, "msg": str(e)}
+    except (OSError, ValueError) as e:
+        return {"url": url, "status": None, "msg": str(e)}
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+
+    def run(self, tmp: Any = None, task_vars: Any = None) -> dict[str, Any]:
+        result: dict[str, Any] = super().run(tmp, task_vars)
+        _, args = self.validate_argument_spec(argument_spec={
+            "urls": {"type": "list", "elements": "str", "required": True},
+            "timeout": {"type": "float", "default": 2.0},
+        })
+        urls, timeout = args["urls"], args["timeout"]
+        if getattr(self._connection, "transport", "") == "local":
+            with ThreadPoolExecutor(max_workers=max(1, min(16, len(urls)))) as pool:
+                results = list(pool.map(lambda u: _get(u, timeout), urls))
+        else:
+            results = []
+            for url in urls:
+                res = self._execute_module(module_name="ansible.builtin.uri", task_vars=task_vars,
+                                           module_args={"url": url, "timeout": int(timeout)})
+                results.append({"url": url, "status": res.get("status"),
+                                **({"msg": res["msg"]} if res.get("failed") else {})})
+        bad = [r for r in results if r["status"] != 200]
+        result.update(changed=False, results=results)
+        if bad:
+            result.update(failed=True, msg="not healthy: %s" % ", ".join(
+                "%s (%s)" % (r["url"], r.get("msg") or r["status"]) for r in bad))
+        return result
