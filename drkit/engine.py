@@ -741,3 +741,96 @@ def versions() -> dict[str, str]:
                 found[coll.replace("/", ".")] = info["version"]
                 break
     return found
+
+
+# ---------------------------------------------------------------------------------------------
+# Several execution nodes (issue 18): a large inventory split across them
+
+
+def inventory_hosts(inventory: Path, limit: str | None = None) -> list[str]:
+    """The hosts an inventory (and --limit) selects, as ansible-inventory lists them."""
+    import subprocess
+
+    argv = [str(Path(sys.executable).parent / "ansible-inventory"), "-i", str(inventory),
+            "--list"]
+    if limit:
+        argv += ["--limit", limit]
+    try:
+        cp = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False,
+                            env={**os.environ, "ANSIBLE_NOCOLOR": "1"})
+        data = json.loads(cp.stdout) if cp.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired, ValueError) as e:
+        raise RunFailed(f"cannot list the hosts of {inventory}: {e}", exit_code=2) from e
+    if data is None:
+        raise RunFailed(f"cannot list the hosts of {inventory}: "
+                        f"{cp.stderr.strip()[-300:]}", exit_code=2)
+    return sorted((data.get("_meta") or {}).get("hostvars", {}).keys() |
+                  {h for g in data.values() if isinstance(g, dict) for h in g.get("hosts", [])})
+
+
+class _Serialized(RunListener):
+    """One listener fed by several runs at once: its hooks are called one at a time."""
+
+    def __init__(self, inner: RunListener) -> None:
+        self.inner, self.lock = inner, threading.Lock()
+
+    def play_started(self, name: str, at: datetime) -> None:
+        with self.lock:
+            self.inner.play_started(name, at)
+
+    def task_started(self, play: str, task: str, at: datetime) -> None:
+        with self.lock:
+            self.inner.task_started(play, task, at)
+
+    def task_finished(self, result: TaskResult) -> None:
+        with self.lock:
+            self.inner.task_finished(result)
+
+
+def run_spread(playbook: Path, *, nodes: Sequence[Node], hosts: Sequence[str],
+               artifacts_dir: Path, listener: RunListener | None = None,
+               **kwargs: Any) -> RunResult:
+    """Run `playbook` over `hosts` split across `nodes` (contiguous slices, one streamed run
+    per node with --limit, all at once) and merge the results into one RunResult, as a runbook
+    over a large fleet does. Each node's artifacts are in artifacts_dir/<n>-<region>/; stdout
+    and job_events.jsonl are concatenated in node order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not nodes:
+        raise RunFailed("run_spread needs at least one execution node", exit_code=2)
+    if not hosts:
+        raise RunFailed(f"no host to run {playbook.name} on (check the inventory and --limit)",
+                        exit_code=2)
+    n = min(len(nodes), len(hosts))
+    size = -(-len(hosts) // n)
+    slices = [list(hosts[i * size:(i + 1) * size]) for i in range(n)]
+    shared = _Serialized(listener) if listener is not None else None
+    artifacts_dir.mkdir(parents=True, exist_ok=True)
+
+    def one(i: int) -> RunResult:
+        return run_playbook(playbook, artifacts_dir=artifacts_dir / f"{i}-{nodes[i].region}",
+                            limit=",".join(slices[i]), node=nodes[i], listener=shared,
+                            **kwargs)
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        parts = list(pool.map(one, range(n)))
+    for name in ("stdout", "job_events.jsonl"):
+        fd = os.open(artifacts_dir / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            for part in parts:
+                src = part.artifacts_dir / name
+                if src.is_file():
+                    out.write(src.read_bytes())
+    stats: dict[str, HostStats] = {}
+    facts: dict[str, Any] = {}
+    for part in parts:
+        stats.update(part.stats)
+        facts.update(part.facts)
+    order = [RunStatus.CANCELED, RunStatus.TIMEOUT, RunStatus.FAILED, RunStatus.SUCCESSFUL]
+    status = next(s for s in order if any(p.status == s for p in parts))
+    return RunResult(
+        playbook=playbook, status=status, rc=max(p.rc for p in parts),
+        started_at=min(p.started_at for p in parts), ended_at=max(p.ended_at for p in parts),
+        plays=parts[0].plays, tasks=tuple(t for p in parts for t in p.tasks), stats=stats,
+        artifacts_dir=artifacts_dir, failure=next((p.failure for p in parts if p.failure),
+                                                  None), facts=facts)
