@@ -455,6 +455,7 @@ class RunbookOutcome:
     artifacts_dir: Path
     evidence_id: str | None = None
     evidence_error: str | None = None
+    warnings: tuple[str, ...] = ()  # sealing's: anchor or time stamp not obtained, key not pinned
 
     @property
     def exit_code(self) -> int:
@@ -486,6 +487,7 @@ class RunbookOutcome:
             "artifacts": str(self.artifacts_dir),
             "evidence": {"id": self.evidence_id} if self.evidence_id else None,
             "evidence_error": self.evidence_error,
+            "warnings": list(self.warnings),
         }
 
 
@@ -674,7 +676,7 @@ def _seal(rec: Any, rb: Prepared, verdict: Verdict, result: engine.RunResult | N
                                     "detail": failure}]
         record = rec.seal(str(verdict), summary)
         if outcome is not None:
-            return replace(outcome, evidence_id=record.id)
+            return replace(outcome, evidence_id=record.id, warnings=tuple(rec.warnings))
     except DrkitError as e:
         listener.note(f"evidence: could not seal the record: {e}")
         if outcome is not None:

@@ -209,4 +209,6 @@ def _render(outcome: Any, out: TextIO) -> None:
         w(f"evidence: {outcome.evidence_id}\n")
     elif outcome.evidence_error:
         w(f"evidence: NOT RECORDED ({outcome.evidence_error})\n")
+    for line in outcome.warnings:
+        w(f"warning: {line}\n")
     w(f"artifacts: {outcome.artifacts_dir}\n")

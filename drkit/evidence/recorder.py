@@ -786,6 +786,14 @@ def _seal(store: Store, signer: Signer, rec: Record, *, anchor: Anchor | None = 
             store.delete_open(f"open/{rec.id}.json")
             if anchor is not None:
                 _publish(store, anchor, rec, warnings)
+            if ev is not None and not ev.trusted_keys:
+                warnings.append(f"signing key {signer.fingerprint[:16]}... is not pinned "
+                                "(evidence.trusted_keys): verify trusts any public key file it "
+                                f"is given; pin {signer.fingerprint}")
+            elif ev is not None and signer.fingerprint not in ev.trusted_keys:
+                warnings.append(f"record #{rec.seq} signed with key {signer.fingerprint[:16]}"
+                                "..., which evidence.trusted_keys does not pin: verify reports "
+                                "it as untrusted")
             return rec
     raise AssertionError("unreachable")
 
