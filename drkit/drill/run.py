@@ -620,7 +620,6 @@ def _drive(
             outcome.canary_first_failure = clock_start(start_phase.name, phase_at,
                                                        stats.get("drkit_fault"), canary)
 
-
     destructive_started = outcome.clock_started_at is not None
     failed = next((p for p in results if p.status in (PhaseStatus.FAILED, PhaseStatus.ERROR)),
                   None)
@@ -919,7 +918,8 @@ def resume(plan: Plan, run_id: str, *, options: DrillOptions | None = None,
 
 
 def recover(plan: Plan, env_name: str, scenario_name: str | None = None, *,
-            listener: DrillListener | None = None) -> Recovery:
+            listener: DrillListener | None = None,
+            runner: PlaybookRunner | None = None) -> Recovery:
     """After a drill was killed: seal its evidence as interrupted, then run the scenario's
     rollback (it reads the state of both regions first) so payments are served again from the
     original primary, with replication re-established, or its absence reported."""
@@ -955,7 +955,8 @@ def recover(plan: Plan, env_name: str, scenario_name: str | None = None, *,
         extravars = {**tgt.extravars, "drkit_run_id": run_dir.name, "drkit_python": _python()}
         results, _ = _run_phases(plan, tgt, [Phase(name="recover", playbook=scenario.rollback)],
                                  label="recover", run_dir=run_dir, extravars=extravars,
-                                 check=False, listener=listener, cancel=CancelToken())
+                                 check=False, listener=listener, cancel=CancelToken(),
+                                 runner=runner)
         if plan.environment(env_name).lab and results[0].status == PhaseStatus.OK:
             from drkit import lab
 
@@ -1009,6 +1010,7 @@ def _recovery_status(plan: Plan, env_name: str, tgt: Target, phases: tuple[Phase
         f" from {active}" if active else "") + f"; replication {replication}" + (
         "" if ok else f"; recovery playbook failed: {phases[0].message if phases else '?'}")
     return Recovery(env_name, serving, active, replication, phases, sealed, message)
+
 
 
 def _iso(d: datetime) -> str:

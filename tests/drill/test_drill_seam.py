@@ -188,3 +188,14 @@ def test_the_clock_stop_is_announced_once_before_failback_starts(tmp_path: Path)
     stops = [e for e in events if e[0] == "stopped"]
     assert stops == [("stopped", o.rto_s)] and o.rto_s is not None
     assert events.index(stops[0]) < events.index(("phase", "failback"))
+
+
+def test_recover_runs_the_rollback_through_the_runner_passed_in(tmp_path: Path) -> None:
+    """`drill recover` takes the runner too (the seam is the same for every playbook a drill
+    command runs): its recovery playbook ran through the fake, and with no entry point to
+    observe serving, the recovery is not called serving (exit 3)."""
+    runner = FakeRunner()
+    r = drill.recover(plan_in(tmp_path, entry_url=None), "staging", runner=runner)
+    assert runner.runs == [["recover"]]
+    assert [(p.name, str(p.status)) for p in r.phases] == [("recover", "ok")]
+    assert not r.serving and r.exit_code == 3
