@@ -1,0 +1,104 @@
+"""Issue 19: drkit.dr's steps run on the controller, through real ansible-playbook runs."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import textwrap
+from datetime import datetime
+from pathlib import Path
+
+from drkit import engine
+
+REPO = Path(__file__).resolve().parents[2]
+INVENTORY = REPO / "inventories" / "lab" / "hosts.yml"
+
+
+def run(tmp: Path, tasks: str, name: str = "play") -> engine.RunResult:
+    pb = tmp / f"{name}.yml"
+    pb.write_text("- name: Test\n  hosts: localhost\n  gather_facts: false\n  tasks:\n"
+                  + textwrap.indent(textwrap.dedent(tasks), "    "))
+    # -vvv: ansible-playbook prints an EXEC line for every module it starts on a host.
+    return engine.run_playbook(pb, inventory=INVENTORY, content_root=REPO,
+                               artifacts_dir=tmp / f"art-{name}",
+                               envvars={"ANSIBLE_VERBOSITY": "3"})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_module_runs_in_the_worker_and_returns_what_the_module_path_returns(
+        tmp_path: Path) -> None:
+    port = free_port()
+    task = f"""\
+    - name: Read a database that is not there
+      drkit.dr.pg_info:
+        port: {port}
+      register: seen
+    - name: Publish it
+      ansible.builtin.set_stats:
+        data:
+          seen: "{{{{ seen | dict2items | rejectattr('key', 'eq', 'invocation') | items2dict }}}}"
+    """
+    here = run(tmp_path, task, "here")
+    # A task environment keeps the module path (so does SSH, become or async).
+    there = run(tmp_path, task.replace("      register: seen",
+                                       "      environment: {DRKIT_T: '1'}\n      register: seen"),
+                "there")
+    assert here.ok and there.ok, (here.failure, there.failure)
+    assert here.facts["seen"] == there.facts["seen"]
+    assert here.facts["seen"]["reachable"] is False and here.facts["seen"]["port"] == port
+    assert "EXEC" not in here.stdout_path.read_text()
+    assert "EXEC" in there.stdout_path.read_text()
+
+
+def test_a_failing_module_fails_the_same_way_in_the_worker(tmp_path: Path) -> None:
+    r = run(tmp_path, f"""\
+    - name: Require a database that is not there
+      drkit.dr.pg_info:
+        port: {free_port()}
+        fail_unreachable: true
+    """)
+    assert not r.ok and r.failure is not None
+    assert "cannot connect to PostgreSQL" in r.failure.message
+    assert "EXEC" not in r.stdout_path.read_text()
+
+
+def test_lose_region_kills_and_publishes_when_it_issued_the_fault(tmp_path: Path) -> None:
+    victims = [subprocess.Popen(["sleep", "300"]) for _ in range(2)]
+    daemons = []
+    for i, p in enumerate(victims):
+        (tmp_path / f"v{i}.pid").write_text(f"{p.pid}\n")
+        daemons.append({"name": f"v{i}", "pidfile": str(tmp_path / f"v{i}.pid")})
+    try:
+        r = run(tmp_path, f"""\
+        - name: Lose the region
+          drkit.dr.lose_region:
+            daemons: {daemons}
+          register: lost
+        """)
+        assert r.ok, r.failure
+        assert [p.wait(timeout=5) for p in victims] == [-9, -9]
+        fault = r.facts["drkit_fault"]
+        assert fault["instances"] == {f"v{i}": p.pid for i, p in enumerate(victims)}
+        issued = datetime.fromisoformat(fault["issued_at"].replace("Z", "+00:00"))
+        confirmed = datetime.fromisoformat(fault["confirmed_at"].replace("Z", "+00:00"))
+        assert r.tasks[0].started_at <= issued <= confirmed <= r.tasks[0].ended_at
+        # Nothing left to lose: the step says so (nothing killed), and the drill's clock then
+        # falls back to the phase start (test_fault_clock).
+        again = run(tmp_path, f"""\
+        - name: Lose the region again
+          drkit.dr.lose_region:
+            daemons: {daemons}
+          register: lost
+        """, "again")
+        assert again.ok and again.facts["drkit_fault"]["instances"] == {}
+        assert again.tasks[0].status == "ok"  # not changed
+    finally:
+        for p in victims:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
