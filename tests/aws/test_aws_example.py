@@ -200,15 +200,17 @@ def test_a_drill_with_the_aws_example_adapters_runs_on_moto(lab_aws: AwsLab) -> 
     root = lab_aws.root
     inv = root / "inv-aws-example"
     (inv / "group_vars" / "all").mkdir(parents=True, exist_ok=True)
+    # In order: aws-example's file as shipped; over it the lab's own values (its hostname,
+    # zone, entry point) and the estate's names on moto; last, aws-example's choices again.
+    gv = inv / "group_vars" / "all"
     if not (inv / "hosts.yml").exists():
         (inv / "hosts.yml").symlink_to(LAB_AWS / "hosts.yml")
-        (inv / "group_vars" / "all" / "00-lab.yml").symlink_to(
-            LAB_AWS / "group_vars" / "all" / "00-lab.yml")
-    shutil.copy(EXAMPLE / "group_vars" / "all.yml", inv / "group_vars" / "all" / "05-example.yml")
-    overlay = _vars(LAB_AWS / "group_vars" / "all" / "10-aws.yml")
-    for choice in ("drkit_adapters", "drkit_target"):  # these stay aws-example's
-        overlay.pop(choice)
-    (inv / "group_vars" / "all" / "10-moto.yml").write_text(yaml.safe_dump(overlay))
+        (gv / "05-lab.yml").symlink_to(LAB_AWS / "group_vars" / "all" / "00-lab.yml")
+        (gv / "10-moto.yml").symlink_to(LAB_AWS / "group_vars" / "all" / "10-aws.yml")
+    shutil.copy(EXAMPLE / "group_vars" / "all.yml", gv / "00-example.yml")
+    example = _vars(EXAMPLE / "group_vars" / "all.yml")
+    (gv / "20-choices.yml").write_text(yaml.safe_dump(
+        {k: example[k] for k in ("drkit_adapters", "drkit_target")}))
     data = yaml.safe_load(lab_aws.plan.read_text())
     data["environments"]["aws-example-on-moto"] = {
         "inventory": str(inv), "lab": True, "target": "aws", "flows": "flows/payments-lab.yml"}
