@@ -199,6 +199,21 @@ def test_duplicate_keys_are_corrupt(store, pinned, tmp_path):
         store, None, trusted=pinned.model.evidence.trusted_keys).first)
 
 
+@pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-Infinity", b"1e400"])
+def test_non_finite_numbers_are_corrupt(store, pinned, tmp_path, number):
+    # Python reads them (1e400 as inf); RFC 8785 and other tools do not: damage, whatever the
+    # hash says.
+    rec = seal_one(store, pinned, tmp_path)
+    path = store.root / record_key(rec.seq, rec.id)
+    raw = path.read_bytes()
+    field = f'"duration_ms":{rec.duration_ms},'.encode()
+    assert field in raw
+    path.write_bytes(raw.replace(field, b'"duration_ms":' + number + b",", 1))
+    _check(store, pinned, "corrupt")
+    assert "not valid JSON" in str(verify(store, None,
+                                          trusted=pinned.model.evidence.trusted_keys).first)
+
+
 def test_planted_files_and_orphan_folders(store, pinned, tmp_path):
     recs = seal_n(store, pinned, tmp_path, 2)
     (store.root / "artifacts" / recs[0].id / "approval.pdf").write_text("forged")
@@ -218,6 +233,10 @@ def test_planted_files_and_orphan_folders(store, pinned, tmp_path):
       "clock": {"started_at": "2025-03-01T02:00:03Z", "stopped_at": "2025-03-01T02:00:48Z"}},
      "pass", "rto_met is true with 45000 ms measured against a 30000 ms target"),
     (SUMMARY, "fail", "verdict fail with nothing failed"),
+    # the clock (its span is the RTO measured) stopped an hour after the last phase ended
+    ({**SUMMARY, "clock": {"started_at": "2025-03-01T03:00:00Z",
+                           "stopped_at": "2025-03-01T03:00:12.500Z"}},
+     "pass", "the recovery clock stops (2025-03-01T03:00:12.500Z) after the last phase ended"),
     ({**SUMMARY, "clock": {"started_at": "2025-03-01T02:00:03Z",
                            "stopped_at": "2025-03-01T02:00:05Z"}},
      "pass", "RTO 12500 ms measured, but the recovery clock ran 2000 ms"),
