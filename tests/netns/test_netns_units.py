@@ -115,9 +115,9 @@ def test_bad_topology_and_cidr_in_the_environment_are_plan_errors(
 
 
 def test_a_plan_with_a_public_cidr_is_refused(tmp_path: Path) -> None:
-    text = (REPO / "drkit.yml").read_text().replace(
-        "  hostname: payments.drkit.lab\n",
-        "  hostname: payments.drkit.lab\n  topology: namespaces\n  netns_cidr: 8.8.8.0/24\n")
+    shipped = (REPO / "drkit.yml").read_text()
+    assert "  netns_cidr: 10.213.0.0/24" in shipped
+    text = shipped.replace("  netns_cidr: 10.213.0.0/24", "  netns_cidr: 8.8.8.0/24")
     (tmp_path / "drkit.yml").write_text(text)
     with pytest.raises(PlanError, match="netns_cidr"):
         load_plan(tmp_path / "drkit.yml")
