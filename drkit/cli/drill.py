@@ -161,6 +161,8 @@ def _render(outcome: Any, out: TextIO) -> None:
                              for p in data["phases"]) + "\n")
     if data.get("evidence"):
         w(f"evidence: {data['evidence']['id']}\n")
+    for line in data.get("evidence_warnings") or []:
+        w(f"warning: evidence: {line}\n")
     if outcome.artifacts_dir:
         w(f"artifacts: {outcome.artifacts_dir}\n")
 

@@ -184,6 +184,8 @@ class DrillOutcome:
     warnings: list[str] = field(default_factory=list)  # e.g. a listener switched off
     missing: list[str] = field(default_factory=list)  # what it needed and did not observe
     evidence_id: str | None = None
+    # sealing's warnings (anchor or time stamp not obtained, key not pinned): the record is sealed
+    evidence_warnings: list[str] = field(default_factory=list)
     artifacts_dir: Path | None = None
     gates: list[GateDecision] = field(default_factory=list)
     resumed_from: ResumedFrom | None = None
@@ -245,6 +247,7 @@ class DrillOutcome:
             "preflight": self.preflight,
             "findings": [asdict(f) for f in self.findings],
             "evidence": {"id": self.evidence_id} if self.evidence_id else None,
+            "evidence_warnings": self.evidence_warnings,
             "gates": [g.to_json() for g in self.gates],
             "resumed_from": self.resumed_from.to_json() if self.resumed_from else None,
         }

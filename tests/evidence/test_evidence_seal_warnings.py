@@ -88,3 +88,31 @@ def test_seal_warnings_are_printed_and_in_json(tmp_path):
     for says in ("sealed but not anchored", "without an RFC 3161 time stamp",
                  "is not pinned (evidence.trusted_keys)"):
         assert sum(says in line for line in lines) == 1, (says, lines)
+
+
+def test_a_drills_seal_warnings_reach_its_output(tmp_path):
+    """The drill's record sealed without its anchor: the outcome, its JSON and the CLI's text
+    say so (through the drill's runner seam, then the CLI's renderer)."""
+    import io
+
+    import yaml
+
+    from drkit import drill
+    from drkit.cli.drill import _render
+    from drkit.config import load_plan
+    from tests.drill.test_drill_listeners import green, signed_plan
+
+    plan = signed_plan(tmp_path)
+    (tmp_path / "not-a-folder").write_text("a file where the anchor's folder should be\n")
+    data = yaml.safe_load(plan.path.read_text())
+    data["evidence"]["anchor"] = "./not-a-folder/heads.jsonl"
+    plan.path.write_text(yaml.safe_dump(data, sort_keys=False))
+    o = drill.run_drill(load_plan(plan.path), "region-failover", "staging", runner=green())
+    assert o.evidence_id is not None
+    assert any("sealed but not anchored" in w for w in o.evidence_warnings), o.evidence_warnings
+    assert o.to_json()["evidence_warnings"] == o.evidence_warnings
+    out = io.StringIO()
+    _render(o, out)
+    printed = [line for line in out.getvalue().splitlines() if line.startswith("warning: ev")]
+    assert len(printed) == len(o.evidence_warnings) >= 2  # not anchored, key not pinned
+    assert any("sealed but not anchored" in line for line in printed), printed
