@@ -206,7 +206,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="drkit-bench-evidence-") as tmp:
         where = args.ledger or Path(tmp)
         t0 = time.perf_counter()
-        if args.ledger and (where / "evidence" / "index.jsonl").is_file():
+        reused = bool(args.ledger and (where / "evidence" / "index.jsonl").is_file())
+        if reused:
             store = where / "evidence"
         else:
             where.mkdir(parents=True, exist_ok=True)
@@ -245,6 +246,8 @@ def main() -> None:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
                 .splitlines() if line.startswith("model name")), platform.processor())
     ok = lambda v, b: "ok" if v <= b else "OVER"  # noqa: E731
+    ledger_note = ("The ledger was reused (--ledger)." if reused else
+                   f"Generating the ledger took {gen:.1f} s.")
     runs = lambda k: ", ".join(f"{x:.2f}" for x in walls[k])  # noqa: E731
     text = f"""## Evidence
 
@@ -282,7 +285,7 @@ internal consistency, the index), on all CPUs (forked workers) from 2,000 record
 floor runs on one. drkit-verify checks signatures in libcrypto (ctypes) and uses all CPUs
 from 1,000 records. Load average (1 min) before/after: {load_before:.2f} / \
 {load_after:.2f} (the machine is shared: other work lengthens wall times, far less CPU
-times). Generating the ledger took {gen:.1f} s. Machine: {cpu}, {os.cpu_count()} CPUs, Python \
+times). {ledger_note} Machine: {cpu}, {os.cpu_count()} CPUs, Python \
 {platform.python_version()}, {datetime.now(UTC):%Y-%m-%d}.
 """
     print(text)
