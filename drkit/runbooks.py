@@ -600,13 +600,23 @@ def _run_locked(rb: Prepared, run_id: str, listener: RunbookListener, cancel: An
     verdict = Verdict.ABORTED
     failure: str | None = None
     try:
-        result = engine.run_playbook(
-            rb.runbook.path, inventory=rb.inventory, content_root=CONTENT_ROOT,
+        from drkit.remote import nodes as execution_nodes
+
+        spread = execution_nodes(plan, rb.environment)
+        common: dict[str, Any] = dict(
+            inventory=rb.inventory, content_root=CONTENT_ROOT,
             extravars=extravars, artifacts_dir=run_dir, check=rb.options.check,
-            limit=rb.options.limit, listener=_Forward(listener), envvars=rb.envvars,
+            listener=_Forward(listener), envvars=rb.envvars,
             cancel=(lambda: cancel.cancelled) if cancel is not None else None,
             secrets=rb.secrets,  # kept out of the run folder (issue 15)
         )
+        if spread:
+            # issue 18: the environment's execution nodes share its hosts (one slice each).
+            result = engine.run_spread(
+                rb.runbook.path, nodes=spread,
+                hosts=engine.inventory_hosts(rb.inventory, rb.options.limit), **common)
+        else:
+            result = engine.run_playbook(rb.runbook.path, limit=rb.options.limit, **common)
         if result.status == engine.RunStatus.CANCELED:
             verdict, failure = Verdict.ABORTED, f"cancelled: {getattr(cancel, 'reason', '')}"
         elif result.ok and not any(t.status != "skipped" for t in result.tasks):

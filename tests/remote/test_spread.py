@@ -75,3 +75,57 @@ def test_sixty_hosts_on_two_nodes_give_the_local_result(nodes, tmp_path):
     assert {where[h] for h in hosts[30:]} == {nodes.netns_inode("secondary")}
     assert {(local_dir / h).read_text() for h in hosts} == {os.readlink("/proc/self/ns/net")}
     assert spread.stdout_path.read_text().count("PLAY RECAP") == 2
+
+
+def test_a_runbook_over_sixty_hosts_on_two_nodes_matches_a_local_run(nodes, tmp_path):
+    """`drkit runbook run` on an environment with two execution nodes spreads its hosts over
+    them; the outcome (verdict, per-host stats, changes) is the local environment's."""
+    import json
+    import subprocess
+
+    import yaml
+
+    from drkit.evidence import generate_keypair
+
+    pb, inv = fleet(tmp_path)
+    (tmp_path / "runbooks").mkdir()
+    (tmp_path / "runbooks" / "patch.yml").write_text(
+        "# purpose: Patch the fleet (a test runbook).\n# risk: low - writes marker files\n"
+        "# requires: drkit_dir\n" + PLAYBOOK)
+    node = {role: nodes.node_config(role) for role in ("primary", "secondary")}
+    plan = {
+        "version": 1,
+        "regions": {"primary": nodes.net.region("primary").region,
+                    "secondary": nodes.net.region("secondary").region},
+        "environments": {
+            "fleet": {"inventory": inv.name, "execution_nodes": {
+                nodes.net.region(r).region: node[r] for r in ("primary", "secondary")}},
+            "fleet-local": {"inventory": inv.name}},
+        "services": {"payments": {"tier": 1, "rto": "5m", "rpo": "0s"}},
+        "scenarios": {"s": {"services": ["payments"], "phases": [
+            {"name": "a", "playbook": pb.name, "starts_clock": True, "stops_clock": True}]}},
+        "evidence": {"store": "./evidence", "signing_key": "keys/evidence.key"},
+    }
+    (tmp_path / "drkit.yml").write_text(yaml.safe_dump(plan))
+    generate_keypair(tmp_path / "keys" / "evidence.key")
+    outs = {}
+    for env in ("fleet", "fleet-local"):
+        d = tmp_path / f"marks-{env}"
+        d.mkdir()
+        r = subprocess.run([str(Path(sys.executable).parent / "drkit"), "runbook", "run",
+                            "patch", "-e", env, "-p", str(tmp_path / "drkit.yml"),
+                            "--extra-var", f"drkit_dir={d}", "--json"],
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stdout + r.stderr
+        outs[env] = json.loads(r.stdout)
+    spread, local = outs["fleet"], outs["fleet-local"]
+    assert spread["verdict"] == local["verdict"] == "pass"
+    assert spread["stats"] == local["stats"] and len(spread["stats"]) == HOSTS
+    assert sorted(map(str, spread["changed"])) == sorted(map(str, local["changed"]))
+    assert spread["changed_count"] == local["changed_count"] == HOSTS
+    hosts = sorted(spread["stats"])
+    marks = {h: (tmp_path / "marks-fleet" / h).read_text() for h in hosts}
+    # One half per node (in the plan's order of execution_nodes), each in its region.
+    first, second = {marks[h] for h in hosts[:30]}, {marks[h] for h in hosts[30:]}
+    assert len(first) == len(second) == 1 and first | second == {
+        nodes.netns_inode("primary"), nodes.netns_inode("secondary")}
