@@ -100,7 +100,8 @@ def shared_moto(nodes, tmp_path):
         make = (f"import boto3,time\nfor i in range(100):\n  try:\n"
                 f"    boto3.client('s3',endpoint_url={endpoint!r}).create_bucket(Bucket="
                 f"'drkit-state',CreateBucketConfiguration={{'LocationConstraint':'eu-north-1'}})"
-                f"\n    break\n  except Exception:\n    time.sleep(0.2)\nelse:\n  raise SystemExit(1)")
+                f"\n    break\n  except Exception:\n    time.sleep(0.2)\n"
+                f"else:\n  raise SystemExit(1)")
         subprocess.run(_in(nodes.net.edge.netns, [sys.executable, "-c", make]), env=env,
                        check=True, timeout=60)
         yield endpoint, env
@@ -182,3 +183,35 @@ def _cmdline(pid: int) -> bytes:
             return f.read()
     except OSError:
         return b""
+
+
+def test_without_shared_state_the_drill_streams_its_playbooks_to_the_surviving_node(
+        nodes, tmp_path):
+    """Execution nodes but no `state`: the driver stays on the controller and each phase's
+    playbook runs on the secondary region's node (transmit | worker | process)."""
+    import yaml
+
+    plan_path = _plan(tmp_path, nodes, "http://unused", "unused")
+    data = yaml.safe_load(plan_path.read_text())
+    env = data["environments"]["prod"]
+    del env["state"]
+    node = env["execution_nodes"][nodes.net.region("secondary").region]
+    node["ssh_executable"] = str(nodes.net.bin_dir / "ssh")  # this test's drkit is on the host
+    where = tmp_path / "where"
+    data["scenarios"]["region-failover"]["phases"][1]["playbook"] = "inject-where.yml"
+    (tmp_path / "inject-where.yml").write_text(
+        "- name: Inject\n  hosts: all\n  gather_facts: false\n  tasks:\n"
+        "    - name: Record where the fault was injected from\n"
+        f"      ansible.builtin.shell: readlink /proc/self/ns/net > {where}\n"
+        "      changed_when: true\n")
+    (tmp_path / "recover.yml").write_text(PB["smoke"].replace("Smoke", "Recover"))
+    plan_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    r = subprocess.run([DRKIT, "drill", "run", "region-failover", "-e", "prod", "-p",
+                        str(plan_path), "--json"], capture_output=True, text=True, timeout=600)
+    import json
+
+    out = json.loads(r.stdout)
+    assert [(p["name"], p["status"]) for p in out["phases"]] == [
+        ("preflight", "ok"), ("inject-fault", "ok"), ("recover", "ok"), ("smoke", "ok")], out
+    assert where.read_text().strip() == nodes.netns_inode("secondary")
+    assert where.read_text().strip() != os.readlink("/proc/self/ns/net")
