@@ -17,7 +17,8 @@ ROLLBACK or FAILED status fails), and returns `stack_outputs` ({OutputKey: Outpu
 `stack_status` read back from that describe, as amazon.aws.cloudformation does.
 
 Options: stack_name, template_body, template_parameters (dict), tags (dict), region,
-endpoint_url, background (bool), job_file (path), timeout (seconds, default 300).
+endpoint_url, background (bool), job_file (path), timeout (seconds, default 300), publish
+(with job_file alone: publish the outputs as this custom stat, as set_stats would).
 AWS credentials come from the environment (boto3's default chain), as for amazon.aws modules.
 Check mode: nothing is deployed (skipped).
 """
@@ -146,6 +147,7 @@ class ActionModule(ActionBase):
             "background": {"type": "bool", "default": False},
             "job_file": {"type": "path"},
             "timeout": {"type": "float", "default": 300.0},
+            "publish": {"type": "str"},
         }, required_together=[("stack_name", "template_body", "region")],
             required_one_of=[("stack_name", "job_file")])
         if self._task.check_mode:
@@ -153,6 +155,10 @@ class ActionModule(ActionBase):
             return result
         if not args["stack_name"]:
             result.update(self._wait(args["job_file"], args["timeout"]))
+            if args["publish"] and "stack_outputs" in result:
+                # The custom stat set_stats would publish, without a task of its own.
+                result["ansible_stats"] = {"data": {args["publish"]: result["stack_outputs"]},
+                                           "per_host": False, "aggregate": False}
             return result
         if not args["background"]:
             result.update(deploy(args))

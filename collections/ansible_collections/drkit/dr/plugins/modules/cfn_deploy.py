@@ -28,6 +28,9 @@ options:
   background: {description: Deploy in a detached process., type: bool, default: false}
   job_file: {description: Where a background deployment writes its result., type: path}
   timeout: {description: Seconds to wait for the stack., type: float, default: 300.0}
+  publish:
+    description: With O(job_file) alone, publish the outputs as this custom stat (as set_stats).
+    type: str
 author: drkit
 """
 
