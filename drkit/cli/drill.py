@@ -427,6 +427,28 @@ def _attach(p: Any, run_id: str, env: str | None, as_json: bool) -> None:
     raise typer.Exit(int(result.get("exit_code", 3)))
 
 
+def _forward(p: Any, env: str | None, args: list[str], run_id: str | None = None) -> None:
+    """Run the command on the environment's execution node when it has one and shared state
+    (exit with its code); return when it runs here."""
+    import os
+
+    from drkit.drill.shared import find_state, forward_to_node
+
+    with errors():
+        if env is None:
+            if not any(e.state is not None for e in p.model.environments.values()):
+                return
+            from drkit.errors import BadInput
+
+            try:
+                env, _ = find_state(p, run_id or "", None)
+            except BadInput:  # not a shared run: resumed here, as before
+                return
+        rc = forward_to_node(p, env, args, environ=dict(os.environ))
+    if rc is not None:
+        raise typer.Exit(rc)
+
+
 @app.command()
 def attach(
     run_id: Annotated[str, typer.Argument(help="The run to follow (drkit drill status).")],
@@ -511,17 +533,24 @@ def check(
 @app.command()
 def resume(
     run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="The drill's run id.")],
+    here: Annotated[bool, typer.Option(
+        "--here", help="Resume from this machine's run folder even when the run is in an "
+        "environment's shared state (what the execution node itself runs).")] = False,
     plan: PlanOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Continue an interrupted drill from its first unfinished phase.
 
     The phases it finished are re-checked first; the recovery clock continues from the
-    original fault; a new evidence record links to the first one.
+    original fault; a new evidence record links to the first one. A drill that ran on an
+    execution node is resumed there, from any controller (issue 18).
     """
     from drkit import drill
 
     p = load_plan(plan)
+    if not here:
+        _forward(p, None, ["drill", "resume", run_id, *(["--json"] if as_json else [])],
+                 run_id=run_id)
     cancel = drill.CancelToken()
     progress = Progress(sys.stderr if as_json else sys.stdout)
     with cancel_on_signals(cancel), errors():
@@ -540,6 +569,9 @@ def recover(
     scenario: Annotated[str | None, typer.Option(help="Scenario whose rollback to use "
                                                  "(default: the killed drill's, else the "
                                                  "plan's first).")] = None,
+    here: Annotated[bool, typer.Option(
+        "--here", help="Recover from this machine even when the environment has execution "
+        "nodes and shared state (what the node itself runs).")] = False,
     plan: PlanOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -548,10 +580,16 @@ def recover(
     Seals the killed run's evidence as interrupted, then runs the scenario's rollback: traffic
     on the original primary, replication re-established, or its absence clearly reported.
     Exit 0 serving with replication streaming, 1 serving without replication, 3 not serving.
+    With execution nodes and shared state it runs on the surviving region's node, where the
+    drill ran, from any controller (issue 18).
     """
     from drkit import drill
 
     p = load_plan(plan)
+    if not here:
+        _forward(p, env, ["drill", "recover", "-e", env,
+                          *(["--scenario", scenario] if scenario else []),
+                          *(["--json"] if as_json else [])])
     with errors():
         result = drill.recover(p, env, scenario, listener=Progress(
             sys.stderr if as_json else sys.stdout))

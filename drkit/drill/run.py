@@ -963,10 +963,15 @@ def recover(plan: Plan, env_name: str, scenario_name: str | None = None, *,
         raise BadInput(f"scenario {name!r} has no rollback playbook to recover with")
     sealed: tuple[str, ...] = ()
     from drkit import envlock
+    from drkit.drill import shared
 
+    # issue 18: the shared lease too (a live drill elsewhere refuses the recovery; an expired
+    # one, its driver killed, is taken over with the next fencing token).
     with envlock.hold(tgt.state_dir, env_name, f"drill recover --scenario {name}",
                       key=envlock.key_for(plan, env_name), drill=True,
-                      on_takeover=listener.note):
+                      on_takeover=listener.note), \
+            shared.shared_lease(plan, env_name, f"drill recover --scenario {name}",
+                                f"{new_run_id()}-recover"):
         try:
             from drkit import evidence
 

@@ -188,3 +188,30 @@ def find_state(plan: Plan, run_id: str, env_name: str | None = None
     raise BadInput(f"run {run_id!r} is in no environment's shared state "
                    f"({', '.join(names) or 'no environment of the plan has `state`'}); "
                    "`drkit drill status` lists the running drills")
+
+
+def forward_to_node(plan: Plan, env_name: str, args: list[str], *,
+                    environ: dict[str, str]) -> int | None:
+    """Run `drkit <args> --here` on the environment's surviving node, in the foreground (its
+    output is this process's), where a detached drill left its run folder and local marks:
+    `drill recover` and `drill resume` from any controller. None when the environment has no
+    nodes and shared state (the command runs here); else the remote command's exit code."""
+    from pathlib import Path
+
+    from drkit.remote import surviving_node
+
+    e = plan.environment(env_name)
+    if e.state is None or not e.execution_nodes:
+        return None
+    node = surviving_node(plan, env_name)
+    assert node is not None
+    bindir = node.python_bindir()
+    drkit = str(Path(bindir) / "drkit") if bindir else "drkit"
+    env = [f"{k}={environ[k]}" for k in _FORWARD if environ.get(k)]
+    argv = node.ssh_argv(["env", *env, drkit, *args, "--plan", str(plan.path.resolve()),
+                          "--here"])
+    try:
+        return subprocess.run(argv, stdin=subprocess.DEVNULL, check=False).returncode
+    except OSError as e2:
+        raise RunFailed(f"execution node {node.name}: cannot run `drkit {args[0]} "
+                        f"{args[1]}`: {e2}") from e2
