@@ -452,10 +452,12 @@ def down(plan: Plan, listener: RunListener | None = None) -> LabStatus:
     with _lock(plan, cfg, "lab down") as lease:
         pids = sorted(set(_lab_pids(cfg)) | set(marked_pids(cfg)))
         result = run(plan, DOWN_PLAYBOOK, listener=listener)
+        # issue 17: the regions' sshd (by their pid files), whatever else runs in the lab's
+        # namespaces, then the namespaces with their links.
+        in_netns = _destroy_netns(cfg)
         # Whatever the pid files missed (a command that interleaved, a pid file overwritten),
         # the marker finds: stop every process the lab started, even when the playbook failed.
-        swept = _stop_marked(cfg)
-        swept += _destroy_netns(cfg)  # issue 17: namespaces, links and what runs in them
+        swept = [p for p in _stop_marked(cfg) if p not in in_netns]
         if not result.ok:
             what = (str(result.failure) if result.failure
                     else f"ansible-playbook exited {result.rc}")
@@ -483,7 +485,7 @@ def down(plan: Plan, listener: RunListener | None = None) -> LabStatus:
                 "not start (it does not carry the lab's marker); stop it, or move the lab with "
                 "DRKIT_LAB_PORT_BASE")
         after = status(plan)
-        n = result.changed + len(swept)
+        n = result.changed + len(swept) + len(in_netns)
         message = "lab down: stopped and removed" if n else "lab is not up: nothing to do"
         if swept:
             message += (f" (also stopped {len(swept)} lab process(es) no pid file named: "
@@ -493,7 +495,7 @@ def down(plan: Plan, listener: RunListener | None = None) -> LabStatus:
                         "is gone)")
         return replace(after, changed=n, run_dir=result.artifacts_dir, message=message,
                        duration_s=time.monotonic() - started,
-                       extra={"stopped_pids": sorted(set(pids) | set(swept)),
+                       extra={"stopped_pids": sorted(set(pids) | set(swept) | set(in_netns)),
                               "lock": lease.to_evidence()})
 
 
