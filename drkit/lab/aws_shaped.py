@@ -4,11 +4,14 @@
 
 1. the follower (drkit.lab.follower): a moto server for the estate's control plane on
    port_base + ESTATE_PORT_OFFSET, and the loop that makes the lab's real components follow it
-   (Route53 -> HAProxy, Auto Scaling -> payments instances, RDS -> PostgreSQL);
+   (Route53 -> HAProxy, Auto Scaling -> payments instances and their versions, target group ->
+   HAProxy server states, the HTTPS listener's ACM certificate -> the entry point's, RDS ->
+   PostgreSQL);
 2. the estate, with iac/terraform/regional applied to that moto once per region, each region in
    its own workspace, the state in an S3 bucket with DynamoDB locking in a third region
    (playbooks/lab/aws-estate.yml, community.general.terraform): network, security groups, the
-   RDS writer and its cross-region read replica, a load balancer and target group, an Auto
+   RDS writer and its cross-region read replica, a load balancer with an HTTPS listener whose
+   certificate is the lab entry point's, imported into ACM, and a target group, an Auto
    Scaling group, and the Route53 failover records with a health check.
 
 Then the `lab-aws` environment's drill (inventories/lab-aws) acts only through AWS APIs on
@@ -140,7 +143,12 @@ def follower_config(plan: Plan, cfg: LabConfig) -> dict[str, Any]:
         "regions": {"primary": cfg.primary_region, "secondary": cfg.secondary_region},
         "estate_file": str(aws_dir(cfg) / "estate.json"),
         "haproxy": {"socket": str(cfg.state_dir / "haproxy" / "admin.sock"),
+                    "master_socket": str(cfg.state_dir / "haproxy" / "master.sock"),
                     "map": str(cfg.state_dir / "haproxy" / "active.map")},
+        # The entry point's certificate and key (HAProxy loads entry.pem and entry.pem.key):
+        # the follower installs what the active region's HTTPS listener names in ACM.
+        "tls": {"cert": str(cfg.state_dir / "tls" / "entry.pem"),
+                "key": str(cfg.state_dir / "tls" / "entry.pem.key")},
         "services": lab.services(cfg),
         "pg": {r: {"port": cfg.ports[f"pg_{role}"],
                    "pgdata": str(cfg.state_dir / "pg" / r / "data")}

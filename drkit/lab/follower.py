@@ -9,6 +9,20 @@ follow what those APIs changed, the way AWS's own components do:
   is where HAProxy, the lab's single entry point, sends traffic (its runtime API).
 - **Auto Scaling -> payments instances.** A region's Auto Scaling group's desired capacity is
   how many payments API processes run in that region (started and stopped by pid).
+- **Auto Scaling instances -> which process, at which version.** Each instance in a region's
+  group is given one of the region's payments process slots; the process runs the version in
+  the instance's `drkit-version` tag (its launch template's; none: the lab's version). When an
+  instance is replaced (TerminateInstanceInAutoScalingGroup without decrementing), the slot's
+  process is restarted at the new instance's version, behind HAProxy's drain and maintenance
+  (an instance tagged drkit-lab-fault=unhealthy gets a process that fails its health check).
+- **Target group -> HAProxy server state, and back.** A target deregistered from the region's
+  target group is drained at HAProxy (no new requests); moto reports it `draining` until its
+  sessions are done. A new instance is `initial` in DescribeTargetHealth until its process
+  answers and HAProxy sees it UP: the follower plays the ALB's health checks, which moto
+  does not run (it answers `healthy` for any registered running instance).
+- **HTTPS listener -> the entry point's certificate.** The entry point serves the certificate
+  the active region's HTTPS listener names (ModifyListener switches it): its body and key are
+  read from moto's ACM and installed, and HAProxy reloaded through its master socket.
 - **RDS -> PostgreSQL.** When a region's DB instance stops being a read replica
   (PromoteReadReplica), that region's PostgreSQL standby is promoted (its old primary is
   fenced first: stopped cleanly, so nothing writes to two primaries); when a region's DB
@@ -30,6 +44,7 @@ lab's marker in its environment, so `drkit lab down` stops it with everything el
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -42,6 +57,9 @@ from pathlib import Path
 from typing import Any
 
 ACCOUNT = "123456789012"  # moto's default account
+# An instance tagged drkit-lab-fault=unhealthy (through its launch template) runs a payments
+# process that never passes its health check: how tests give a rolling patch a bad build.
+LAB_FAULT_TAG = "drkit-lab-fault"
 
 
 @dataclass
@@ -53,6 +71,10 @@ class Seen:
     desired: dict[str, int] = field(default_factory=dict)  # region -> ASG desired capacity
     # region -> {"id", "replica_of" (source region or None), "status"}; absent: no DB instance
     db: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # region -> the group's InService instances, oldest first: [{"id", "version"}]
+    instances: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    registered: dict[str, set[str]] = field(default_factory=dict)  # region -> target ids
+    listener_cert: dict[str, str] = field(default_factory=dict)  # region -> HTTPS cert ARN
 
 
 def _now() -> str:
@@ -76,6 +98,15 @@ class Follower:
         self.errors = 0
         self._estate: dict[str, Any] | None = None
         self._estate_mtime = 0.0
+        # Auto Scaling instances and the lab's processes (issue 14, rolling patch):
+        self.slots: dict[str, dict[int, str]] = {}  # region -> slot -> instance id
+        self.serving: dict[str, str | None] = {}  # process name -> the instance it stands for
+        self.confirmed: set[str] = set()  # instances whose process HAProxy sees UP
+        self.draining: set[str] = set()  # deregistered instances whose process still serves
+        self.drained: set[str] = set()  # deregistered, out of rotation, process still there
+        self.cert_arn: str | None = None  # the listener certificate the entry point serves
+        self.pending: dict[str, str] = {}  # process name -> instance not yet seen UP
+        self.maint: set[str] = set()  # processes we put in maintenance (back to ready on start)
 
     # ---- reading moto
 
@@ -107,12 +138,33 @@ class Follower:
             asg = autoscaling_backends[ACCOUNT][region].autoscaling_groups.get(out["asg_name"])
             if asg is not None:
                 seen.desired[region] = int(asg.desired_capacity or 0)
+            if asg is not None:
+                seen.instances[region] = [
+                    {"id": st.instance.id,
+                     "version": _tag(st.instance, "drkit-version"),
+                     "fault": _tag(st.instance, LAB_FAULT_TAG)}
+                    for st in list(asg.instance_states) if st.lifecycle_state == "InService"]
+            self._look_lb(seen, region, out)
             db = rds_backends[ACCOUNT][region].databases.get(out["db_identifier"])
             if db is not None:
                 src = db.source_db_instance_identifier if db.is_replica else None
                 seen.db[region] = {"id": db.db_instance_identifier, "status": db.status,
                                    "replica_of": _region_of(src, region) if src else None}
         return seen
+
+    def _look_lb(self, seen: Seen, region: str, out: dict[str, Any]) -> None:
+        from moto.elbv2.models import elbv2_backends
+
+        elb = elbv2_backends[ACCOUNT][region]
+        tg = elb.target_groups.get(out.get("target_group_arn", ""))
+        if tg is not None:
+            seen.registered[region] = set(tg.targets)
+        for lb in list(elb.load_balancers.values()):
+            if lb.dns_name != out.get("lb_dns_name"):
+                continue
+            for listener in list(lb.listeners.values()):
+                if listener.protocol == "HTTPS" and listener.certificate:
+                    seen.listener_cert[region] = listener.certificate
 
     def estate(self) -> dict[str, Any] | None:
         """Terraform's outputs per region (aws/estate.json, written by `lab-aws up`)."""
@@ -149,29 +201,212 @@ class Follower:
         return active
 
     def follow_capacity(self, seen: Seen) -> dict[str, int]:
+        """Each InService instance of a region's group holds one of its process slots; a slot
+        with no instance has no process. A replaced instance's slot is drained at HAProxy,
+        restarted at the new instance's version and put back once it answers."""
         from drkit.lab._runtime import daemons
 
         running: dict[str, int] = {}
         for region, desired in seen.desired.items():
-            specs = [s for s in self.cfg["services"] if s["region"] == region]
+            specs = sorted((s for s in self.cfg["services"] if s["region"] == region),
+                           key=lambda s: s["instance"])
+            insts = seen.instances.get(region, [])
+            slots = self._assign(region, [i["id"] for i in insts], specs)
+            version = {i["id"]: i["version"] for i in insts}
+            fault = {i["id"]: i.get("fault") for i in insts}
+            registered = seen.registered.get(region)
             n = 0
-            for spec in sorted(specs, key=lambda s: s["instance"]):
+            for spec in specs:
                 pid = daemons.current_pid(spec["pidfile"])
-                want = spec["instance"] <= desired
-                if want and pid is None:
-                    spawned = daemons.spawn(spec)
-                    self.note("instance-started", region=region, name=spec["name"],
-                              pid=spawned.pid, desired=desired)
-                    pid = spawned.pid
-                elif not want and pid is not None:
+                iid = slots.get(spec["instance"])
+                if pid is not None and spec["name"] not in self.serving:
+                    self.serving[spec["name"]] = iid  # running before we looked: adopt it
+                    if iid:
+                        self.confirmed.add(iid)
+                was = self.serving.get(spec["name"])
+                if (registered is not None and was and was not in registered
+                        and pid is not None and was not in self.drained):
+                    # Deregistered from the target group: out of rotation once its requests
+                    # are done (the deregistration delay), while it still runs.
+                    self._drain(spec, was)
+                    self._wait_drained(spec)
+                if iid is None and pid is not None:
+                    # Capacity lost (scale-in, a region's fault): the process goes at once.
                     daemons.stop(spec["name"], pid)
                     daemons.forget(spec["pidfile"])
+                    self.confirmed.discard(was or "")
+                    self.serving[spec["name"]] = None
                     self.note("instance-stopped", region=region, name=spec["name"], pid=pid,
-                              desired=desired)
+                              desired=desired, instance=was)
                     pid = None
+                elif iid is not None and (pid is None or was != iid):
+                    pid = self._start(spec, iid, version.get(iid), pid, was, region, desired,
+                                      unhealthy=fault.get(iid) == "unhealthy")
                 n += pid is not None
             running[region] = n
         return running
+
+    def _assign(self, region: str, ids: list[str], specs: list[dict[str, Any]]) -> dict[int, str]:
+        """Keep each instance in its slot; a new instance takes the lowest free one."""
+        slots = self.slots.setdefault(region, {})
+        for k, iid in list(slots.items()):
+            if iid not in ids:
+                del slots[k]
+        free = [s["instance"] for s in specs if s["instance"] not in slots]
+        for iid in ids:
+            if iid not in slots.values() and free:
+                slots[free.pop(0)] = iid
+        return slots
+
+    def _drain(self, spec: dict[str, Any], iid: str) -> None:
+        from drkit.lab._runtime import runtime
+
+        if iid in self.draining or iid in self.drained:
+            return
+        self.draining.add(iid)
+        self.confirmed.discard(iid)
+        try:
+            runtime.haproxy_command(self.cfg["haproxy"]["socket"],
+                                    f"set server {spec['backend']}/{spec['server']} state drain")
+        except runtime.HaproxyError:
+            pass  # HAProxy down: nothing to drain
+        self.note("instance-draining", region=spec["region"], name=spec["name"], instance=iid)
+
+    def _wait_drained(self, spec: dict[str, Any], timeout: float = 15.0) -> None:
+        """Until the server's in-flight requests are done (its deregistration delay), then out
+        of rotation (maintenance), so its process can stop without failing a request."""
+        import time
+
+        from drkit.lab._runtime import runtime
+
+        sock = self.cfg["haproxy"]["socket"]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if _sessions(runtime.haproxy_command(sock, "show stat"), spec) == 0:
+                    break
+            except runtime.HaproxyError:
+                break
+            time.sleep(0.1)
+        with contextlib.suppress(runtime.HaproxyError):
+            runtime.haproxy_command(sock, f"set server {spec['backend']}/{spec['server']} "
+                                          "state maint")
+        self.maint.add(spec["name"])
+        was = self.serving.get(spec["name"])
+        if was in self.draining:
+            self.draining.discard(was)
+            self.drained.add(was)
+            self.note("instance-drained", region=spec["region"], name=spec["name"], instance=was)
+
+    def _start(self, spec: dict[str, Any], iid: str, version: str | None, pid: int | None,
+               was: str | None, region: str, desired: int, unhealthy: bool = False,
+               ) -> int | None:
+        """Run the slot's process for instance `iid` at its version. When it replaces another
+        instance's process, that one is drained first, and the new one goes back into HAProxy's
+        rotation once it listens; HAProxy's checks then decide when it is UP (confirm_up)."""
+        from drkit.lab._runtime import daemons, runtime
+
+        run = dict(spec)
+        if version:
+            run["argv"] = [*spec["argv"][:-1], version]  # argv ends `--version V`
+        if unhealthy:  # the lab's fault tag: a build whose database settings are wrong
+            run["argv"] = [self._bad_dsn() if a == spec["dsn_file"] else a for a in run["argv"]]
+        replacing = pid is not None or spec["name"] in self.maint
+        if pid is not None:  # the old instance's process goes first, drained (as AWS does)
+            if was not in self.drained:
+                self._drain(spec, was or "")
+                self._wait_drained(spec)
+            daemons.stop(spec["name"], pid)
+            daemons.forget(spec["pidfile"])
+            self.drained.discard(was or "")
+            self.note("instance-replaced", region=region, name=spec["name"], instance=was,
+                      by=iid)
+        spawned = daemons.spawn(run)
+        self.serving[spec["name"]] = iid
+        self.pending[spec["name"]] = iid
+        self.note("instance-started", region=region, name=spec["name"], pid=spawned.pid,
+                  desired=desired, instance=iid, version=version)
+        if replacing:
+            runtime.wait_port(int(spec["port"]), timeout=15)
+            with contextlib.suppress(runtime.HaproxyError):
+                runtime.haproxy_command(self.cfg["haproxy"]["socket"],
+                                        f"set server {spec['backend']}/{spec['server']} "
+                                        "state ready")
+            self.maint.discard(spec["name"])
+        return int(spawned.pid)
+
+    def _bad_dsn(self) -> str:
+        """A DSN file naming a database that does not answer: the process starts and listens,
+        and its /healthz says the database is down, so it never passes a health check."""
+        from drkit.lab._runtime import runtime
+
+        path = self.sd / "aws" / "unhealthy.dsn"
+        runtime.write_atomic(str(path), "host=127.0.0.1 port=1 dbname=payments user=payments "
+                                        "password=unhealthy\n", mode=0o600)
+        return str(path)
+
+    def confirm_up(self) -> None:
+        """A started instance is healthy in its target group once HAProxy sees it UP."""
+        from drkit.lab._runtime import runtime
+
+        if not self.pending:
+            return
+        try:
+            servers = runtime.haproxy_servers(self.cfg["haproxy"]["socket"])
+        except runtime.HaproxyError:
+            return
+        by_name = {s["name"]: s for s in self.cfg["services"]}
+        for name, iid in list(self.pending.items()):
+            spec = by_name[name]
+            st = servers.get(spec["backend"], {}).get(spec["server"]) or {}
+            if self.serving.get(name) != iid:
+                del self.pending[name]
+            elif st.get("op") == "UP" and st.get("admin") == "ready":
+                self.confirmed.add(iid)
+                del self.pending[name]
+
+    # ---- the entry point's certificate follows the active region's HTTPS listener
+
+    def follow_cert(self, seen: Seen) -> None:
+        from moto.acm.models import acm_backends
+
+        from drkit.lab._runtime import runtime
+
+        region = seen.active or self.regions["primary"]
+        arn = seen.listener_cert.get(region)
+        tls = self.cfg.get("tls")
+        if not arn or not tls or arn == self.cert_arn:
+            return
+        bundle = acm_backends[ACCOUNT][_region_of(arn, region)].get_certificate(arn)
+        cert = _text(bundle.cert)
+        try:
+            installed = Path(tls["cert"]).read_text()
+        except OSError:
+            installed = ""
+        if installed.strip() != cert.strip():
+            runtime.write_atomic(tls["key"], _text(bundle.key), mode=0o600)
+            runtime.write_atomic(tls["cert"], cert if cert.endswith("\n") else cert + "\n")
+            # A master-worker reload: the old worker finishes its connections.
+            runtime.haproxy_command(self.cfg["haproxy"]["master_socket"], "reload",
+                                    timeout=10.0)
+            self.note("certificate", region=region, arn=arn)
+        self.cert_arn = arn
+
+    def target_health(self, target_id: str, registered: bool) -> tuple[str, str, str] | None:
+        """What the lab's own health checks say of an instance target (None: moto's answer).
+        Called from moto's request threads (the hook installed in main)."""
+        if not target_id.startswith("i-"):
+            return None
+        if not registered:
+            # Deregistered while serving: draining until the follower took it out of rotation.
+            if target_id in self.draining or target_id in self.confirmed:
+                return ("draining", "Target.DeregistrationInProgress",
+                        "Target deregistration is in progress")
+            return None
+        if target_id not in self.confirmed:
+            return ("initial", "Elb.RegistrationInProgress",
+                    "Target registration is in progress")
+        return None
 
     def follow_data(self, seen: Seen) -> None:
         last, self.last_db = self.last_db, dict(seen.db)
@@ -233,6 +468,10 @@ class Follower:
         doc = {"at": _now(), "pid": os.getpid(), "route53_active": seen.active,
                "primary_record": seen.primary_record, "haproxy_active": active,
                "asg_desired": seen.desired, "instances_running": running, "rds": seen.db,
+               "instances": {r: [{**i, "slot": next((k for k, v in self.slots.get(r, {}).items()
+                                                     if v == i["id"]), None)}
+                                 for i in insts] for r, insts in seen.instances.items()},
+               "listener_cert": seen.listener_cert, "serving_cert": self.cert_arn,
                "errors": self.errors, "events": self.events[-30:]}
         runtime.write_atomic(str(self.sd / "aws" / "follower.json"),
                              json.dumps(doc, indent=1) + "\n")
@@ -245,12 +484,57 @@ class Follower:
                 self.follow_data(seen)
                 active = self.follow_traffic(seen)
                 running = self.follow_capacity(seen)
+                self.confirm_up()
+                self.follow_cert(seen)
                 self.write_status(seen, active, running)
             except Exception as e:  # noqa: BLE001 - the follower outlives a bad tick
                 self.errors += 1
                 self.note("error", error=f"{type(e).__name__}: {e}")
                 traceback.print_exc()
             self.stop.wait(interval)
+
+
+def _tag(instance: Any, key: str) -> str | None:
+    for t in instance.get_tags() or []:
+        if t.get("key", t.get("Key")) == key:
+            return str(t.get("value", t.get("Value")))
+    return None
+
+
+def _text(data: Any) -> str:
+    return data.decode() if isinstance(data, bytes) else str(data)
+
+
+def _sessions(csv: str, spec: dict[str, Any]) -> int:
+    """scur (current sessions) of the spec's server in `show stat` CSV."""
+    for line in csv.splitlines():
+        cols = line.split(",")
+        if len(cols) > 4 and cols[0] == spec["backend"] and cols[1] == spec["server"]:
+            return int(cols[4] or 0)
+    return 0
+
+
+def _install_health_hook(follower: Follower) -> None:
+    """moto answers `healthy` for every registered running instance and forgets a deregistered
+    one at once; AWS's load balancer health-checks targets and drains deregistered ones. The
+    follower plays that part (it runs moto in-process), so DescribeTargetHealth says what the
+    lab's entry point really does: `initial` until a new instance's process is UP, `draining`
+    while a deregistered one still finishes its requests."""
+    from moto.elbv2.models import FakeHealthStatus, FakeTargetGroup
+
+    original = FakeTargetGroup.health_for
+
+    def health_for(self: Any, target: dict[str, Any], ec2_backend: Any) -> Any:
+        status = original(self, target, ec2_backend)
+        if status.status not in ("healthy", "unused"):
+            return status
+        said = follower.target_health(str(target["Id"]), target["Id"] in self.targets)
+        if said is None:
+            return status
+        return FakeHealthStatus(status.instance_id, status.port, status.health_check_port,
+                                *said)
+
+    FakeTargetGroup.health_for = health_for  # type: ignore[method-assign]
 
 
 def _run_as(pgutil: Any, user: str, argv: list[str]) -> tuple[int, str]:
@@ -274,6 +558,7 @@ def main(argv: list[str] | None = None) -> int:
                                 verbose=False)
     server.start()
     follower = Follower(cfg)
+    _install_health_hook(follower)
 
     def _stop(_sig: int, _frm: Any) -> None:
         follower.stop.set()

@@ -164,8 +164,9 @@ resource "aws_lb_target_group" "app" {
   }
 }
 
-# HTTP here; with a certificate in ACM, an HTTPS listener takes its place (the cert-rotation
-# runbook switches it). The lab terminates TLS at its HAProxy entry point.
+# HTTP always; HTTPS when the estate gives a certificate (in ACM, imported or issued outside this
+# module: certificates come from the organisation's PKI). The lab terminates TLS at its HAProxy
+# entry point, which serves whatever certificate the active region's HTTPS listener names.
 resource "aws_lb_listener" "app" {
   load_balancer_arn = aws_lb.entry.arn
   port              = 80
@@ -173,6 +174,23 @@ resource "aws_lb_listener" "app" {
   default_action {
     type             = "forward"
     target_group_arn = aws_lb_target_group.app.arn
+  }
+}
+
+resource "aws_lb_listener" "https" {
+  count             = var.certificate_arn != "" ? 1 : 0
+  load_balancer_arn = aws_lb.entry.arn
+  port              = 443
+  protocol          = "HTTPS"
+  certificate_arn   = var.certificate_arn
+  default_action {
+    type             = "forward"
+    target_group_arn = aws_lb_target_group.app.arn
+  }
+  lifecycle {
+    # drkit's cert-rotation-acm runbook imports each new certificate and switches the listener
+    # to it: which certificate it serves is the rotation's business, not a difference to undo.
+    ignore_changes = [certificate_arn]
   }
 }
 

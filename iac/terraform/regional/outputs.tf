@@ -46,6 +46,10 @@ output "listener_arn" {
   value = aws_lb_listener.app.arn
 }
 
+output "https_listener_arn" {
+  value = var.certificate_arn != "" ? aws_lb_listener.https[0].arn : ""
+}
+
 output "region_endpoint" {
   value = local.endpoint
 }

@@ -86,6 +86,12 @@ variable "source_db_arn" {
   default     = ""
 }
 
+variable "certificate_arn" {
+  description = "ACM certificate of the load balancer's HTTPS listener (empty: no HTTPS listener). Rotations switch it (drkit runbook cert-rotation-acm); the module then leaves it alone."
+  type        = string
+  default     = ""
+}
+
 variable "zone_name" {
   description = "The Route53 hosted zone of the payments hostname (it exists already)."
   type        = string
