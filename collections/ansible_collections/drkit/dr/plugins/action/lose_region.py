@@ -49,7 +49,7 @@ class ActionModule(ActionBase):
 
     def run(self, tmp: Any = None, task_vars: Any = None) -> dict[str, Any]:
         result: dict[str, Any] = super().run(tmp, task_vars)
-        _, args = self.validate_argument_spec(argument_spec={
+        _spec, args = self.validate_argument_spec(argument_spec={
             "database": {"type": "dict", "options": {
                 "pgdata": {"type": "path", "required": True},
                 "os_user": {"type": "str", "default": "postgres"},

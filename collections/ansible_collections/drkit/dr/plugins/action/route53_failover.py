@@ -31,7 +31,7 @@ class ActionModule(ActionBase):
 
     def run(self, tmp: Any = None, task_vars: Any = None) -> dict[str, Any]:
         result: dict[str, Any] = super().run(tmp, task_vars)
-        _, args = self.validate_argument_spec(argument_spec={
+        _spec, args = self.validate_argument_spec(argument_spec={
             "zone": {"type": "str", "required": True},
             "record": {"type": "str", "required": True},
             "type": {"type": "str", "default": "CNAME"},

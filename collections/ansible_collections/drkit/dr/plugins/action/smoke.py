@@ -28,7 +28,7 @@ class ActionModule(ActionBase):
 
     def run(self, tmp: Any = None, task_vars: Any = None) -> dict[str, Any]:
         result: dict[str, Any] = super().run(tmp, task_vars)
-        _, args = self.validate_argument_spec(argument_spec={
+        _spec, args = self.validate_argument_spec(argument_spec={
             "entry": {"type": "str", "required": True},
             "flows": {"type": "list", "elements": "str", "required": True},
             "ca_file": {"type": "str"},

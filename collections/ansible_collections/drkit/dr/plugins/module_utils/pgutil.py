@@ -48,7 +48,7 @@ def run_as(os_user, argv, timeout=120, env=None):
     try:
         return subprocess.run(argv, cwd="/", env=full_env, stdin=subprocess.DEVNULL,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              timeout=timeout, start_new_session=True, **kwargs)
+                              timeout=timeout, start_new_session=True, check=False, **kwargs)
     except subprocess.TimeoutExpired:
         raise PgError("%s timed out after %ss" % (os.path.basename(argv[0]), timeout)) from None
     except OSError as e:

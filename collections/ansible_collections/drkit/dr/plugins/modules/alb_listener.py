@@ -32,7 +32,7 @@ options:
   certificate_arn:
     description: The certificate (ACM or IAM ARN) to serve; omit to only describe.
     type: str
-author: drkit
+author: drkit maintainers (@drkit)
 """
 
 EXAMPLES = r"""

@@ -46,7 +46,7 @@ options:
       is restored, and the estate's code does not know the tag, so Terraform would see drift).
     type: bool
     default: false
-author: drkit
+author: drkit maintainers (@drkit)
 """
 
 EXAMPLES = r"""

@@ -25,7 +25,7 @@ options:
   endpoint_url:
     description: Alternative endpoint (the lab's emulated control plane).
     type: str
-author: drkit
+author: drkit maintainers (@drkit)
 """
 
 EXAMPLES = r"""

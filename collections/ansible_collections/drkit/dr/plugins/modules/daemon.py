@@ -14,7 +14,7 @@ description:
   - Starts a program detached from Ansible (new session, stdio to a log file) so that it outlives
     the playbook, and records its pid in O(pidfile) (plus O(pidfile).meta with its start time, so
     a recycled pid is never mistaken for it).
-  - A pid that is gone, a zombie (state Z in /proc/PID/stat: the lab's PID 1 does not reap
+  - A pid that is gone, a zombie (state Z in /proc/PID/stat, since the lab's PID 1 does not reap
     orphans), or that now belongs to another program counts as not running.
   - Idempotent; supports check mode.
 options:
@@ -64,7 +64,7 @@ options:
     type: str
     choices: [started, stopped, killed, restarted]
     default: started
-author: drkit
+author: drkit maintainers (@drkit)
 """
 
 EXAMPLES = r"""

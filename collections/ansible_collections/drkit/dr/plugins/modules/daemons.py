@@ -11,20 +11,20 @@ DOCUMENTATION = r"""
 module: daemons
 short_description: Start (or stop) several daemons at once, in parallel
 description:
-  - The batch form of M(drkit_daemon) with O(drkit_daemon#module:state=started) semantics: every
-    daemon of O(daemons) that does not run is started (detached, pid file plus start time), then
-    the module waits for all of them at once. One task instead of one per process: each Ansible
-    task costs about 0.3 s, and the lab starts a dozen processes.
-  - Daemons that already run are left alone but must answer their O(daemons[].wait_tcp) or
-    O(daemons[].wait_http) within O(timeout).
+  - The batch form of M(drkit.dr.daemon) with O(drkit.dr.daemon#module:state=started)
+    semantics; every daemon of O(daemons) that does not run is started (detached, pid file plus
+    start time), then the module waits for all of them at once. One task instead of one per
+    process, as each Ansible task costs about 0.3 s, and the lab starts a dozen processes.
+  - Daemons that already run are left alone but must answer their C(wait_tcp) or
+    C(wait_http) within O(timeout).
   - With O(state=stopped), every daemon that runs gets SIGTERM at once, and the module waits
-    for all of them (SIGKILL after O(timeout)); pid files are removed. Only O(daemons[].pidfile) is
+    for all of them (SIGKILL after O(timeout)); pid files are removed. Only C(pidfile) is
     needed then (the name defaults to the pid file's name without .pid).
   - Supports check mode.
 options:
   daemons:
     description:
-      - The daemons, each a dict with the options of M(drkit_daemon) (name, argv and pidfile
+      - The daemons, each a dict with the options of M(drkit.dr.daemon) (name, argv and pidfile
         required; log, env, user, cwd, wait_tcp, wait_http). Other keys are ignored, so the
         lab's C(drkit_lab_services) list can be passed as it is.
     type: list
@@ -35,11 +35,12 @@ options:
     type: float
     default: 30
   state:
-    description: V(started), V(stopped), or V(killed) (SIGKILL at once, pid files kept: a crash).
+    description:
+      - V(started), V(stopped), or V(killed) (SIGKILL at once, pid files kept, as after a crash).
     type: str
     choices: [started, stopped, killed]
     default: started
-author: drkit
+author: drkit maintainers (@drkit)
 """
 
 EXAMPLES = r"""

@@ -18,7 +18,7 @@ description:
     (C(set server BACKEND/SERVER state ready|drain|maint)).
   - With O(reload=true) and O(master_socket), reloads HAProxy through its master socket
     (a master-worker reload drops no connection).
-  - With none of these, only reads: the map's entries (when O(map_file) is given) and the
+  - With none of these, only reads the map's entries (when O(map_file) is given) and the
     servers' states. Always returns what it read after any change.
   - Talks to the unix sockets directly. Supports check mode.
 options:
@@ -56,7 +56,7 @@ options:
     description: Seconds to wait for each answer (and for a reload to finish).
     type: float
     default: 5
-author: drkit
+author: drkit maintainers (@drkit)
 """
 
 EXAMPLES = r"""

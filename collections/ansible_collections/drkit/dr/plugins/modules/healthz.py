@@ -17,7 +17,7 @@ description:
 options:
   urls: {description: The URLs., type: list, elements: str, required: true}
   timeout: {description: Seconds per request., type: float, default: 2.0}
-author: drkit
+author: drkit maintainers (@drkit)
 """
 
 EXAMPLES = r"""

@@ -15,7 +15,7 @@ description:
     lab's playbook can skip whole units that are already in place (a second C(drkit lab up) on
     a running lab must finish in seconds; each Ansible task costs about 0.3 s).
   - The control plane (moto) is asked for the CloudFormation stacks and the Route53 records
-    (plain HTTP: importing boto3 would cost more than the calls).
+    (plain HTTP, since importing boto3 would cost more than the calls).
   - Never changes anything; runs in check mode.
 options:
   state_dir: {description: The lab's state directory., type: path, required: true}
@@ -40,7 +40,7 @@ options:
     elements: str
     choices: [aws, services]
     default: [aws, services]
-author: drkit
+author: drkit maintainers (@drkit)
 """
 
 EXAMPLES = r"""
@@ -67,9 +67,9 @@ aws: {description: Both stacks are complete with the current template and the Ro
 aws_detail: {description: What is missing in the control plane., returned: always, type: str}
 pg: {description: "{primary: {running, initialized, in_recovery}, secondary: {running,
   initialized, in_recovery, streaming}}", returned: always, type: dict}
-db_ready: {description: The app role, database and schema exist and the standby streams.,
+db_ready: {description: "The app role, database and schema exist and the standby streams.",
   returned: always, type: bool}
-tls: {description: CA and entry certificate exist, match and are valid., returned: always,
+tls: {description: "CA and entry certificate exist, match and are valid.", returned: always,
   type: bool}
 map: {description: The active-region map file exists., returned: always, type: bool}
 haproxy: {description: HAProxy runs., returned: always, type: bool}
@@ -188,8 +188,8 @@ def probe_haproxy_cfg(p, template):
     servers = 0
     for role, region in (("primary", p["primary_region"]), ("secondary", p["secondary_region"])):
         for i in range(1, p["instances"] + 1):
-            wanted.append("server %s-%d 127.0.0.1:%s check" % (region, i,
-                                                                ports["api_%s_%d" % (role, i)]))
+            wanted.append("server %s-%d 127.0.0.1:%s check"
+                          % (region, i, ports["api_%s_%d" % (role, i)]))
     servers = sum(1 for line in lines if line.startswith("server "))
     return all(w in lines for w in wanted) and servers == 2 * p["instances"] and \
         ("%s/haproxy/active.map" % sd) in cfg
@@ -211,7 +211,7 @@ def probe_aws(p):
             status = stack.findtext(".//StackStatus")
             if status not in ("CREATE_COMPLETE", "UPDATE_COMPLETE"):
                 return False, "stack %s in %s is %s" % (p["stack_name"], region,
-                                                         status or "missing")
+                                                        status or "missing")
             body = moto_call(ep, "cloudformation", region, form={
                 "Action": "GetTemplate", "Version": "2010-05-15",
                 "StackName": p["stack_name"]}).findtext(".//TemplateBody") or ""

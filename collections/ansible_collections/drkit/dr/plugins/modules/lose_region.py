@@ -32,7 +32,7 @@ options:
     description: Seconds to wait for every process to be gone.
     type: float
     default: 10.0
-author: drkit
+author: drkit maintainers (@drkit)
 """
 
 EXAMPLES = r"""

@@ -94,7 +94,7 @@ options:
     type: str
     choices: [running, stopped, crashed, promoted, standby, absent]
     default: running
-author: drkit
+author: drkit maintainers (@drkit)
 """
 
 EXAMPLES = r"""

@@ -14,14 +14,14 @@ description:
   - Connects as the superuser over TCP and reports whether the cluster is reachable and in
     recovery. On a primary it returns the rows of C(pg_stat_replication); on a standby the last
     replayed transaction's time, the replay lag in seconds and the WAL receiver's status.
-  - Read-only: never changes anything, and runs in check mode too.
+  - "Read-only: never changes anything, and runs in check mode too."
 options:
   port:
     description: Port on O(host).
     type: int
     required: true
   host:
-    description: Host to connect to. Default: C(DRKIT_PG_HOST) (the lab's socket
+    description: Host to connect to. By default C(DRKIT_PG_HOST) (the lab's socket
       directory), else 127.0.0.1.
     type: str
   user:
@@ -36,7 +36,7 @@ options:
     description: Fail when the cluster cannot be reached (by default report reachable=false).
     type: bool
     default: false
-author: drkit
+author: drkit maintainers (@drkit)
 """
 
 EXAMPLES = r"""
@@ -67,8 +67,8 @@ replication:
   elements: dict
   contains:
     application_name: {description: The standby's application_name., type: str}
-    state: {description: streaming, catchup, ..., type: str}
-    sync_state: {description: sync, async, potential or quorum., type: str}
+    state: {description: "streaming, catchup, ...", type: str}
+    sync_state: {description: "sync, async, potential or quorum.", type: str}
     replay_lag_s: {description: replay_lag in seconds (0 when idle)., type: float}
     lag_bytes: {description: WAL bytes the standby has not replayed yet., type: int}
 standby:
@@ -80,7 +80,7 @@ standby:
     lag_s: {description: Seconds behind the primary (0 when it has replayed all it received
       and streams)., type: float}
     replay_age_s: {description: Seconds since the last replayed transaction's commit., type: float}
-    receiver_status: {description: The WAL receiver's status (streaming, ...)., type: str}
+    receiver_status: {description: "The WAL receiver's status (streaming, ...).", type: str}
     sender_port: {description: Port of the primary it streams from., type: int}
 error:
   description: Why the cluster could not be read, if it could not.

@@ -37,7 +37,7 @@ options:
     default: []
     suboptions:
       name: {description: Role name., type: str, required: true}
-      password: {description: Password (stored as SCRAM-SHA-256)., type: str, no_log: true}
+      password: {description: Password (stored as SCRAM-SHA-256; never logged)., type: str}
       login: {description: LOGIN., type: bool, default: true}
       replication: {description: REPLICATION., type: bool, default: false}
   databases:
@@ -64,7 +64,7 @@ options:
         required: true}
       host: {description: Host., type: str, default: 127.0.0.1}
       application_name: {description: application_name of the connections., type: str}
-author: drkit
+author: drkit maintainers (@drkit)
 """
 
 EXAMPLES = r"""

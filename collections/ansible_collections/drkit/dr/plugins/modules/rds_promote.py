@@ -40,7 +40,7 @@ options:
     description: Seconds between describes.
     type: float
     default: 5
-author: drkit
+author: drkit maintainers (@drkit)
 """
 
 EXAMPLES = r"""

@@ -25,7 +25,7 @@ options:
   standby: {description: Value of the SECONDARY record., type: str, required: true}
   health_check: {description: Health check id of the PRIMARY record., type: str}
   endpoint_url: {description: Another Route53 endpoint (the lab's moto)., type: str}
-author: drkit
+author: drkit maintainers (@drkit)
 """
 
 EXAMPLES = r"""

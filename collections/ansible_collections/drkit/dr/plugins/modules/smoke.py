@@ -46,7 +46,7 @@ options:
         the environment variables or files it names; their values are never arguments.
       - Default, the lab's pack.
     type: dict
-author: drkit
+author: drkit maintainers (@drkit)
 """
 
 EXAMPLES = r"""

@@ -34,7 +34,7 @@ options:
   endpoint_url:
     description: Alternative endpoint (an emulated control plane).
     type: str
-author: drkit
+author: drkit maintainers (@drkit)
 """
 
 EXAMPLES = r"""
