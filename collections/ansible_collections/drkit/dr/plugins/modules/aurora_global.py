@@ -13,7 +13,7 @@ module: aurora_global
 short_description: Fail over, switch over or detach an Aurora global database, checked by a describe
 description:
   - >-
-    V(info) describes the global cluster (a probe; never changes anything).
+    Without O(state), describes the global cluster (a probe; never changes anything).
   - V(failover) calls FailoverGlobalCluster to make O(target_cluster_arn) the writer (with
     O(allow_data_loss), the unplanned failover for a lost primary region), unless it already is;
     then describes the global cluster until that member is the writer and the global cluster is
@@ -43,10 +43,9 @@ options:
     description: Alternative endpoint (an emulated control plane).
     type: str
   state:
-    description: What to do.
+    description: What to do; omitted, only describe.
     type: str
-    choices: [info, failover, switchover, detached]
-    default: info
+    choices: [failover, switchover, detached]
   target_cluster_arn:
     description: The member cluster to make the writer (failover, switchover) or to detach.
     type: str
@@ -63,7 +62,7 @@ options:
     description: Seconds between describes.
     type: float
     default: 5
-author: drkit
+author: drkit maintainers (@drkit)
 """
 
 EXAMPLES = r"""
@@ -117,8 +116,7 @@ def main():
             "global_cluster_identifier": {"type": "str", "required": True},
             "region": {"type": "str", "required": True},
             "endpoint_url": {"type": "str"},
-            "state": {"type": "str", "default": "info",
-                      "choices": ["info", "failover", "switchover", "detached"]},
+            "state": {"type": "str", "choices": ["failover", "switchover", "detached"]},
             "target_cluster_arn": {"type": "str"},
             "allow_data_loss": {"type": "bool", "default": True},
             "timeout": {"type": "float", "default": 1800},
@@ -151,11 +149,11 @@ def main():
     try:
         view = describe()
         if view is None:
-            if state == "info":
+            if state is None:
                 module.exit_json(changed=False, exists=False)
             module.fail_json(msg=f"Aurora global cluster {gid} does not exist (seen from "
                                  f"{p['region']}; drkit never creates one)")
-        if state == "info" or done(view):
+        if state is None or done(view):
             module.exit_json(changed=False, **view)
         if state != "detached" and all(m["arn"] != target for m in view["members"]):
             module.fail_json(msg=f"{gid}: {target} is not a member (members: "

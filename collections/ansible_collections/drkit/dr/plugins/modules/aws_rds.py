@@ -12,7 +12,7 @@ module: aws_rds
 short_description: Describe, promote, or (re)seed an RDS instance as a cross-region read replica
 description:
   - >-
-    V(info) describes the instance (a probe; never changes anything).
+    Without O(state), describes the instance (a probe; never changes anything).
   - >-
     V(promoted) calls PromoteReadReplica when DescribeDBInstances names a source, then waits
     until the instance is available and reports whether the describe stopped naming a source
@@ -39,10 +39,9 @@ options:
     description: Alternative endpoint (an emulated control plane).
     type: str
   state:
-    description: What to do.
+    description: What to do; omitted, only describe.
     type: str
-    choices: [info, promoted, replica]
-    default: info
+    choices: [promoted, replica]
   source_arn:
     description: The source instance's ARN (O(state=replica)).
     type: str
@@ -64,7 +63,7 @@ options:
     description: Seconds between describes.
     type: float
     default: 2
-author: drkit
+author: drkit maintainers (@drkit)
 """
 
 EXAMPLES = r"""
@@ -120,8 +119,7 @@ def main() -> None:
             "db_instance_identifier": {"type": "str", "required": True},
             "region": {"type": "str", "required": True},
             "endpoint_url": {"type": "str"},
-            "state": {"type": "str", "default": "info",
-                      "choices": ["info", "promoted", "replica"]},
+            "state": {"type": "str", "choices": ["promoted", "replica"]},
             "source_arn": {"type": "str"},
             "final_snapshot": {"type": "str"},
             "recreate": {"type": "bool", "default": False},
@@ -175,7 +173,7 @@ def main() -> None:
 
     try:
         db = describe()
-        if p["state"] == "info":
+        if p["state"] is None:
             module.exit_json(changed=False, **facts(db))
         if p["state"] == "promoted":
             if db is None:

@@ -12,7 +12,8 @@ module: fis_experiment
 short_description: Describe an AWS FIS experiment template, or start it and wait for its end
 description:
   - >-
-    V(info) describes the template: its actions and targets (a probe; never changes anything).
+    Without O(state), describes the template: its actions and targets (a probe; never changes
+    anything).
   - V(completed) starts an experiment from the template and describes it until it reaches a
     final state; it fails unless that state is C(completed). The template is the estate's (its
     owners decide what it may break); this module never creates or changes one.
@@ -35,10 +36,9 @@ options:
     description: Alternative endpoint (an emulated control plane).
     type: str
   state:
-    description: What to do.
+    description: What to do; omitted, only describe.
     type: str
-    choices: [info, completed]
-    default: info
+    choices: [completed]
   allowed_actions:
     description: Action ids the template may use (e.g. aws:ec2:stop-instances); empty allows any.
     type: list
@@ -52,7 +52,7 @@ options:
     description: Seconds between describes.
     type: float
     default: 2
-author: drkit
+author: drkit maintainers (@drkit)
 """
 
 EXAMPLES = r"""
@@ -97,7 +97,7 @@ def main():
             "template_id": {"type": "str", "required": True},
             "region": {"type": "str", "required": True},
             "endpoint_url": {"type": "str"},
-            "state": {"type": "str", "default": "info", "choices": ["info", "completed"]},
+            "state": {"type": "str", "choices": ["completed"]},
             "allowed_actions": {"type": "list", "elements": "str", "default": []},
             "timeout": {"type": "float", "default": 900},
             "interval": {"type": "float", "default": 2},
@@ -115,7 +115,7 @@ def main():
         if p["allowed_actions"] and refused:
             module.fail_json(msg=f"FIS template {p['template_id']} uses {refused}; drkit runs "
                                  f"only {p['allowed_actions']} here", **out)
-        if p["state"] == "info":
+        if p["state"] is None:
             module.exit_json(changed=False, **out)
         if module.check_mode:
             module.exit_json(changed=True, **out)
