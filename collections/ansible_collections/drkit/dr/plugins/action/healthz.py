@@ -15,20 +15,22 @@ order given. Fails unless every URL answered 200.
 from __future__ import annotations
 
 import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from ansible.module_utils import urls
 from ansible.plugins.action import ActionBase
 
 
 def _get(url: str, timeout: float) -> dict[str, Any]:
+    # Ansible's open_url, as ansible.builtin.uri uses on the other path (same TLS and proxy
+    # handling); it raises urllib's errors, and its own ConnectionError for proxies and TLS.
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
+        with urls.open_url(url, timeout=timeout) as r:
             return {"url": url, "status": r.status}
     except urllib.error.HTTPError as e:
         return {"url": url, "status": e.code, "msg": str(e)}
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, urls.ConnectionError) as e:
         return {"url": url, "status": None, "msg": str(e)}
 
 
@@ -37,7 +39,7 @@ class ActionModule(ActionBase):
 
     def run(self, tmp: Any = None, task_vars: Any = None) -> dict[str, Any]:
         result: dict[str, Any] = super().run(tmp, task_vars)
-        _, args = self.validate_argument_spec(argument_spec={
+        _spec, args = self.validate_argument_spec(argument_spec={
             "urls": {"type": "list", "elements": "str", "required": True},
             "timeout": {"type": "float", "default": 2.0},
         })
