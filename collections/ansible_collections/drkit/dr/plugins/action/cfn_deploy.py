@@ -137,7 +137,7 @@ class ActionModule(ActionBase):
 
     def run(self, tmp: Any = None, task_vars: Any = None) -> dict[str, Any]:
         result: dict[str, Any] = super().run(tmp, task_vars)
-        _, args = self.validate_argument_spec(argument_spec={
+        _spec, args = self.validate_argument_spec(argument_spec={
             "stack_name": {"type": "str"},
             "template_body": {"type": "str"},
             "template_parameters": {"type": "dict", "default": {}},

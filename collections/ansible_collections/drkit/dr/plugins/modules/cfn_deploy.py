@@ -31,7 +31,7 @@ options:
   publish:
     description: With O(job_file) alone, publish the outputs as this custom stat (as set_stats).
     type: str
-author: drkit
+author: drkit maintainers (@drkit)
 """
 
 EXAMPLES = r"""
