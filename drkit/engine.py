@@ -805,7 +805,7 @@ def run_spread(playbook: Path, *, nodes: Sequence[Node], hosts: Sequence[str],
     size = -(-len(hosts) // n)
     slices = [list(hosts[i * size:(i + 1) * size]) for i in range(n)]
     shared = _Serialized(listener) if listener is not None else None
-    artifacts_dir.mkdir(parents=True, exist_ok=True)
+    artifacts_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # evidence too (issue 15)
 
     def one(i: int) -> RunResult:
         return run_playbook(playbook, artifacts_dir=artifacts_dir / f"{i}-{nodes[i].region}",

@@ -192,7 +192,7 @@ def run_drill(
     with lock as lease, shared_cm as shared_lease:
         if shared_lease is not None:
             listeners.add("shared journal", shared.SharedJournal(shared_lease))
-        run_dir.mkdir(parents=True, exist_ok=True)
+        run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # evidence too (issue 15)
         # Inside the lock: a drill refused because another one runs keeps its approval.
         gov = _Governance.start(plan, scenario_name, env_name, options, run_id, window,
                                 enforce=not options.dry_run and not options.preflight_only)
@@ -983,7 +983,7 @@ def recover(plan: Plan, env_name: str, scenario_name: str | None = None, *,
         for gone in engine.remove_abandoned_private_dirs():
             listener.note(f"removed the temporary folder of a killed run: {gone}")
         run_dir = tgt.state_dir / "runs" / f"{new_run_id()}-recover"
-        run_dir.mkdir(parents=True, exist_ok=True)
+        run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # evidence too (issue 15)
         extravars = {**tgt.extravars, "drkit_run_id": run_dir.name, "drkit_python": _python()}
         results, _ = _run_phases(plan, tgt, [Phase(name="recover", playbook=scenario.rollback)],
                                  label="recover", run_dir=run_dir, extravars=extravars,
