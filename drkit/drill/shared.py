@@ -88,8 +88,33 @@ class SharedJournal(DrillListener):
                   "reasons": list(outcome.reasons), "missing": list(outcome.missing),
                   "warnings": list(outcome.warnings), "evidence_id": outcome.evidence_id,
                   "started_at": _iso(outcome.started_at), "ended_at": _iso(outcome.ended_at)}
+        result["artifacts"] = self._artifacts(outcome)
         self.lease.append("finished", result)
         self.lease.finish(result)
+
+    def _artifacts(self, outcome: DrillOutcome) -> list[str]:
+        """The run's artifacts (ansible-runner's stdout and job events per run, the progress
+        and summary files) to the shared state, so any controller has them, not only the node
+        that ran the drill. Bounded: a run folder is not a backup channel."""
+        root = outcome.artifacts_dir
+        if root is None or not root.is_dir():
+            return []
+        kept, total = [], 0
+        for path in sorted(root.rglob("*")):
+            if not path.is_file() or path.is_symlink() or path.name not in _ARTIFACTS:
+                continue
+            size = path.stat().st_size
+            if total + size > _ARTIFACTS_MAX:
+                break
+            name = path.relative_to(root).as_posix()
+            self.lease.put_artifact(name, path.read_bytes())
+            kept.append(name)
+            total += size
+        return kept
+
+
+_ARTIFACTS = {"stdout", "job_events.jsonl", "progress.json", "summary.json"}
+_ARTIFACTS_MAX = 64 * 1024 * 1024
 
 
 # ---------------------------------------------------------------------------------------------

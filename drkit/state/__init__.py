@@ -228,6 +228,15 @@ class SharedState:
         got = self.blobs.get(f"runs/{run_id}/result.json")
         return json.loads(got[0]) if got else None
 
+    def artifacts(self, run_id: str) -> list[str]:
+        """Names of the run's artifacts kept in the shared state (relative to its folder)."""
+        base = f"runs/{run_id}/artifacts/"
+        return [k[len(base):] for k in self.blobs.list(base)]
+
+    def artifact(self, run_id: str, name: str) -> bytes | None:
+        got = self.blobs.get(f"runs/{run_id}/artifacts/{name}")
+        return got[0] if got else None
+
 
 class HeldLease:
     """A lease this process holds. Every write is fenced by a conditional replace of the lease."""
@@ -301,6 +310,16 @@ class HeldLease:
                                                    default=str).encode())
             except Conflict:
                 raise LeaseLost(f"run {run} has a result already") from None
+
+    def put_artifact(self, name: str, data: bytes) -> None:
+        """Keep one of the run's artifacts (fenced; written once)."""
+        run = self.record.run_id
+        with self._lock:
+            self._fence()
+            try:
+                self.state.blobs.create(f"runs/{run}/artifacts/{name}", data)
+            except Conflict:
+                raise LeaseLost(f"artifact {name} of run {run} exists already") from None
 
     def release(self) -> None:
         self.stop_renewing()

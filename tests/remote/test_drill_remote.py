@@ -163,6 +163,14 @@ def test_the_drill_survives_its_controller_and_another_controller_sees_its_verdi
     # no canary runs, so it cannot be a pass; what matters is that B sees the node's verdict.
     assert "verdict: inconclusive (exit 1); evidence " in verdict_line[0], out
     assert b.returncode == 1
+    # The run's artifacts are in the shared state too, not only on the node.
+    j = subprocess.run(_in(edge, [DRKIT, "drill", "attach", run_id, "-e", "prod", "-p",
+                                  str(plan), "--json"]), env=env, capture_output=True,
+                       text=True, timeout=120)
+    import json
+
+    kept = json.loads(j.stdout)["artifacts"]
+    assert {"recovery/stdout", "recovery/job_events.jsonl", "progress.json"} <= set(kept), kept
     # The node sealed the evidence with the plan's key; it verifies from here.
     v = subprocess.run([DRKIT, "evidence", "verify", "-p", str(plan), "--store",
                         str(tmp_path / "evidence")], capture_output=True, text=True, timeout=120)

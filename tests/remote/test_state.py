@@ -96,6 +96,11 @@ def test_a_stale_holder_cannot_write_after_another_took_over(state_bucket):
     lease_b.append("phase", {"name": "preflight"})
     lease_b.finish({"verdict": "pass", "exit_code": 0})
     assert [(e.token, e.data["name"]) for e in b.journal("run-b")] == [(2, "preflight")]
+    with pytest.raises(LeaseLost):
+        lease_a.put_artifact("recovery/stdout", b"stale")
+    lease_b.put_artifact("recovery/stdout", b"PLAY RECAP")
+    assert b.artifacts("run-b") == ["recovery/stdout"] and a.artifacts("run-a") == []
+    assert b.artifact("run-b", "recovery/stdout") == b"PLAY RECAP"
     assert b.result("run-b")["token"] == 2
     # Release keeps the token: the next holder gets 3 (tokens only grow).
     lease_b.release()
