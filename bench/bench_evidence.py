@@ -66,6 +66,7 @@ BUDGET_LIST_S = 0.5
 BUDGET_RATIO = 2.0  # issue 19: within 2x of sha256sum + the signature checks
 PHASES = ("preflight", "inject-fault", "recreate-stack", "promote-data", "failover-traffic",
           "smoke")
+SCENARIO = "playbooks/scenarios/region-failover"
 
 
 def build(root: Path, n: int) -> Path:
@@ -86,7 +87,7 @@ def build(root: Path, n: int) -> Path:
                                utc(pt + timedelta(milliseconds=270)), 270) for i in range(4))
             phases.append(Phase(name, Status.OK, utc(pt), utc(pt + timedelta(seconds=2)), 2000,
                                 counts_for_rto=name != "preflight",
-                                playbook=f"playbooks/drill/{name}.yml", tasks=tasks))
+                                playbook=f"{SCENARIO}/{name}.yml", tasks=tasks))
             pt += timedelta(seconds=2)
         art_dir = store / "artifacts" / rid
         art_dir.mkdir(parents=True)
@@ -111,7 +112,7 @@ def build(root: Path, n: int) -> Path:
                                                             "ledger-verify")),
             reconciliation={"acknowledged": 400 + seq, "present": 400 + seq},
             findings=(), git=Git("0" * 40, False),
-            files=tuple(FileDigest(f"playbooks/drill/{p}.yml", "ab" * 32) for p in PHASES),
+            files=tuple(FileDigest(f"{SCENARIO}/{p}.yml", "ab" * 32) for p in PHASES),
             versions={"drkit": "0.1.0", "ansible-core": "2.19.0"}, plan_name="bench",
             plan_sha256="cd" * 32, retention_class="dr-test-evidence", retention_days=2555,
             controls=("SOC 2 A1.3",), redaction=Redaction(rules=RULES),

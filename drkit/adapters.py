@@ -2,7 +2,8 @@
 
 An environment's inventory chooses an adapter per component (`drkit_adapters: {iac: terraform,
 data: rds, traffic: route53, compute: asg}`); each adapter is a folder of task files, one per
-step, under playbooks/drill/tasks/<component>/<adapter>/ (run by tasks/adapters.yml). Before
+step, under playbooks/adapters/<component>/<adapter>/ (run by playbooks/adapters/run.yml);
+the lab is adapters too (cloudformation, postgres, haproxy, processes). Before
 anything runs, `check_plan` (called by `drkit plan validate`) makes sure every environment that
 chooses adapters names ones that exist and defines every variable they read, so a drill never
 stops half way on "'drkit_stack_parameters' is undefined".
@@ -29,7 +30,6 @@ COMMON = ("drkit_region_primary", "drkit_region_secondary", "drkit_entry_url")
 REQUIRED: dict[tuple[str, str], tuple[str, ...]] = {
     ("iac", "terraform"): ("drkit_tf_binary", "drkit_tf_project", "drkit_tf_cli_config",
                            "drkit_tf_data_dir", "drkit_tf_state", "drkit_tf_variables"),
-    # The CloudFormation path is the phase playbooks' own tasks (no folder).
     ("iac", "cloudformation"): ("drkit_stack_name", "drkit_stack_template",
                                 "drkit_stack_parameters"),
     ("data", "rds"): ("drkit_rds_instances",),
@@ -39,6 +39,10 @@ REQUIRED: dict[tuple[str, str], tuple[str, ...]] = {
     # The estate's FIS template (stop instances) and the tags that select the primary's.
     ("compute", "fis"): ("drkit_fis_template_id", "drkit_fis_stop_tags"),
     ("traffic", "route53"): ("drkit_dns_zone", "drkit_hostname", "drkit_region_endpoints"),
+    # The lab's own components: what they read beyond the drkit_lab_* extra vars drkit passes.
+    ("data", "postgres"): (),
+    ("traffic", "haproxy"): ("drkit_hostname",),
+    ("compute", "processes"): (),
 }
 
 
@@ -105,7 +109,7 @@ def check_inventory(env: str, inventory: Path, content_root: Path) -> list[Probl
             problems.append(Problem(env, inventory, f"drkit_adapters.{component}: unknown "
                                     f"component (use {', '.join(COMPONENTS)})"))
             continue
-        folder = content_root / "playbooks" / "drill" / "tasks" / component / str(adapter)
+        folder = content_root / "playbooks" / "adapters" / component / str(adapter)
         if (component, adapter) not in REQUIRED and not folder.is_dir():
             known = sorted(a for c, a in REQUIRED if c == component)
             problems.append(Problem(env, inventory, f"drkit_adapters.{component}: no adapter "

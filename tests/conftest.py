@@ -5,7 +5,7 @@ Use it from any test:
     def test_something(lab):            # function-scoped: the lab is up and healthy
         status, body = lab.https_post("/payments", {...}, headers={"Idempotency-Key": "k1"})
         with lab.pg("secondary") as conn: ...
-        result = lab.run("playbooks/drill/promote-data.yml")
+        result = lab.run("playbooks/scenarios/region-failover/promote-data.yml")
 
 `lab` hands out ONE lab per test session (`lab_session`), built in a fresh state directory
 under /tmp on a free port range, with DRKIT_LAB_DIR / DRKIT_LAB_PORT_BASE / DRKIT_PLAN exported
@@ -26,7 +26,6 @@ DRKIT_TEST_LAB_REPLICATION (sync/async, default the plan's).
 
 from __future__ import annotations
 
-import atexit
 import http.client
 import json
 import os
@@ -80,13 +79,6 @@ def _ephemeral_low() -> int:
 PORT_RESERVATIONS = Path(os.environ.get("DRKIT_TEST_PORT_RESERVATIONS",
                                         "/tmp/drkit-port-reservations"))
 _reserved: list[Any] = []
-
-
-@atexit.register
-def _release_port_reservations() -> None:
-    # Before the interpreter tears down `os` (a generator closed then fails to close its fd).
-    while _reserved:
-        _reserved.pop().close()
 
 
 def _reserve(base: int, span: int) -> bool:

@@ -215,6 +215,8 @@ class DrillOutcome:
             "environment": self.environment,
             "verdict": str(self.verdict),
             "dry_run": self.dry_run,
+            # The run folder: summary, progress, each phase's artifacts, and vars.yml.
+            "artifacts_dir": str(self.artifacts_dir) if self.artifacts_dir else None,
             "reasons": self.reasons,
             "observed": self.observed,
             "missing": self.missing,

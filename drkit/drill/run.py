@@ -193,6 +193,7 @@ def run_drill(
         if shared_lease is not None:
             listeners.add("shared journal", shared.SharedJournal(shared_lease))
         run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # evidence too (issue 15)
+        _write_vars_file(run_dir, extravars)
         # Inside the lock: a drill refused because another one runs keeps its approval.
         gov = _Governance.start(plan, scenario_name, env_name, options, run_id, window,
                                 enforce=not options.dry_run and not options.preflight_only)
@@ -382,7 +383,7 @@ def _evidence_files(plan: Plan, scenario: Scenario, tgt: Target) -> list[Path]:
     if scenario.rollback:
         files.append(plan.resolve(scenario.rollback))
     # Terraform modules too (iac/): the evidence hashes every file a run can execute (issue 15).
-    for folder in ("playbooks/drill/tasks", "playbooks/templates", "iac"):
+    for folder in ("playbooks/adapters", "playbooks/templates", "iac"):
         if (plan.root / folder).is_dir():
             files.append(plan.root / folder)
     # drkit's collection: its modules, action plugins and module_utils.
@@ -419,6 +420,19 @@ class _Evidence(DrillListener):
     def drill_finished(self, outcome: DrillOutcome) -> None:
         _seal(self.plan, self.rec, outcome, self.gov, self.run_dir, self.notes)
         _write_summary(self.run_dir, outcome)
+
+
+def _write_vars_file(run_dir: Path, extravars: dict[str, Any]) -> None:
+    """<run dir>/vars.yml: the variables every phase of this run gets, so a scenario's phase
+    playbook also runs on its own (`ansible-playbook -i INVENTORY -e @vars.yml PHASE.yml`, as an
+    Automation Controller job template would; docs/architecture.md). Redacted as the run folder
+    is (issue 15): a secret's value is replaced, and must come from the runner's own store."""
+    from drkit.evidence.redact import redact_data
+    from drkit.extravars import dump_unsafe
+    from drkit.files import atomic_write
+
+    data = redact_data(dict(extravars))
+    atomic_write(run_dir / "vars.yml", dump_unsafe(data).encode("utf-8"), mode=0o600)
 
 
 def _seal(plan: Plan, rec: Any, outcome: DrillOutcome, gov: _Governance, run_dir: Path,

@@ -12,7 +12,8 @@ The whole library surface::
                         files=[playbook, ...],    # hashed into the record (folders: every file)
                         secrets=[lab_db_password])  # values scrubbed from record and artifacts
     rec.add_phase("inject-fault", status="ok", started_at=t0, ended_at=t1,
-                  counts_for_rto=True, playbook="playbooks/drill/inject-fault.yml",
+                  counts_for_rto=True,
+                  playbook="playbooks/scenarios/region-failover/inject-fault.yml",
                   run=engine_result)              # run= adds its tasks + stdout/job events
     rec.add_tasks(engine_result, phase="smoke")   # or separately
     rec.add_artifact(path, name=None)             # any file, redacted, digest in the record

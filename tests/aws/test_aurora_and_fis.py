@@ -59,7 +59,7 @@ def moto() -> Iterator[Moto]:
 
 
 def _run_step(tmp_path: Path, moto: Moto, step: str, variables: dict[str, Any]) -> Any:
-    """Run one adapter task file (playbooks/drill/tasks/<step>.yml) as a drill phase would."""
+    """Run one adapter task file (playbooks/adapters/<step>.yml) as a drill phase would."""
     from drkit import engine
 
     play = [{"name": f"Run {step}", "hosts": "localhost", "gather_facts": False,

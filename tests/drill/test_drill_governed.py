@@ -150,7 +150,7 @@ def test_gate_confirmed_on_a_terminal(lab: Any, tmp_path: Path) -> None:
     assert summary["gates"][0]["approved"] is True and summary["gates"][0]["how"] == "terminal"
     # --no-failback left traffic on the secondary region; the lab fixture repairs it next.
     assert lab.status().active_region == lab.secondary_region
-    # DNS followed (in the lab, once the flows were green; see playbooks/drill/smoke.yml).
+    # DNS followed (in the lab, once the flows were green: the haproxy adapter's smoke step).
     assert lab.route53_failover() == {"PRIMARY": f"{lab.secondary_region}.{lab.hostname}",
                                       "SECONDARY": f"{lab.primary_region}.{lab.hostname}"}
 

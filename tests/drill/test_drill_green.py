@@ -56,8 +56,8 @@ def test_a_preflight_that_cannot_run_is_never_ready(tmp_path: Path) -> None:
     run were PASS with preflight "skipped"; now the phase is error and the verdict
     inconclusive (exit 1), naming why."""
     bad = tmp_path / "preflight-typo.yml"
-    bad.write_text((REPO / "playbooks/drill/preflight.yml").read_text().replace(
-        "drkit.dr.pg_info:", "drkit.dr.pg_infoo:", 1))
+    bad.write_text((REPO / "playbooks/scenarios/region-failover/preflight.yml").read_text()
+                   .replace("ansible.builtin.set_stats:", "ansible.builtin.set_statz:", 1))
     plan = outside_plan(tmp_path, preflight=bad)
     for args in (("drill", "check", "--env", "lab"),
                  ("drill", "run", "region-failover", "--env", "lab", "--dry-run")):
@@ -66,7 +66,7 @@ def test_a_preflight_that_cannot_run_is_never_ready(tmp_path: Path) -> None:
         assert proc.returncode == 1, proc.stdout + proc.stderr
         assert out["verdict"] == "inconclusive"
         assert out["phases"][0]["name"] == "preflight" and out["phases"][0]["status"] == "error"
-        assert any("drkit.dr.pg_infoo" in m for m in out["missing"]), out["missing"]
+        assert any("ansible.builtin.set_statz" in m for m in out["missing"]), out["missing"]
 
 
 @pytest.mark.lab
@@ -204,7 +204,7 @@ def test_a_record_that_cannot_be_verified_is_not_shown_as_verified(tmp_path: Pat
 
 @pytest.mark.lab
 def test_rds_promotion_that_cannot_be_observed_fails_the_phase(lab: Any) -> None:
-    """amazon.aws.rds_instance reported ok and promoted nothing. Now promote-data's AWS branch
+    """amazon.aws.rds_instance reported ok and promoted nothing. Now the rds data adapter
     calls PromoteReadReplica and checks the describe: moto 5.2.5 cannot show a promotion, so
     the phase fails with what it expected and what it saw (docs/targets.md)."""
     import boto3
@@ -220,13 +220,14 @@ def test_rds_promotion_that_cannot_be_observed_fails_the_phase(lab: Any) -> None
     arn = src.describe_db_instances(DBInstanceIdentifier=ident)["DBInstances"][0]["DBInstanceArn"]
     dst.create_db_instance_read_replica(DBInstanceIdentifier=f"{ident}-r",
                                         SourceDBInstanceIdentifier=arn)
-    result = lab.run(REPO / "playbooks/drill/promote-data.yml", extravars={
-        "drkit_target": "aws", "drkit_rds_replica_id": f"{ident}-r",
-        "drkit_aws_endpoint_url": endpoint, "drkit_rds_promote_timeout_s": 3})
+    result = lab.run(REPO / "playbooks/scenarios/region-failover/promote-data.yml", extravars={
+        "drkit_adapters": {"data": "rds"}, "drkit_rds_instances": {"secondary": f"{ident}-r"},
+        "drkit_aws_endpoint_url": endpoint})
     assert not result.ok
     assert result.failure is not None
     assert "expected a standalone, available primary" in result.failure.message, result.failure
-    assert "still a read replica of" in result.failure.message
+    assert f"replica of {ident}" in result.failure.message or "replica of arn:" in \
+        result.failure.message, result.failure.message
 
 
 # ---- case 9: SIGHUP -------------------------------------------------------------------------

@@ -28,16 +28,32 @@ from tests.drills import DRKIT, make_plan
 pytestmark = [pytest.mark.lab]
 
 REPO = Path(__file__).resolve().parents[2]
+PARTITION = "playbooks/scenarios/region-partition"
 
 
 def _partition_scenarios(data: dict[str, Any]) -> None:
-    """The shipped plan's region-partition (fenced) and region-partition-unfenced, as they are
-    (drkit.yml; docs/topology.md), with a patient RTO target."""
-    for name in ("region-partition", "region-partition-unfenced"):
-        phases = [p["name"] for p in data["scenarios"][name]["phases"]]
-        assert phases[:3] == ["preflight", "region-client", "inject-fault"], phases
-        assert ("fence" in phases) == (name == "region-partition"), phases
-        assert data["scenarios"][name]["rollback"] == "playbooks/drill/rollback-partition.yml"
+    """region-partition (fenced) and region-partition-unfenced, as docs/partition.md shows."""
+    sc = data["scenarios"]["region-failover"]
+    base = {p["name"]: p for p in sc["phases"]}
+
+    def phases(fence: bool) -> list[dict[str, Any]]:
+        out = [base["preflight"],
+               {"name": "region-client", "playbook": f"{PARTITION}/region-client.yml"},
+               {"name": "inject-fault", "playbook": f"{PARTITION}/inject-partition.yml",
+                "starts_clock": True}]
+        if fence:
+            out.append({"name": "fence", "playbook": f"{PARTITION}/fence.yml"})
+        out += [base[n] for n in ("recreate-stack", "promote-data", "failover-traffic",
+                                  "smoke")]
+        out += [{"name": "heal", "playbook": f"{PARTITION}/heal-partition.yml",
+                 "failback": True}, base["failback"],
+                {"name": "reconcile-clients", "playbook": f"{PARTITION}/reconcile-clients.yml",
+                 "failback": True}]
+        return out
+
+    for name, fence in (("region-partition", True), ("region-partition-unfenced", False)):
+        data["scenarios"][name] = {**sc, "phases": phases(fence),
+                                   "rollback": f"{PARTITION}/rollback-partition.yml"}
     # A 2-core box shared with other test sessions: the verdict must not hinge on speed here
     # (timings go to bench/; RTO is judged by the drill tests of the local topology).
     data["services"]["payments"]["rto"] = "600s"
@@ -174,7 +190,7 @@ def test_fence_that_cannot_be_confirmed_stops_the_drill_before_promotion(nslab: 
                    "region": region}
             for role, region in (("primary", cfg.primary_region),
                                  ("secondary", cfg.secondary_region))}
-    result = lab.run(nslab.plan, "playbooks/drill/fence.yml",
+    result = lab.run(nslab.plan, f"{PARTITION}/fence.yml",
                      extravars={"drkit_lab_pg": real, "drkit_run_dir": str(tmp_path)})
     assert not result.ok
     assert "fencing could not be confirmed" in str(result.failure), result.failure
