@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import subprocess
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,22 @@ def test_full_drill_passes_twice_back_to_back(lab: Any, tmp_path: Path) -> None:
             "smoke", "failback"]
         assert all(p["status"] == "ok" for p in out["phases"])
         assert 0 < out["rto"]["actual_s"] <= out["rto"]["target_s"]
+        # issue 19: the clock starts when the fault step issued the fault (its own time,
+        # within the fault phase), checked against the canary's first failed request.
+        fault = next(p for p in out["phases"] if p["name"] == "inject-fault")
+        source = out["rto"]["clock_started_source"]
+        by_step = source.startswith("phase inject-fault's fault step: issued at")
+        # (or, when the canary failed before that time on a loaded machine, the phase start)
+        assert by_step or "came before the fault step's time" in source, out["rto"]
+
+        def at(s: str) -> datetime:
+            return datetime.fromisoformat(s.replace("Z", "+00:00"))
+
+        assert at(fault["started_at"]) <= at(out["rto"]["clock_started_at"])
+        first_failure = out["rto"]["canary_first_failure_at"]
+        assert not by_step or first_failure is None or at(first_failure) >= at(
+            out["rto"]["clock_started_at"])
+        assert "first round in which every flow passed" in out["rto"]["clock_stopped_source"]
         # Synchronous replication: no acknowledged payment may be lost.
         assert out["rpo"] == {"target_s": 0.0, "actual_s": 0.0, "met": True,
                               "lost_payments": 0}
@@ -54,7 +71,7 @@ def test_full_drill_passes_twice_back_to_back(lab: Any, tmp_path: Path) -> None:
         assert any(o.startswith("6 flows observed green through https://127.0.0.1:")
                    for o in out["observed"]), out["observed"]
         assert out["missing"] == [] and out["warnings"] == []
-        for phase in ("promote-data", "failover-traffic", "smoke"):
+        for phase in ("inject-fault", "promote-data", "failover-traffic", "smoke"):
             assert next(p for p in out["phases"] if p["name"] == phase)["postconditions"]
         rec = out["reconciliation"]
         assert rec["acked_count"] > 0 and rec["acked_count"] == rec["present_count"]
