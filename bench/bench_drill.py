@@ -161,6 +161,12 @@ def main() -> None:
     by_step = sum("fault step: issued at" in d["clock_source"] for d in drills)
     sources = (f"the fault step's own time in {by_step} of {len(drills)} drills" +
                ("" if by_step == len(drills) else ", the fault phase's start in the others"))
+    busy = "" if max(load0, load1) < 4 else (
+        f"\nThe machine was busy (load {load0:.0f}-{load1:.0f} on 2 cores: other sessions' "
+        "labs and tests): each of the drill's Ansible tasks on the clock costs tenths of "
+        "a second there (a worker process per task) where the floor's direct calls cost "
+        "milliseconds, so ratios grow with load; re-run on a quiet machine before reading "
+        "them against the targets.\n")
     body = f"""## A drill against its floor (bench/bench_drill.py)
 
 {machine()}; {args.runs} drills and {args.runs} floors (bench/floor_drill.py: the same
@@ -168,7 +174,7 @@ operations, no orchestration) alternating on one lab (local topology, 4 payments
 region, synchronous replication); load average {load0:.1f} before, {load1:.1f} after.
 Both clocks start when the fault step issues the fault (the drill's clock: {sources}; its
 source is in each record) and stop at the first all-green round of the smoke flows.
-
+{busy}
 | | drill (median) | floor (median) | ratio | target |
 |---|---|---|---|---|
 {chr(10).join(rows)}

@@ -521,7 +521,6 @@ class Environment(_Model):
         "values for the pack's ${variables}: test merchant and account ids"))
 
 
-SMOKE_FLOWS = ("authorize", "capture", "refund", "balance", "idempotent-replay", "ledger-verify")
 DEFAULT_FLOW_PACK = "flows/payments-lab.yml"
 
 

@@ -622,6 +622,7 @@ def _run_streamed(node: Node, private: Path, *, playbook: Path, inventory: Path,
     node's content root. Events come back through the same collector as a local run's, and
     ansible-runner's artifacts (stdout, rc, status) are unpacked into private/artifacts/run.
     """
+    import contextlib
     import subprocess
 
     import ansible_runner
@@ -660,13 +661,16 @@ def _run_streamed(node: Node, private: Path, *, playbook: Path, inventory: Path,
         try:
             ansible_runner.run(private_data_dir=str(private), streamer="transmit",
                                _output=proc.stdin, **kwargs)
-            proc.stdin.close()
+            # stdin stays open until the run ends: the node (drkit.node_worker) reads its
+            # end-of-file as "the controller cancelled or is gone" and stops the run.
         except (BrokenPipeError, OSError):
             pass  # ssh is gone: the processor reads its empty stream and says so
         processor = ansible_runner.run(
             private_data_dir=str(private), streamer="process", _input=proc.stdout,
             artifact_dir=str(private / "artifacts" / "run"), ident="run", quiet=True,
             event_handler=collector)
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
         proc.wait()
     finally:
         stop.set()

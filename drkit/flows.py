@@ -30,7 +30,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -1104,8 +1104,8 @@ class LoadGenerator:
 
 
 # --------------------------------------------------------------------------------------------
-# CLI: python -m drkit.flows smoke --entry URL [--ca FILE] [--flows a,b] [--until-green
-#      --timeout 60] [--json]
+# CLI: python -m drkit.flows smoke --entry URL [--ca FILE] [--pack FILE] [--var K=V]
+#      [--flows a,b] [--until-green --timeout 60] [--json]
 
 
 class _ArgError(Exception):
@@ -1125,7 +1125,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--ca", help="CA file to verify the entry point's certificate against")
     s.add_argument("--token-file", help="file holding the API's bearer token (the lab's: "
                    "secrets/api.token under its state directory)")
-    s.add_argument("--flows", default=",".join(FLOWS), help="comma-separated flow names")
+    s.add_argument("--pack", help="flow pack file (default: the lab's flows/payments-lab.yml)")
+    s.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
+                   help="a value for the pack's ${NAME} (test merchant or account ids)")
+    s.add_argument("--flows", help="comma-separated flow names (default: all of the pack's)")
     s.add_argument("--until-green", action="store_true", help="retry until all flows pass")
     s.add_argument("--timeout", type=float, default=60.0, help="seconds, with --until-green")
     s.add_argument("--interval", type=float, default=0.05, help="seconds between rounds")
@@ -1151,7 +1154,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = _parser().parse_args(args_list)
             if args.timeout <= 0 or args.interval < 0 or args.request_timeout <= 0:
                 raise _ArgError("--timeout and --request-timeout must be > 0, --interval >= 0")
-            flows = [f.strip() for f in args.flows.split(",") if f.strip()]
+            extra = dict(v.split("=", 1) for v in args.var if "=" in v)
+            if len(extra) != len(args.var):
+                raise _ArgError("--var takes NAME=VALUE")
+            pack = load_pack(args.pack, extra) if args.pack else (
+                replace(default_pack(), vars={**default_pack().vars, **extra}) if extra
+                else None)
+            names = args.flows or ",".join((pack or default_pack()).flows)
+            flows = [f.strip() for f in names.split(",") if f.strip()]
             token = read_token(args.token_file) if args.token_file else None
             started_at = _now()
             if args.until_green:
@@ -1163,11 +1173,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args.interval,
                     request_timeout_s=args.request_timeout,
                     token=token,
+                    pack=pack,
                 )
             else:
                 results = run_smoke(
                     args.entry, args.ca, flows, request_timeout_s=args.request_timeout,
-                    token=token,
+                    token=token, pack=pack,
                 )
                 green = all(r.passed for r in results)
                 outcome = SmokeOutcome(started_at, _now() if green else None, 1, tuple(results))

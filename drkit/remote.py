@@ -61,8 +61,9 @@ class Node:
         return [*argv, self.host, "--", shlex.join(command)]
 
     def worker_argv(self) -> list[str]:
-        """The node's end of a streamed run: ansible-runner's worker on stdin/stdout."""
-        return self.ssh_argv([self.python, "-m", "ansible_runner", "worker"])
+        """The node's end of a streamed run: ansible-runner's worker on stdin/stdout, behind
+        drkit.node_worker, which kills the run when the stream ends early (a cancel)."""
+        return self.ssh_argv([self.python, "-m", "drkit.node_worker"])
 
     def path(self, local: Path) -> str:
         """Where a file of drkit's content is on the node (the same relative place under its

@@ -26,6 +26,7 @@ DRKIT_TEST_LAB_REPLICATION (sync/async, default the plan's).
 
 from __future__ import annotations
 
+import atexit
 import http.client
 import json
 import os
@@ -79,6 +80,13 @@ def _ephemeral_low() -> int:
 PORT_RESERVATIONS = Path(os.environ.get("DRKIT_TEST_PORT_RESERVATIONS",
                                         "/tmp/drkit-port-reservations"))
 _reserved: list[Any] = []
+
+
+@atexit.register
+def _release_port_reservations() -> None:
+    # Before the interpreter tears down `os` (a generator closed then fails to close its fd).
+    while _reserved:
+        _reserved.pop().close()
 
 
 def _reserve(base: int, span: int) -> bool:

@@ -446,3 +446,23 @@ def test_a_drill_with_an_rpo_target_and_no_canary_cannot_pass(
     assert code == 1 and out.get("verdict") == "inconclusive", (out, err[-2000:])
     assert any("RPO not measured: no canary ran" in m for m in out["missing"]), out["missing"]
     assert all(r["status"] == "pass" for r in out["smoke"])  # the flows themselves were green
+
+
+def test_the_flows_cli_runs_a_pack_by_hand(acme: tuple[Acme, str], tmp_path: Path) -> None:
+    import os
+    import sys
+
+    _, url = acme
+    pack = write_pack(tmp_path / "acme.yml", acme_pack())
+    cmd = [sys.executable, "-m", "drkit.flows", "smoke", "--entry", url, "--pack", str(pack),
+           "--var", f"merchant={MERCHANT}", "--json"]
+    env = {k: v for k, v in os.environ.items() if k != "ACME_API_KEY"}
+    ok = subprocess.run(cmd, env={**env, "ACME_API_KEY": KEY}, capture_output=True, text=True,
+                        timeout=60, cwd=REPO)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    out = json.loads(ok.stdout)
+    assert [r["flow"] for r in out["results"]] == ["create-and-read", "settle"]
+    assert KEY not in ok.stdout + ok.stderr
+    missing = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert missing.returncode == 2 and "ACME_API_KEY is not set" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1

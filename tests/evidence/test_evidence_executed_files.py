@@ -18,7 +18,7 @@ def test_a_drill_record_hashes_the_code_it_can_run(tmp_path: Path) -> None:
     plan = signed_plan(root)
     planted = {"iac/main.tf": 'resource "null_resource" "x" {}\n',
                "iac/modules/db/main.tf": "variable \"name\" {}\n",
-               "playbooks/drill/tasks/promote.yml": "- ansible.builtin.debug: {msg: x}\n",
+               "playbooks/adapters/data/x/promote.yml": "- ansible.builtin.debug: {msg: x}\n",
                "playbooks/templates/haproxy.cfg.j2": "backend {{ x }}\n"}
     for rel, text in planted.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)

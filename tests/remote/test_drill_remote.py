@@ -288,3 +288,54 @@ def test_a_drill_whose_driver_died_is_recovered_on_its_node_from_another_control
     v = subprocess.run([DRKIT, "evidence", "verify", "-p", str(plan), "--store",
                         str(tmp_path / "evidence")], capture_output=True, text=True, timeout=120)
     assert v.returncode == 0 and "intact: 1 records" in v.stdout, v.stdout + v.stderr
+
+
+def test_a_drill_whose_driver_died_is_resumed_on_its_node_from_another_controller(
+        nodes, shared_moto, tmp_path):
+    """`drill resume RUN_ID` from the edge finds the run in the shared state and resumes it on
+    the node that holds its run folder: the phases it finished are not run again."""
+    endpoint, env = shared_moto
+    plan = _plan(tmp_path, nodes, endpoint, "drkit-state")
+    where = tmp_path / "smoke-ran-in"
+    (tmp_path / "smoke.yml").write_text(
+        "- name: Smoke\n  hosts: all\n  gather_facts: false\n  tasks:\n"
+        "    - name: Record where smoke ran\n"
+        f"      ansible.builtin.shell: readlink /proc/self/ns/net > {where}\n"
+        "      changed_when: true\n")
+    primary, edge = nodes.net.region("primary").netns, nodes.net.edge.netns
+    a = subprocess.Popen(_in(primary, [DRKIT, "drill", "run", "region-failover", "-e", "prod",
+                                       "-p", str(plan)]),
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run_id = None
+    assert a.stdout is not None
+    for line in a.stdout:
+        if line.startswith("drill ") and " runs on execution node " in line:
+            run_id = line.split()[1]
+        if "phase recover started" in line:
+            break
+    assert run_id
+    for pid in [int(p) for p in os.listdir("/proc") if p.isdigit() and
+                f"--run-id\0{run_id}".encode() in _cmdline(int(p))]:
+        os.kill(pid, signal.SIGKILL)
+    a.send_signal(signal.SIGKILL)
+    a.wait(10)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        st = subprocess.run(_in(edge, [DRKIT, "drill", "status", "-p", str(plan)]), env=env,
+                            capture_output=True, text=True, timeout=60)
+        if "lease expired without a release" in st.stdout:
+            break
+        time.sleep(2)
+    r = subprocess.run(_in(edge, [DRKIT, "drill", "resume", run_id, "-p", str(plan),
+                                  "--json"]), env=env, capture_output=True, text=True,
+                       timeout=600)
+    import json
+
+    out = json.loads(r.stdout)
+    assert out["resumed_from"]["run_id"] == run_id, out
+    # The first run's finished phases are carried over; the resumed run did the rest.
+    assert [(p["name"], p["status"]) for p in out["phases"]] == [
+        ("preflight", "ok"), ("inject-fault", "ok"), ("recover", "ok"), ("smoke", "ok")], out
+    assert r.returncode == 1 and out["verdict"] == "inconclusive"  # no smoke flows observed
+    # The resumed phases ran on the node (the resume was forwarded there), not at the edge.
+    assert where.read_text().strip() == nodes.netns_inode("secondary")

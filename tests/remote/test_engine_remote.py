@@ -107,3 +107,41 @@ def test_an_unreachable_node_is_one_clear_error(nodes, tmp_path):
                        r"no result from ansible-runner worker \(.*\); check the node"):
         run_playbook(pb, inventory=inv, content_root=tmp_path, artifacts_dir=tmp_path / "a",
                      node=node)
+
+
+def test_a_cancelled_remote_run_leaves_nothing_running_on_the_node(nodes, tmp_path):
+    """Cancel (the drill's SIGTERM, a gate refused) ends the ssh stream; the node's worker and
+    its ansible-playbook go with it rather than keep changing the environment."""
+    import time
+
+    marker = "61.0437"
+    pb = tmp_path / "long.yml"
+    pb.write_text("- name: Long\n  hosts: all\n  gather_facts: false\n  tasks:\n"
+                  f"    - name: Wait\n      ansible.builtin.command: sleep {marker}\n"
+                  "      changed_when: true\n")
+    _, inv = _setup(tmp_path)
+
+    def running() -> list[int]:
+        out = []
+        for p in os.listdir("/proc"):
+            if p.isdigit():
+                try:
+                    with open(f"/proc/{p}/cmdline", "rb") as f:
+                        if f.read() == f"sleep\0{marker}\0".encode():
+                            out.append(int(p))
+                except OSError:
+                    pass
+        return out
+
+    started = time.monotonic()
+
+    def cancel() -> bool:
+        return bool(running()) or time.monotonic() - started > 120
+
+    r = run_playbook(pb, inventory=inv, content_root=tmp_path, artifacts_dir=tmp_path / "a",
+                     node=nodes.node(), cancel=cancel)
+    assert r.status in (RunStatus.CANCELED, RunStatus.FAILED), r.status
+    deadline = time.monotonic() + 30
+    while running() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert running() == [], "the node still runs the cancelled task"
