@@ -19,6 +19,8 @@ import pytest
 
 from tests.drills import DRKIT, drill, make_plan, serving
 
+REPO = Path(__file__).resolve().parents[2]
+
 pytestmark = pytest.mark.lab
 
 
@@ -97,10 +99,21 @@ def test_full_drill_passes_twice_back_to_back(lab: Any, tmp_path: Path) -> None:
                         .read_text())
     hashed = {f["path"] for f in record["files"]}
     collection = "collections/ansible_collections/drkit/dr/plugins"
-    for used in ("playbooks/drill/smoke.yml", f"{collection}/action/smoke.py",
+    for used in ("playbooks/scenarios/region-failover/smoke.yml", f"{collection}/action/smoke.py",
                  f"{collection}/modules/pg.py", "inventories/lab/hosts.yml"):
         assert any(p.endswith(used) for p in hashed), (used, sorted(hashed))
     assert serving(lab)
+    # A scenario's phase runs on its own with plain ansible-playbook and the vars file the run
+    # wrote (as an Automation Controller job template would; docs/architecture.md).
+    vars_file = Path(out["artifacts_dir"]) / "vars.yml"
+    assert vars_file.stat().st_mode & 0o077 == 0
+    alone = subprocess.run(
+        [str(Path(DRKIT).parent / "ansible-playbook"), "-i", str(REPO / "inventories/lab"),
+         "-e", f"@{vars_file}", str(REPO / "playbooks/scenarios/region-failover/preflight.yml")],
+        capture_output=True, text=True, cwd=REPO)
+    assert alone.returncode == 0, alone.stdout[-3000:] + alone.stderr[-2000:]
+    assert "failed=0" in alone.stdout and "Read replication from the primary database" in \
+        alone.stdout, alone.stdout[-3000:]
 
 
 def test_no_secret_of_the_lab_reaches_output_evidence_or_artifacts(lab: Any,
