@@ -21,7 +21,6 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
-from dataclasses import replace as replace_target
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -104,7 +103,6 @@ def run_drill(
             f"environment {env_name!r} is protected: add --confirm {env_name} to run a drill on it"
         )
     tgt = target(plan, env_name)
-    tgt = replace_target(tgt, envvars={**tgt.envvars, **skip_tags(tgt.inventory)})
     targets = _targets(plan, scenario)
     flows = _flows(plan, scenario, env_name)
     phases = list(scenario.phases)
@@ -728,30 +726,6 @@ def _drive(
         outcome.clock_stopped_source = (
             f"the smoke phase's first round in which every flow passed through "
             f"{smoke.get('entry') or 'the entry point'} (its green_at)")
-
-
-def skip_tags(inventory: Path) -> dict[str, str]:
-    """ANSIBLE_SKIP_TAGS for the tasks Ansible would skip anyway on this inventory (issue 19):
-    a task skipped by its `when` still costs a worker process, on the recovery clock too;
-    one left out by a tag never starts. Tagged in the drill's playbooks: `drkit_not_lab`
-    (tasks only for targets other than the lab, whose inventory says drkit_target: lab) and
-    `drkit_adapters` (the adapters' plays, when no file of the inventory names drkit_adapters).
-    Their `when` conditions stay, so a tag left in place changes nothing."""
-    from drkit.adapters import inventory_vars
-
-    skip = []
-    if inventory_vars(inventory).get("drkit_target") == "lab":
-        skip.append("drkit_not_lab")
-    files = [p for p in inventory.rglob("*") if p.is_file()] if inventory.is_dir() \
-        else [inventory]
-    try:
-        named = any(b"drkit_adapters" in p.read_bytes() for p in files)
-    except OSError:
-        named = True  # cannot tell: keep the adapters' plays
-    if not named:
-        skip.append("drkit_adapters")
-    have = os.environ.get("ANSIBLE_SKIP_TAGS")
-    return {"ANSIBLE_SKIP_TAGS": ",".join(([have] if have else []) + skip)} if skip else {}
 
 
 def clock_start(phase: str, phase_at: datetime, fault: Any,

@@ -94,20 +94,3 @@ def test_the_records_clock_keeps_its_sources_and_older_records_their_form(
     assert got["canary_first_failure_at"] == "2025-03-01T02:00:03.040Z"
     assert set(load_record(store, plain.id).to_dict()["clock"]) == {"started_at", "stopped_at"}
 
-
-def test_tasks_the_inventory_would_skip_anyway_are_left_out_before_they_start(
-        tmp_path: Path) -> None:
-    """Only what the tasks' own `when` would skip: the lab's inventory says drkit_target: lab
-    and names no adapters; the AWS-shaped lab's chooses adapters; an inventory that names
-    drkit_adapters anywhere (host_vars too) keeps the adapters' plays."""
-    from drkit.drill.run import skip_tags
-
-    repo = Path(__file__).resolve().parents[2] / "inventories"
-    assert skip_tags(repo / "lab") == {"ANSIBLE_SKIP_TAGS": "drkit_not_lab,drkit_adapters"}
-    assert skip_tags(repo / "lab-aws") == {}
-    inv = tmp_path / "inv"
-    (inv / "group_vars").mkdir(parents=True)
-    (inv / "group_vars" / "all.yml").write_text("drkit_target: lab\n")
-    (inv / "host_vars").mkdir()
-    (inv / "host_vars" / "localhost.yml").write_text("drkit_adapters: {iac: terraform}\n")
-    assert skip_tags(inv) == {"ANSIBLE_SKIP_TAGS": "drkit_not_lab"}
