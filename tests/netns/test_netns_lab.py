@@ -9,6 +9,7 @@ fencing, then `lab down`. Needs root (network namespaces) and openssh-server (sc
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -108,6 +109,7 @@ def nslab() -> Iterator[NsLab]:
         for k, v in env.items():
             mp.setenv(k, v)
         handle = NsLab(plan, root / "state")
+        cfg = handle.cfg  # kept: the clean-up must not depend on the plan loading later
         try:
             lab.up(handle.plan)
             yield handle
@@ -115,7 +117,12 @@ def nslab() -> Iterator[NsLab]:
             try:
                 lab.down(handle.plan)
             finally:
-                netns.destroy(handle.cfg)  # never leave namespaces behind, even on failure
+                # Whatever `lab down` could not do (a failed run, a plan that no longer loads
+                # because its playbooks moved): no namespace or lab process is left behind.
+                netns.destroy(cfg)
+                for pid in lab.marked_pids(cfg):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
                 shutil.rmtree(root, ignore_errors=True)
 
 
