@@ -68,7 +68,7 @@ def _run_step(tmp_path: Path, moto: Moto, step: str, variables: dict[str, Any]) 
                       **variables},
              "tasks": [{"name": f"Run the {step} step",
                         "ansible.builtin.include_tasks":
-                            str(REPO / "playbooks" / "drill" / "tasks" / f"{step}.yml")}]}]
+                            str(REPO / "playbooks" / "adapters" / f"{step}.yml")}]}]
     pb = tmp_path / f"{step.replace('/', '-')}.yml"
     pb.write_text(yaml.safe_dump(play, sort_keys=False))
     inv = tmp_path / "hosts.yml"
