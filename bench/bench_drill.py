@@ -162,7 +162,8 @@ def main() -> None:
     sources = (f"the fault step's own time in {by_step} of {len(drills)} drills" +
                ("" if by_step == len(drills) else ", the fault phase's start in the others"))
     busy = "" if max(load0, load1) < 4 else (
-        f"\nThe machine was busy (load {load0:.0f}-{load1:.0f} on 2 cores: other sessions' "
+        f"\nThe machine was busy (load {min(load0, load1):.0f} to {max(load0, load1):.0f} on "
+        "2 cores: other sessions' "
         "labs and tests): each of the drill's Ansible tasks on the clock costs tenths of "
         "a second there (a worker process per task) where the floor's direct calls cost "
         "milliseconds, so ratios grow with load; re-run on a quiet machine before reading "
