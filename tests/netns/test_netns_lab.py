@@ -252,8 +252,9 @@ def test_rolling_patch_over_ssh_fails_no_request_seen_from_the_edge(nslab: NsLab
     assert all(c is not None and c.pid for c in before.values()), before
     prober = EdgeProber(nslab, tmp_path / "edge-probe.json")
     try:
-        assert _ns_of(prober.proc.pid) == nslab.net.edge.netns  # it runs where it says
         first = prober.started()
+        # Once it answers (before, its pid may still be `ip netns exec` entering the namespace).
+        assert _ns_of(prober.proc.pid) == nslab.net.edge.netns  # it runs where it says
         assert first["failed"] == 0, first  # it sees the entry point serve before the patch
         client = flows.Client(f"https://127.0.0.1:{cfg.ports['https']}",
                               str(nslab.state_dir / "ca" / "ca.crt"), 5.0,
