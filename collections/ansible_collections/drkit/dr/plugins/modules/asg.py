@@ -21,6 +21,10 @@ description:
     region is lost); failback sets the capacity recorded before the fault.
   - O(restore_tag) keeps the capacity seen before a change as a tag on the group (the estate's
     other tags are kept), so a failback or a recovery after a crash knows what to restore.
+  - >-
+    When it sets a capacity it says when (RV(issued_at), RV(confirmed_at)): a drill's fault step
+    publishes them so the recovery clock starts when capacity was taken away, not when the step
+    began (drkit issue 19).
 options:
   name:
     description: The Auto Scaling group.
@@ -80,10 +84,35 @@ tags:
   description: The group's tags after the call.
   returned: always
   type: dict
+instances_before:
+  description: Instance ids in the group before the call (those a lower capacity takes away).
+  returned: always
+  type: list
+  elements: str
+issued_at:
+  description: >-
+    When SetDesiredCapacity was sent (UTC, ISO 8601 with Z), taken just before the call, so the
+    change cannot have taken effect earlier.
+  returned: when SetDesiredCapacity was called
+  type: str
+  sample: "2026-11-30T12:00:00.123456Z"
+confirmed_at:
+  description: When the describe after the call showed the new desired capacity (UTC, ISO 8601
+    with Z).
+  returned: when SetDesiredCapacity was called and the describe showed the new capacity
+  type: str
+  sample: "2026-11-30T12:00:00.345678Z"
 """
+
+from datetime import UTC, datetime
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.drkit.dr.plugins.module_utils.aws import aws_client, aws_errors
+
+
+def _now() -> str:
+    # The same form as drkit.dr.lose_region's fault times (the drill parses either).
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 def main() -> None:
@@ -110,8 +139,11 @@ def main() -> None:
                                  "(drkit never creates one: check the inventory's names)")
         return groups["AutoScalingGroups"][0]
 
+    times: dict = {}
+    seen_before: list = []
+
     def result(g: dict, before: int, changed: bool) -> None:
-        module.exit_json(changed=changed, before=before,
+        module.exit_json(changed=changed, before=before, instances_before=seen_before, **times,
                          desired_capacity=int(g["DesiredCapacity"]), min_size=int(g["MinSize"]),
                          instances=[i["InstanceId"] for i in g.get("Instances", [])],
                          tags={t["Key"]: t["Value"] for t in g.get("Tags", [])})
@@ -121,6 +153,7 @@ def main() -> None:
     try:
         g = describe()
         before = int(g["DesiredCapacity"])
+        seen_before[:] = [i["InstanceId"] for i in g.get("Instances", [])]
         has_tag = tag is not None and any(t["Key"] == tag for t in g.get("Tags", []))
         clear = p["clear_restore_tag"] and has_tag
         if want is None or module.check_mode or (want == before and not clear):
@@ -139,6 +172,7 @@ def main() -> None:
                 "Key": p["restore_tag"], "Value": str(before), "PropagateAtLaunch": False}])
         if want < int(g["MinSize"]):
             asg.update_auto_scaling_group(AutoScalingGroupName=name, MinSize=want)
+        times["issued_at"] = _now()
         asg.set_desired_capacity(AutoScalingGroupName=name, DesiredCapacity=want,
                                  HonorCooldown=False)
         if clear:
@@ -152,7 +186,8 @@ def main() -> None:
     if int(g["DesiredCapacity"]) != want:
         module.fail_json(msg=f"Auto Scaling group {name}: expected desired capacity {want} "
                              f"after SetDesiredCapacity, seen {g['DesiredCapacity']}",
-                         before=before, desired_capacity=int(g["DesiredCapacity"]))
+                         before=before, desired_capacity=int(g["DesiredCapacity"]), **times)
+    times["confirmed_at"] = _now()
     result(g, before, True)
 
 

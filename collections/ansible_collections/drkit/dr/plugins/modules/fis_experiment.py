@@ -23,6 +23,10 @@ description:
   - The effect of the actions (instances stopped) is for the caller to observe with a describe.
     moto 5.2.5 runs experiments as a state machine that does not act on any resource, so only a
     real account proves the effect (docs/targets.md).
+  - >-
+    It says when it started the experiment (RV(issued_at)) and when a describe saw it end
+    (RV(ended_at)): a drill's fault step publishes the first, so the recovery clock starts when
+    the fault was issued, not when the step began (drkit issue 19).
 options:
   template_id:
     description: The experiment template.
@@ -81,14 +85,33 @@ experiment_state:
   description: The experiment's final state (completed, stopped, failed).
   returned: when state is completed
   type: str
+issued_at:
+  description: >-
+    When StartExperiment was sent (UTC, ISO 8601 with Z), taken just before the call, so the
+    fault cannot have taken effect earlier.
+  returned: when state is completed and the experiment was started
+  type: str
+  sample: "2026-11-30T12:00:00.123456Z"
+ended_at:
+  description: When a describe of the experiment first showed its final state, or the wait
+    ended (UTC, ISO 8601 with Z). Not proof of the effect; the caller describes that.
+  returned: when state is completed and the experiment was started
+  type: str
+  sample: "2026-11-30T12:00:04.345678Z"
 """
 
 import time
+from datetime import UTC, datetime
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.drkit.dr.plugins.module_utils.aws import aws_client, aws_errors
 
 FINAL = ("completed", "stopped", "failed")
+
+
+def _now():
+    # The same form as drkit.dr.lose_region's fault times (the drill parses either).
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 def main():
@@ -119,6 +142,7 @@ def main():
             module.exit_json(changed=False, **out)
         if module.check_mode:
             module.exit_json(changed=True, **out)
+        out["issued_at"] = _now()
         exp = fis.start_experiment(experimentTemplateId=p["template_id"],
                                    tags={"drkit": "drill"})["experiment"]
         deadline = time.monotonic() + p["timeout"]
@@ -126,6 +150,7 @@ def main():
             exp = fis.get_experiment(id=exp["id"])["experiment"]
             status = exp.get("state", {}).get("status", "")
             if status in FINAL or time.monotonic() >= deadline:
+                out["ended_at"] = _now()
                 break
             time.sleep(p["interval"])
     except (client_error, *botocore_error) as e:
