@@ -392,7 +392,9 @@ def test_canary_across_a_lossy_failover_measures_the_lost_payments() -> None:
         assert r.acked_digest != r.present_digest
         # Everything acknowledged before the cut survived; everything after it was lost.
         assert all(a.reference in present for a in acked[:safe_acked])
-        after_cut = [a for a in acked[cut_acked:] if a.acked_at < fault_at]
+        # (The canary writes one payment at a time: the one in flight when the cut was seen may
+        # have committed before it, and is acknowledged just after; under load it often is.)
+        after_cut = [a for a in acked[cut_acked + 1:] if a.acked_at < fault_at]
         assert all(a.reference not in present for a in after_cut)
         # RPO: newest lost ack minus newest present ack before it.
         newest_lost = max(lost, key=lambda a: a.acked_at)
