@@ -420,6 +420,13 @@ def test_partition_drill_fences_and_loses_nothing_for_either_client(nslab: NsLab
     fence = json.loads((run_dir / "fence.json").read_text())
     assert part["fault"] == "partition" and fence["confirmed"]
     assert fence["fenced_at"] > part["partitioned_at"]
+    # Issue 19: the clock starts when the link went down: the cut's own issued_at (published as
+    # drkit_fault, with what it cut off), or the phase start when the canary failed first.
+    assert part["issued_at"] <= part["confirmed_at"] and part["database_pid"], part
+    assert len(part["instances"]) == 2, part
+    source = out["rto"]["clock_started_source"]
+    assert source.startswith(f"phase inject-fault's fault step: issued at {part['issued_at']}") \
+        or "came before the fault step's time" in source, out["rto"]
     # The partition held from the fault until the heal (probed from the edge before it).
     assert json.loads((run_dir / "heal.json").read_text())["cut_off_until_heal"] is True
     assert phases["reconcile-clients"]["status"] == "ok"
