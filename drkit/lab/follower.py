@@ -313,7 +313,7 @@ class Follower:
             run["argv"] = [self._bad_dsn() if a == spec["dsn_file"] else a for a in run["argv"]]
         replacing = pid is not None or spec["name"] in self.maint
         if pid is not None:  # the old instance's process goes first, drained (as AWS does)
-            if was not in self.drained:
+            if was not in self.drained and spec["name"] not in self.maint:
                 self._drain(spec, was or "")
                 self._wait_drained(spec)
             daemons.stop(spec["name"], pid)
@@ -327,13 +327,33 @@ class Follower:
         self.note("instance-started", region=region, name=spec["name"], pid=spawned.pid,
                   desired=desired, instance=iid, version=version)
         if replacing:
-            runtime.wait_port(int(spec["port"]), timeout=15)
-            with contextlib.suppress(runtime.HaproxyError):
-                runtime.haproxy_command(self.cfg["haproxy"]["socket"],
-                                        f"set server {spec['backend']}/{spec['server']} "
-                                        "state ready")
-            self.maint.discard(spec["name"])
+            # Back into rotation only once it passes the health check itself: HAProxy puts a
+            # server leaving maintenance UP at once, before its own check has run (seen: a
+            # process with its database down took requests for a second).
+            if self._passes_health_check(spec, timeout=15):
+                with contextlib.suppress(runtime.HaproxyError):
+                    runtime.haproxy_command(self.cfg["haproxy"]["socket"],
+                                            f"set server {spec['backend']}/{spec['server']} "
+                                            "state ready")
+                self.maint.discard(spec["name"])
+            else:
+                self.note("instance-unhealthy", region=region, name=spec["name"], instance=iid)
         return int(spawned.pid)
+
+    def _passes_health_check(self, spec: dict[str, Any], timeout: float) -> bool:
+        import time
+
+        from drkit.lab._runtime import runtime
+
+        deadline = time.monotonic() + timeout
+        while not self.stop.is_set():
+            status, _ = runtime.http_get(f"http://127.0.0.1:{spec['port']}/healthz", timeout=1)
+            if status == 200:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.2)
+        return False
 
     def _bad_dsn(self) -> str:
         """A DSN file naming a database that does not answer: the process starts and listens,
@@ -361,7 +381,7 @@ class Follower:
             st = servers.get(spec["backend"], {}).get(spec["server"]) or {}
             if self.serving.get(name) != iid:
                 del self.pending[name]
-            elif st.get("op") == "UP" and st.get("admin") == "ready":
+            elif st.get("op") == "UP" and st.get("admin") == "ready" and name not in self.maint:
                 self.confirmed.add(iid)
                 del self.pending[name]
 
