@@ -93,6 +93,11 @@ def test_lab_aws_drill_recovers_through_aws_apis_only(lab_aws: AwsLab) -> None:
     assert out["verdict"] == "pass", out
     phases = {p["name"]: p["status"] for p in out["phases"]}
     assert set(phases.values()) == {"ok"}, phases
+    # Issue 19: the clock starts when compute/asg's fault step sent SetDesiredCapacity 0 (its
+    # own time, published as drkit_fault), or at the phase start when the canary failed first.
+    source = out["rto"]["clock_started_source"]
+    assert source.startswith("phase inject-fault's fault step: issued at") or (
+        "came before the fault step's time" in source), out["rto"]
     # Payments really flowed again: the canary's acknowledged payments are all there.
     rec = out["reconciliation"]
     assert rec["lost_count"] == 0 and out["rpo"]["lost_payments"] == 0, rec
