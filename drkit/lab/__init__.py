@@ -440,6 +440,21 @@ def _run_parallel(plan: Plan, playbooks: tuple[str, ...],
         return [f.result() for f in futures]
 
 
+def _stop_follower(cfg: LabConfig) -> None:
+    """The AWS-shaped lab's follower first, and wait for it: it starts payments instances to
+    match moto's capacity, so left running it restarts what the down playbook stops."""
+    from drkit.lab._runtime import daemons
+
+    pid = daemons.current_pid(str(cfg.state_dir / "aws" / "follower.pid"))
+    if pid is not None:
+        try:
+            daemons.stop("follower", pid, timeout=15.0)
+        except daemons.DaemonError as e:
+            from drkit.errors import EnvironmentProblem
+
+            raise EnvironmentProblem(f"lab down: {e}") from e
+
+
 def down(plan: Plan, listener: RunListener | None = None) -> LabStatus:
     """Stop everything the lab started (by pid), wait for its ports, remove its state."""
     from drkit.errors import EnvironmentProblem, RunFailed
@@ -451,6 +466,7 @@ def down(plan: Plan, listener: RunListener | None = None) -> LabStatus:
                        duration_s=time.monotonic() - started)
     with _lock(plan, cfg, "lab down") as lease:
         pids = sorted(set(_lab_pids(cfg)) | set(marked_pids(cfg)))
+        _stop_follower(cfg)
         result = run(plan, DOWN_PLAYBOOK, listener=listener)
         # issue 17: the regions' sshd (by their pid files), whatever else runs in the lab's
         # namespaces, then the namespaces with their links.

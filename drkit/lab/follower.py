@@ -239,7 +239,8 @@ class Follower:
                     self.note("instance-stopped", region=region, name=spec["name"], pid=pid,
                               desired=desired, instance=was)
                     pid = None
-                elif iid is not None and (pid is None or was != iid):
+                elif iid is not None and (pid is None or was != iid) and not self.stop.is_set():
+                    # (Never once asked to stop: lab down stops the instances after it.)
                     pid = self._start(spec, iid, version.get(iid), pid, was, region, desired,
                                       unhealthy=fault.get(iid) == "unhealthy")
                 n += pid is not None
