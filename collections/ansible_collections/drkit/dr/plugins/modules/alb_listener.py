@@ -22,17 +22,12 @@ options:
     description: The listener (HTTPS).
     type: str
     required: true
-  region:
-    description: Its AWS region.
-    type: str
-    required: true
-  endpoint_url:
-    description: Alternative endpoint (an emulated control plane).
-    type: str
   certificate_arn:
     description: The certificate (ACM or IAM ARN) to serve; omit to only describe.
     type: str
 author: drkit maintainers (@drkit)
+extends_documentation_fragment:
+  - drkit.dr.aws
 """
 
 EXAMPLES = r"""

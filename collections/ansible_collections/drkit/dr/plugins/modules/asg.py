@@ -30,13 +30,6 @@ options:
     description: The Auto Scaling group.
     type: str
     required: true
-  region:
-    description: Its AWS region.
-    type: str
-    required: true
-  endpoint_url:
-    description: Alternative endpoint (an emulated control plane).
-    type: str
   desired_capacity:
     description: The capacity to set; omit to only describe.
     type: int
@@ -51,6 +44,8 @@ options:
     type: bool
     default: false
 author: drkit maintainers (@drkit)
+extends_documentation_fragment:
+  - drkit.dr.aws
 """
 
 EXAMPLES = r"""

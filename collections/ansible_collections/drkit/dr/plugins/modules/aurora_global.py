@@ -39,9 +39,6 @@ options:
       the surviving one).
     type: str
     required: true
-  endpoint_url:
-    description: Alternative endpoint (an emulated control plane).
-    type: str
   state:
     description: What to do; omitted, only describe.
     type: str
@@ -63,6 +60,8 @@ options:
     type: float
     default: 5
 author: drkit maintainers (@drkit)
+extends_documentation_fragment:
+  - drkit.dr.aws.endpoint
 """
 
 EXAMPLES = r"""

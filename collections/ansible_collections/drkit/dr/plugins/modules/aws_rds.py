@@ -31,13 +31,6 @@ options:
     description: The instance.
     type: str
     required: true
-  region:
-    description: Its AWS region.
-    type: str
-    required: true
-  endpoint_url:
-    description: Alternative endpoint (an emulated control plane).
-    type: str
   state:
     description: What to do; omitted, only describe.
     type: str
@@ -64,6 +57,8 @@ options:
     type: float
     default: 2
 author: drkit maintainers (@drkit)
+extends_documentation_fragment:
+  - drkit.dr.aws
 """
 
 EXAMPLES = r"""

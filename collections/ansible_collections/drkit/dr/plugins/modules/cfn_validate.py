@@ -22,10 +22,9 @@ options:
     description: AWS region to ask.
     type: str
     required: true
-  endpoint_url:
-    description: Alternative endpoint (the lab's emulated control plane).
-    type: str
 author: drkit maintainers (@drkit)
+extends_documentation_fragment:
+  - drkit.dr.aws.endpoint
 """
 
 EXAMPLES = r"""

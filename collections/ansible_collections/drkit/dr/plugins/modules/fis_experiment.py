@@ -32,13 +32,6 @@ options:
     description: The experiment template.
     type: str
     required: true
-  region:
-    description: Its AWS region.
-    type: str
-    required: true
-  endpoint_url:
-    description: Alternative endpoint (an emulated control plane).
-    type: str
   state:
     description: What to do; omitted, only describe.
     type: str
@@ -57,6 +50,8 @@ options:
     type: float
     default: 2
 author: drkit maintainers (@drkit)
+extends_documentation_fragment:
+  - drkit.dr.aws
 """
 
 EXAMPLES = r"""

@@ -31,10 +31,9 @@ options:
     description: The region of both (the third region).
     type: str
     required: true
-  endpoint_url:
-    description: Alternative endpoint (an emulated control plane).
-    type: str
 author: drkit maintainers (@drkit)
+extends_documentation_fragment:
+  - drkit.dr.aws.endpoint
 """
 
 EXAMPLES = r"""
