@@ -104,13 +104,18 @@ def test_full_drill_passes_twice_back_to_back(lab: Any, tmp_path: Path) -> None:
         assert any(p.endswith(used) for p in hashed), (used, sorted(hashed))
     assert serving(lab)
     # A scenario's phase runs on its own with plain ansible-playbook and the vars file the run
-    # wrote (as an Automation Controller job template would; docs/architecture.md).
+    # wrote (as an Automation Controller job template would; docs/architecture.md), with the
+    # environment's credentials in the environment (there: the job template's credential).
+    from drkit import lab as drlab
+    from drkit.config import load_plan
+
     vars_file = Path(out["artifacts_dir"]) / "vars.yml"
     assert vars_file.stat().st_mode & 0o077 == 0
     alone = subprocess.run(
         [str(Path(DRKIT).parent / "ansible-playbook"), "-i", str(REPO / "inventories/lab"),
          "-e", f"@{vars_file}", str(REPO / "playbooks/scenarios/region-failover/preflight.yml")],
-        capture_output=True, text=True, cwd=REPO)
+        capture_output=True, text=True, cwd=REPO,
+        env={**os.environ, **drlab.envvars(load_plan(plan))})
     assert alone.returncode == 0, alone.stdout[-3000:] + alone.stderr[-2000:]
     assert "failed=0" in alone.stdout and "Read replication from the primary database" in \
         alone.stdout, alone.stdout[-3000:]
