@@ -22,6 +22,7 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -74,7 +75,22 @@ def _kill_ansible_under(pid: int) -> bool:
     return False
 
 
-def _run_and_kill(plan: Path, phase: str, what: str) -> tuple[int, str]:
+def _private_dirs_of(pid: int) -> list[Path]:
+    """The engine's private run folders (env/extravars, the whole environment) of process
+    `pid`, by their owner mark."""
+    from drkit.engine import OWNER_FILE, PRIVATE_PREFIX
+
+    found = []
+    for d in Path(tempfile.gettempdir()).glob(f"{PRIVATE_PREFIX}*"):
+        try:
+            if (d / OWNER_FILE).read_text().split()[0] == str(pid):
+                found.append(d)
+        except (OSError, IndexError):
+            continue
+    return found
+
+
+def _run_and_kill(plan: Path, phase: str, what: str) -> tuple[int, str, list[Path]]:
     proc = subprocess.Popen(
         [DRKIT, "drill", "run", "region-failover", "--env", "lab", "--json", "--plan", str(plan)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -85,6 +101,9 @@ def _run_and_kill(plan: Path, phase: str, what: str) -> tuple[int, str]:
         if f"{phase}: started" in line:
             time.sleep(0.3)  # into the phase's first task
             if what == "drkit":
+                deadline = time.monotonic() + 10
+                while not (left := _private_dirs_of(proc.pid)) and time.monotonic() < deadline:
+                    time.sleep(0.05)  # the running phase's, once the engine made it
                 proc.send_signal(signal.SIGKILL)
             else:
                 assert _kill_ansible_under(proc.pid), "no ansible-playbook found"
@@ -92,7 +111,7 @@ def _run_and_kill(plan: Path, phase: str, what: str) -> tuple[int, str]:
     else:
         raise AssertionError(f"phase {phase} never started:\n{''.join(seen)}")
     proc.communicate(timeout=600)
-    return proc.returncode, "".join(seen)
+    return proc.returncode, "".join(seen), left if what == "drkit" else []
 
 
 def _recover(plan: Path) -> dict[str, Any]:
@@ -156,10 +175,12 @@ def test_kill_point_is_recovered(lab: Any, kill_run: KillRun, phase: str, what: 
     kill_run.interrupted = None  # unknown until this case passes
     if before is None:  # the first case, or the one before failed half way
         before = _interrupted(plan)
-    rc, log = _run_and_kill(plan, phase, what)
+    rc, log, left = _run_and_kill(plan, phase, what)
     if what == "drkit":
         kill_run.drkit_killed += 1
         assert rc == -signal.SIGKILL, log
+        # A drkit killed mid-phase leaves its private run folder (issue 15) ...
+        assert left and all(d.is_dir() for d in left), log
     else:
         assert rc == 3, log  # drkit saw its Ansible die: aborted, rolled back
     out = _recover(plan)
@@ -167,6 +188,8 @@ def test_kill_point_is_recovered(lab: Any, kill_run: KillRun, phase: str, what: 
     assert out["active_region"] == lab.primary_region, out
     if what == "drkit":
         assert len(out["sealed_interrupted"]) == 1, out
+        # ... and drill recover removes it.
+        assert not any(d.exists() for d in left), (left, out)
     assert serving(lab)
     _healthy_on_primary(lab)
     _verify(plan, kill_run.tmp)
