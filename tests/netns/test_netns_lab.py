@@ -25,6 +25,7 @@ import pytest
 
 from tests.conftest import free_port_base
 from tests.drills import DRKIT, make_plan
+from tests.netns.conftest import require_netns
 
 pytestmark = [pytest.mark.lab]
 
@@ -93,9 +94,7 @@ def nslab() -> Iterator[NsLab]:
     from drkit import lab
     from drkit.lab import netns
 
-    why = netns.available()
-    if why:
-        pytest.skip(f"namespaces topology unavailable here: {why}")
+    require_netns()
     root = Path(tempfile.mkdtemp(prefix="drkit-netns-test-", dir="/tmp"))
     os.chmod(root, 0o755)  # PostgreSQL runs as `postgres` and must traverse it
     (root / "plan").mkdir()

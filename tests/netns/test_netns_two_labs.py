@@ -18,15 +18,14 @@ import pytest
 
 from drkit.config import LabConfig, lab_config, load_plan
 from drkit.lab import netns
+from tests.netns.conftest import require_netns
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
 def two(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[LabConfig, LabConfig]]:
-    why = netns.available()
-    if why:
-        pytest.skip(f"namespaces topology unavailable here: {why}")
+    require_netns()
     root = Path(tempfile.mkdtemp(prefix="drkit-netns-two-", dir="/tmp"))
     monkeypatch.setenv("DRKIT_LAB_TOPOLOGY", "namespaces")
     cidr = netns.free_cidr()  # both on the same /24: only their own namespaces hold it
