@@ -154,11 +154,26 @@ def _ts(value: str | None) -> datetime:
 def _message(res: Mapping[str, Any]) -> str:
     if res.get("_ansible_no_log"):
         return "(output hidden by no_log)"
+    # A loop's own msg is "One or more items failed": say which item, and what it said.
+    for item in res.get("results") or ():
+        if isinstance(item, Mapping) and item.get("failed"):
+            label = item.get("_ansible_item_label", item.get("item", "?"))
+            return f"item {label!r}: {_message(item) or 'failed'}"
+    texts: list[list[str]] = []
     for key in ("msg", "stderr", "reason"):
         value = res.get(key)
         if value:
             text = value if isinstance(value, str) else json.dumps(value)
-            return text.strip().splitlines()[-1] if text.strip() else ""
+            texts.append(text.strip().splitlines())
+    # Terraform's diagnostics end in box-drawing lines; its "Error: ..." line is the news,
+    # whether the module put it in msg (community.general.terraform) or stderr (a command).
+    for lines in texts:
+        for line in lines:
+            if line.lstrip("│ ").startswith("Error: "):
+                return line.lstrip("│ ")
+    for lines in texts:
+        if lines:
+            return lines[-1]
     return ""
 
 
@@ -647,10 +662,14 @@ def _run_streamed(node: Node, private: Path, *, playbook: Path, inventory: Path,
         proc = subprocess.Popen(node.worker_argv(), stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=errf, start_new_session=True)
     stop = threading.Event()
+    # Remembered, not asked again at the end: a cancel callback may say "cancel" only while
+    # its condition holds (a gate refused, a process seen), and ending the stream ends that.
+    cancelled = threading.Event()
 
     def watch() -> None:
         while not stop.wait(0.25):
             if cancel is not None and cancel():
+                cancelled.set()
                 proc.terminate()
                 return
 
@@ -686,7 +705,7 @@ def _run_streamed(node: Node, private: Path, *, playbook: Path, inventory: Path,
     if rc is None:
         tail = err.read_text(errors="replace").strip().splitlines()[-1:] if err.is_file() else []
         why = tail[0] if tail else f"ssh exited {proc.returncode}"
-        if cancel is not None and cancel():
+        if cancelled.is_set() or (cancel is not None and cancel()):
             return _Streamed("canceled", 1)
         raise RunFailed(f"execution node {node.name}: no result from ansible-runner worker "
                         f"({why}); check the node (ssh, drkit installed at {node.python})")

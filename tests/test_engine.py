@@ -84,3 +84,28 @@ def test_ansible_dies_with_drkit(tmp_path: Path) -> None:
     while _sleepers() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _sleepers() == []
+
+
+def test_a_failed_loop_says_which_item_and_the_error_line_of_its_output(tmp_path: Path) -> None:
+    """A loop's own message is "One or more items failed"; an operator (and a CI log) needs the
+    item and what it printed, and Terraform prints its "Error:" line inside box drawing."""
+    pb = tmp_path / "loop.yml"
+    pb.write_text(textwrap.dedent("""\
+        - name: Loop
+          hosts: localhost
+          gather_facts: false
+          tasks:
+            - name: Apply each region
+              ansible.builtin.shell: |
+                if [ {{ item }} = secondary ]; then
+                  printf '\\n│ Error: creating RDS instance: timeout\\n' >&2
+                  printf '│\\n│   with aws_db_instance.x\\n╵\\n' >&2
+                  exit 1
+                fi
+              loop: [primary, secondary]
+              changed_when: false
+        """))
+    r = engine.run_playbook(pb, inventory=INVENTORY, content_root=REPO,
+                            artifacts_dir=tmp_path / "art")
+    assert r.failure is not None and r.failure.task == "Apply each region"
+    assert r.failure.message == "item 'secondary': Error: creating RDS instance: timeout"

@@ -137,8 +137,11 @@ def lab_aws() -> Iterator[AwsLab]:
         if up.returncode != 0:  # keep what Ansible said: the state directory goes at the end
             kept = Path(tempfile.mkdtemp(prefix="drkit-aws-failed-up-"))
             shutil.copytree(state / "runs", kept / "runs", dirs_exist_ok=True)
+            # and what Terraform said, in the test log: a CI machine's files are not kept
+            said = "".join(p.read_text(errors="replace")[-4000:]
+                           for p in sorted(kept.glob("runs/*/stdout"))[-1:])
             pytest.fail(f"lab-aws up failed (runs kept in {kept}):\n{up.stdout[-3000:]}\n"
-                        f"{up.stderr[-3000:]}")
+                        f"{up.stderr[-3000:]}\n{said}")
         stop.set()
         yield lab
     finally:
