@@ -49,6 +49,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from drkit.files import atomic_write
+
 if TYPE_CHECKING:
     from drkit.config import LabConfig
 
@@ -370,7 +372,7 @@ def record(cfg: LabConfig) -> None:
                        "reason": str(getattr(cfg, "topology_reason", ""))}) + "\n"
     path = cfg.state_dir / RECORD
     if not path.is_file() or path.read_text() != text:
-        _write(path, text, 0o644)
+        atomic_write(path, text.encode("utf-8"), mode=0o644)
 
 
 def exists(name: str) -> bool:
@@ -510,23 +512,12 @@ def _ensure_keys(n: Net) -> int:
     auth = n.ssh_dir / "authorized_keys"
     pub = (n.client_key.with_suffix(".pub")).read_text()
     if not auth.is_file() or auth.read_text() != pub:
-        _write(auth, pub, 0o600)
+        atomic_write(auth, pub.encode("utf-8"), mode=0o600)
     known = "".join(f"{n.region(r).address} {n.host_key(r).with_suffix('.pub').read_text()}"
                     for r in ROLES)
     if not n.known_hosts.is_file() or n.known_hosts.read_text() != known:
-        _write(n.known_hosts, known, 0o644)
+        atomic_write(n.known_hosts, known.encode("utf-8"), mode=0o644)
     return changed
-
-
-def _write(path: Path, text: str, mode: int) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, mode)
-    os.rename(tmp, path)
 
 
 def _write_wrappers(n: Net) -> None:
@@ -537,7 +528,7 @@ def _write_wrappers(n: Net) -> None:
                 f"exec {IP} netns exec {n.ctl.netns} /usr/bin/{tool} \"$@\"\n")
         path = n.bin_dir / tool
         if not path.is_file() or path.read_text() != text:
-            _write(path, text, 0o755)
+            atomic_write(path, text.encode("utf-8"), mode=0o755)
 
 
 def _sshd_config(n: Net, role: str, env: dict[str, str]) -> str:
@@ -580,7 +571,7 @@ def _ensure_sshd(n: Net, role: str, env: dict[str, str]) -> int:
         return 0
     if pid is not None:
         _kill([pid])
-    _write(path, conf, 0o600)
+    atomic_write(path, conf.encode("utf-8"), mode=0o600)
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
     _run([SSHD, "-t", "-f", str(path)])
     full_env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", **env}

@@ -45,6 +45,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from drkit.files import atomic_write
+
 
 @dataclass(frozen=True)
 class ClientFigures:
@@ -80,13 +82,7 @@ class ClientFigures:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(tmp, path)
+    atomic_write(path, json.dumps(data).encode("utf-8"), mode=0o600)
 
 
 def run(api: str, token: str, run_id: str, out: Path, rate: float, timeout: float) -> int:
