@@ -1,11 +1,13 @@
 """A drill (issue 13: a package with seams). `model`: the typed values and the listener;
-`phases`: running phase playbooks through the runner passed in; `run`: the drill itself
-(locks, governance, evidence, rollback, resume, recover); the verdict is `drkit.judge`.
+`phases`: running phase playbooks through the runner passed in; `judge`: the verdict, a pure
+function of what was observed; `run`: the drill itself (locks, governance, evidence, rollback,
+resume, recover).
 
 Everything importable as `drkit.drill.X` before the split still is."""
 
 from __future__ import annotations
 
+from drkit.drill.judge import Finding, PhaseStatus, Verdict
 from drkit.drill.model import (
     CancelToken,
     DrillListener,
@@ -35,7 +37,6 @@ from drkit.drill.run import (
     run_drill,
 )
 from drkit.errors import RunFailed
-from drkit.judge import Finding, PhaseStatus, Verdict
 from drkit.targets import Target, target
 
 __all__ = ["CancelToken", "DrillListener", "DrillOptions", "DrillOutcome", "Finding",

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from drkit import engine
-from drkit.judge import Finding, PhaseStatus, Verdict
+from drkit.drill.judge import Finding, PhaseStatus, Verdict
 
 
 class PlaybookRunner(Protocol):

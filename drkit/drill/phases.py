@@ -14,9 +14,9 @@ import yaml
 
 from drkit import engine
 from drkit.config import Phase, Plan
+from drkit.drill.judge import PhaseStatus
 from drkit.drill.model import CancelToken, DrillListener, PhaseResult, PlaybookRunner
 from drkit.errors import BadInput
-from drkit.judge import PhaseStatus
 from drkit.targets import Target
 
 

@@ -25,9 +25,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from drkit import engine, judge
+from drkit import engine
 from drkit.config import Phase, Plan, Scenario
 from drkit.content import collection_dir
+from drkit.drill import judge
+from drkit.drill.judge import PhaseStatus, Verdict
 from drkit.drill.model import (
     CanaryFigures,
     CancelToken,
@@ -46,7 +48,6 @@ from drkit.drill.model import (
 from drkit.drill.phases import _now, _run_phases
 from drkit.errors import BadInput, DrkitError
 from drkit.files import under
-from drkit.judge import PhaseStatus, Verdict
 from drkit.targets import Target, target
 
 # ---------------------------------------------------------------------------------------------
@@ -190,6 +191,10 @@ def run_drill(
     with lock as lease, shared_cm as shared_lease:
         if shared_lease is not None:
             listeners.add("shared journal", shared.SharedJournal(shared_lease))
+            # A driver that lost its lease stops acting at once (issue 18): the running phase
+            # is cancelled, no further phase starts, nothing is rolled back (the environment
+            # is the new holder's now).
+            shared_lease.on_lost(lambda e: cancel.cancel(f"this driver lost its lease: {e}"))
         run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # evidence too (issue 15)
         _write_vars_file(run_dir, extravars)
         # Inside the lock: a drill refused because another one runs keeps its approval.
@@ -210,12 +215,12 @@ def run_drill(
             if not options.dry_run and not options.preflight_only and tgt.entry_url:
                 canary = _start_canary(tgt, run_id, options.canary_rate)
             _drive(plan, tgt, scenario, recovery, failback, left_out, outcome, extravars,
-                   options, listener, cancel, canary, run_dir, runner)
+                   options, listener, cancel, canary, run_dir, runner, lease=shared_lease)
         except DrkitError as e:
             # Once a drill runs, what goes wrong is part of its outcome and its evidence.
             outcome.verdict = Verdict.ABORTED
             outcome.reasons.append(f"could not complete: {e}")
-            if listeners.clock is not None and changes:
+            if listeners.clock is not None and changes and not shared.lost(shared_lease):
                 # The fault was injected (the clock started): never leave the environment
                 # half failed over because the drill could not go on.
                 try:
@@ -544,8 +549,11 @@ def _run_recovery(
     plan: Plan, tgt: Target, recovery: list[Phase], outcome: DrillOutcome,
     extravars: dict[str, Any], options: DrillOptions, listener: DrillListener,
     cancel: CancelToken, run_dir: Path, runner: PlaybookRunner | None = None,
+    lease: Any = None,
 ) -> tuple[list[PhaseResult], dict[str, Any], bool]:
-    """The recovery path: one run per stretch between gates (one run when there are none)."""
+    """The recovery path: one run per stretch between gates (one run when there are none).
+    With a shared lease (issue 18), one run per phase: the lease is proven (a fenced renewal)
+    before each phase starts, and a driver that lost it starts none."""
     results: list[PhaseResult] = []
     stats: dict[str, Any] = {}
     if options.resume is not None:
@@ -555,9 +563,11 @@ def _run_recovery(
             listener.clock_started(options.resume.clock_started_at)
         # (run_drill already left the finished phases out of `recovery`.)
         results += [p for p in options.resume.done if p.status == PhaseStatus.OK]
+    from drkit.drill import shared
+
     segments: list[list[Phase]] = []
     for ph in recovery:
-        if not segments or (ph.gate and not options.dry_run):
+        if not segments or (ph.gate and not options.dry_run) or lease is not None:
             segments.append([])
         segments[-1].append(ph)
     cancelled = False
@@ -574,6 +584,11 @@ def _run_recovery(
                 results += [PhaseResult(p.name, PhaseStatus.SKIPPED, None, None)
                             for s in segments[i:] for p in s]
                 return results, stats, True
+        if lease is not None and not shared.still_held(lease, cancel):
+            results += [PhaseResult(p.name, PhaseStatus.SKIPPED, None, None, (),
+                                    "not started: this driver lost its lease")
+                        for s in segments[i:] for p in s]
+            return results, stats, True
         label = "recovery" if i == 0 else f"recovery-{i + 1}"
         # A dry run breaks nothing, so no recovery clock runs.
         clock = None if options.dry_run else next((p.name for p in seg if p.starts_clock), None)
@@ -609,13 +624,16 @@ def _drive(
     plan: Plan, tgt: Target, scenario: Scenario, recovery: list[Phase], failback: list[Phase],
     left_out: list[Phase], outcome: DrillOutcome, extravars: dict[str, Any],
     options: DrillOptions, listener: DrillListener, cancel: CancelToken, canary: Any,
-    run_dir: Path, runner: PlaybookRunner | None = None,
+    run_dir: Path, runner: PlaybookRunner | None = None, lease: Any = None,
 ) -> None:
     """Run the phases, roll back when needed, collect what was observed; then judge it."""
+    from drkit.drill import shared
+
     mode = judge.Mode.CHECK if options.preflight_only else (
         judge.Mode.DRY_RUN if options.dry_run else judge.Mode.DRILL)
     results, stats, run_cancelled = _run_recovery(plan, tgt, recovery, outcome, extravars,
-                                                  options, listener, cancel, run_dir, runner)
+                                                  options, listener, cancel, run_dir, runner,
+                                                  lease)
     outcome.phases = list(results)
     outcome.preflight = stats.get("drkit_preflight")
     smoke = stats.get("drkit_smoke") or {}
@@ -675,16 +693,31 @@ def _drive(
                 announced = True
         preflight_failed = failed is not None and not died and failed.name == recovery[0].name \
             and not destructive_started
-        if cancelled or (failed is not None and not preflight_failed):
+        if shared.lost(lease):
+            # The environment is the lease's new holder's: this driver touches it no more.
+            outcome.reasons.append("this driver lost its lease: it ran no rollback and no "
+                                   "failback; the lease's new holder owns the environment "
+                                   "(`drkit drill status`; `drkit drill recover`)")
+        elif cancelled or (failed is not None and not preflight_failed):
             if destructive_started or cancelled:
                 rollback = _rollback(plan, tgt, scenario, outcome, extravars, listener, run_dir,
                                      runner)
+        elif failed is None and failback and lease is not None and not shared.still_held(
+                lease, cancel):
+            aborted = cancel.reason
+            outcome.reasons.append("this driver lost its lease before failback: it ran no "
+                                   "failback and no rollback; the lease's new holder owns the "
+                                   "environment")
         elif failed is None and failback:
             fb_results, _ = _run_phases(plan, tgt, failback, label="failback", run_dir=run_dir,
                                         extravars=extravars, check=False, listener=listener,
                                         cancel=cancel, runner=runner)
             bad = next((p for p in fb_results if p.status != PhaseStatus.OK), None)
-            if bad is not None and (cancel.cancelled or bad.status == PhaseStatus.ERROR):
+            if bad is not None and shared.lost(lease):
+                aborted = cancel.reason
+                outcome.reasons.append("this driver lost its lease during failback: it ran no "
+                                       "rollback; the lease's new holder owns the environment")
+            elif bad is not None and (cancel.cancelled or bad.status == PhaseStatus.ERROR):
                 aborted = cancel.reason or f"failback phase {bad.name}: {bad.message}"
                 rollback = _rollback(plan, tgt, scenario, outcome, extravars, listener, run_dir,
                                      runner)

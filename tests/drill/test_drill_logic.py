@@ -29,7 +29,7 @@ def outcome(**kw: object) -> drill.DrillOutcome:
     return drill.DrillOutcome(**base)  # type: ignore[arg-type]
 
 
-# The verdict's rules (RTO, RPO, flows, ledger) are tested on drkit.judge itself, in
+# The verdict's rules (RTO, RPO, flows, ledger) are tested on drkit.drill.judge itself, in
 # test_judge.py; the drill's use of them through its runner seam in test_drill_seam.py.
 
 

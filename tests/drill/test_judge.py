@@ -1,4 +1,4 @@
-"""The judge (drkit.judge): a pure function of observations. Property-based: hundreds of
+"""The judge (drkit.drill.judge): a pure function of observations. Property-based: hundreds of
 generated observation sets, and no PASS without every observation the verdict needs."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drkit.judge import (
+from drkit.drill.judge import (
     DataObservation,
     FlowObservation,
     Mode,
