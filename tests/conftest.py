@@ -400,11 +400,26 @@ def lab(lab_session: LabHandle, request: pytest.FixtureRequest) -> LabHandle:
     return lab_session
 
 
+FOLDER_TIMES: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: Any) -> None:
+    """Time per folder (or top-level file), setup to teardown: to split scripts/test."""
+    path = report.nodeid.split("::")[0]
+    folder = path if path.count("/") < 2 else path.rsplit("/", 1)[0]  # tests/x.py, tests/dir
+    FOLDER_TIMES[folder] = FOLDER_TIMES.get(folder, 0.0) + report.duration
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """How often the session built or repaired its lab, and what it cost (issue 13: CI time)."""
+    """Where the session's time went per folder, and how often it built or repaired its lab
+    and what that cost (issue 13: CI time)."""
+    tr = terminalreporter
+    if FOLDER_TIMES:
+        tr.section("time per folder (setup + call + teardown)")
+        for folder, seconds in sorted(FOLDER_TIMES.items(), key=lambda kv: -kv[1]):
+            tr.write_line(f"{seconds:7.1f}s {folder}")
     if not LAB_SETUPS:
         return
-    tr = terminalreporter
     tr.section("lab setups (build, and repairs before a test)")
     for nodeid, kind, seconds in LAB_SETUPS:
         tr.write_line(f"{seconds:7.1f}s {kind:8} {nodeid}")
