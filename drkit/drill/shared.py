@@ -8,6 +8,8 @@
   detached (setsid) on the surviving region's execution node, and the controller only follows
   the journal; killing the controller leaves the drill running to its end (and its rollback).
 - `follow`: the journal of a run until its result (drkit drill attach).
+- `still_held` / `lost`: a driver proves its lease before each phase and stops acting (no phase,
+  no rollback) once it lost it: the environment is the new holder's.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from drkit.drill.model import DrillListener, DrillOutcome, PhaseResult, Targets
+from drkit.drill.model import CancelToken, DrillListener, DrillOutcome, PhaseResult, Targets
 from drkit.errors import BadInput, RunFailed
 
 if TYPE_CHECKING:
@@ -43,6 +45,24 @@ def shared_lease(plan: Plan, env_name: str, command: str, run_id: str,
     ttl = plan.environment(env_name).state.lease  # type: ignore[union-attr]
     with holding(state, env_name, command, run_id=run_id, ttl=ttl, node=node) as lease:
         yield lease
+
+
+def still_held(lease: HeldLease, cancel: CancelToken) -> bool:
+    """Before a phase starts: prove the lease is still this driver's (a fenced renewal). False
+    when it was lost (the lease's on_lost callback cancelled the drill): start nothing more."""
+    from drkit.state import LeaseLost
+
+    try:
+        lease.check()
+    except LeaseLost as e:
+        cancel.cancel(f"this driver lost its lease: {e}")
+        return False
+    return True
+
+
+def lost(lease: HeldLease | None) -> bool:
+    """Whether this driver lost its shared lease (it may not act on the environment)."""
+    return lease is not None and lease.lost is not None
 
 
 def _iso(at: datetime | None) -> str | None:

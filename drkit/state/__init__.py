@@ -253,6 +253,25 @@ class HeldLease:
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
         self.lost: LeaseLost | None = None
+        self._on_lost: list[Callable[[LeaseLost], None]] = []
+
+    def on_lost(self, callback: Callable[[LeaseLost], None]) -> None:
+        """Call `callback` once, from whichever thread finds out, when this holder loses the
+        lease: a driver must stop acting then (its phases, not only its writes)."""
+        self._on_lost.append(callback)
+        if self.lost is not None:
+            callback(self.lost)
+
+    def _lose(self, lost: LeaseLost) -> LeaseLost:
+        first = self.lost is None
+        self.lost = lost
+        if first:
+            for callback in self._on_lost:
+                try:
+                    callback(lost)
+                except Exception:  # noqa: BLE001 - one listener must not hide the loss
+                    pass
+        return lost
 
     @property
     def token(self) -> int:
@@ -271,15 +290,35 @@ class HeldLease:
         except Conflict:
             now_held = self.state.lease(self.record.environment)
             who = now_held.describe() if now_held else "nobody"
-            self.lost = LeaseLost(
+            raise self._lose(LeaseLost(
                 f"the lease of environment {self.record.environment!r} (fencing token "
                 f"{self.record.token}) was lost: it is now held by {who}; this controller "
-                "writes nothing more (its lease expired before it renewed it)")
-            raise self.lost from None
+                "writes nothing more (its lease expired before it renewed it)")) from None
 
     def renew(self) -> None:
         with self._lock:
             self._fence()
+
+    def check(self) -> None:
+        """Prove this holder still holds the lease, now: a fenced renewal. LeaseLost when the
+        lease was taken over, or when the backend cannot be reached and the lease ran out
+        meanwhile (nobody can say it is still ours); a backend that hiccups while the lease
+        still has time left is not a loss (nobody can take a live lease)."""
+        with self._lock:
+            try:
+                self._fence()
+            except EnvironmentProblem as e:
+                if isinstance(e, LeaseLost):
+                    raise
+                self._expire_if_due(e)
+
+    def _expire_if_due(self, why: EnvironmentProblem) -> None:
+        # A margin for clocks and the time the failed request took.
+        if self.state.clock() >= self.record.expires_at - min(5.0, self.ttl / 10):
+            raise self._lose(LeaseLost(
+                f"the lease of environment {self.record.environment!r} (fencing token "
+                f"{self.record.token}) ran out: it could not be renewed ({why}); another "
+                "controller may hold it now, so this one acts no more")) from None
 
     def append(self, kind: str, data: dict[str, Any] | None = None) -> int:
         """Add a journal entry (fenced); its sequence number."""
@@ -332,13 +371,16 @@ class HeldLease:
         interval = every or max(self.ttl / 3, 0.2)
 
         def loop() -> None:
-            while not self._stop.wait(interval):
+            wait = interval
+            while not self._stop.wait(wait):
+                etag = self.etag
                 try:
-                    self.renew()
+                    self.check()
                 except LeaseLost:
-                    return
-                except EnvironmentProblem:
-                    continue  # the backend hiccuped: try again before the lease runs out
+                    return  # (its on_lost callbacks were told)
+                # A renewal the backend refused: try again soon, so the loss (if the lease runs
+                # out meanwhile) is found before another controller can take the lease.
+                wait = interval if self.etag != etag else min(interval, 1.0)
 
         self._renewer = threading.Thread(target=loop, name="drkit-lease", daemon=True)
         self._renewer.start()
