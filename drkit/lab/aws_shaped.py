@@ -212,19 +212,28 @@ def up(plan: Plan, listener: RunListener | None = None) -> EstateStatus:
         lab.up(plan, listener=listener)
         write_cli_config(aws_dir(cfg) / "terraformrc", mirror)
         start_follower(plan, cfg)
-        result = lab.run(plan, ESTATE_PLAYBOOK, listener=listener,
-                         inventory=plan.inventory(environment(plan)),
-                         extravars={"drkit_tf_binary": tf})
-        if not result.ok:
+        failed: list[str] = []
+        # Twice at most: an apply that fails under load can leave its state lock behind (its
+        # release failed too), and the playbook's own retries then all fail on that lock. The
+        # second run releases it first (tf_backend release_locks) and Terraform converges.
+        for _ in range(2):
+            result = lab.run(plan, ESTATE_PLAYBOOK, listener=listener,
+                             inventory=plan.inventory(environment(plan)),
+                             extravars={"drkit_tf_binary": tf})
+            if result.ok:
+                break
             what = (str(result.failure) if result.failure
                     else f"ansible-playbook exited {result.rc}")
-            raise RunFailed(f"lab-aws up: building the estate failed: {what} (output: "
-                            f"{result.stdout_path})")
+            failed.append(f"{what} (output: {result.stdout_path})")
+        else:
+            raise RunFailed("lab-aws up: building the estate failed twice: "
+                            + "; then ".join(failed))
         st = wait_converged(plan, timeout=60)
     if not st.up:
         raise RunFailed(f"lab-aws up: {st.message}")
-    return EstateStatus(True, f"AWS-shaped lab up: {st.message}", st.follower_pid, st.estate,
-                        st.follower, time.monotonic() - started)
+    again = f" (the first build failed: {failed[0]}; the second converged)" if failed else ""
+    return EstateStatus(True, f"AWS-shaped lab up: {st.message}{again}", st.follower_pid,
+                        st.estate, st.follower, time.monotonic() - started)
 
 
 def environment(plan: Plan) -> str:

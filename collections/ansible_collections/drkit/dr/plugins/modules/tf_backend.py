@@ -31,6 +31,14 @@ options:
     description: The region of both (the third region).
     type: str
     required: true
+  release_locks:
+    description:
+      - Delete the state locks held in the table (not Terraform's C(-md5) digests).
+      - Only for a backend that one caller applies at a time (the lab's, under the lab's own
+        lock), where a lock can only be one that a failed apply could not release and that
+        would fail every later apply. Never for a shared backend.
+    type: bool
+    default: false
 author: drkit maintainers (@drkit)
 extends_documentation_fragment:
   - drkit.dr.aws.endpoint
@@ -58,6 +66,11 @@ table_status:
   description: The lock table's status after the call.
   returned: always
   type: str
+released:
+  description: The state locks deleted (their LockID and who held them), with O(release_locks).
+  returned: always
+  type: list
+  elements: str
 """
 
 import time
@@ -72,6 +85,7 @@ def main() -> None:
             "table": {"type": "str", "required": True},
             "region": {"type": "str", "required": True},
             "endpoint_url": {"type": "str"},
+            "release_locks": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
@@ -92,7 +106,8 @@ def main() -> None:
             if e.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket"):
                 raise
             if module.check_mode:
-                module.exit_json(changed=True, created=["bucket"], versioning="", table_status="")
+                module.exit_json(changed=True, created=["bucket"], released=[],
+                                 versioning="", table_status="")
             args = {"Bucket": p["bucket"]}
             if p["region"] != "us-east-1":
                 args["CreateBucketConfiguration"] = {"LocationConstraint": p["region"]}
@@ -111,7 +126,7 @@ def main() -> None:
             table = ddb.describe_table(TableName=p["table"])["Table"]
         except ddb.exceptions.ResourceNotFoundException:
             if module.check_mode:
-                module.exit_json(changed=True, created=created + ["table"],
+                module.exit_json(changed=True, created=created + ["table"], released=[],
                                  versioning=versioning, table_status="")
             ddb.create_table(
                 TableName=p["table"], BillingMode="PAY_PER_REQUEST",
@@ -132,8 +147,21 @@ def main() -> None:
                              f"and an active table keyed by LockID; seen versioning "
                              f"{versioning!r}, table {table['TableStatus']} keyed by {keys}",
                          created=created)
-    module.exit_json(changed=bool(created), created=created, versioning=versioning,
-                     table_status=table["TableStatus"])
+    released: list[str] = []
+    if p["release_locks"]:
+        try:
+            for item in ddb.scan(TableName=p["table"])["Items"]:
+                lock_id = item.get("LockID", {}).get("S", "")
+                if "Info" not in item or lock_id.endswith("-md5"):
+                    continue  # the state's digest, not a lock
+                if not module.check_mode:
+                    ddb.delete_item(TableName=p["table"], Key={"LockID": {"S": lock_id}})
+                released.append(f"{lock_id} ({item['Info']['S']})")
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
+            module.fail_json(msg=f"Terraform backend in {p['region']}: releasing locks: {e}",
+                             created=created)
+    module.exit_json(changed=bool(created or released), created=created, released=released,
+                     versioning=versioning, table_status=table["TableStatus"])
 
 
 if __name__ == "__main__":
