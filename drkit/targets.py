@@ -94,7 +94,8 @@ def _target(plan: Plan, env_name: str) -> Target:
             state_dir=cfg.state_dir,
             extravars={**lab.extravars(plan), **base},
             envvars=lab.envvars(plan),
-            entry_url=f"https://127.0.0.1:{cfg.ports['https']}",
+            # (from inside the lab's network, issue 18: the edge's address)
+            entry_url=f"https://{lab._netns().service_host(cfg)}:{cfg.ports['https']}",
             ca_file=str(cfg.state_dir / "ca" / "ca.crt"),
             secrets=tuple(getattr(lab, "secrets", lambda _p: ())(plan)),
             api_token=lab.api_token(plan),

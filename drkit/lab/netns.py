@@ -225,6 +225,33 @@ def free_cidr(rng: Any = None) -> str:
 # what playbooks get
 
 
+def here(cfg: LabConfig) -> Member | None:
+    """The lab namespace this process runs in (a drill's driver on an execution node inside a
+    region, issue 18), or None: the host's namespace, or one that is not this lab's. Compared
+    as `ip netns identify` does: the namespace file's device and inode."""
+    if topology(cfg) != Topology.NAMESPACES:
+        return None
+    try:
+        mine = os.stat("/proc/thread-self/ns/net")
+    except OSError:
+        return None
+    for m in net(cfg).members:
+        try:
+            st = os.stat(NETNS_DIR / m.netns)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino):
+            return m
+    return None
+
+
+def service_host(cfg: LabConfig) -> str:
+    """Where this process reaches the lab's host-side services (the HTTPS entry point, moto):
+    the host's loopback, or, from inside one of the lab's namespaces, the edge's address, where
+    HAProxy binds the entry point and forwards moto (playbooks/templates/haproxy.cfg.j2)."""
+    return net(cfg).edge.address if here(cfg) is not None else "127.0.0.1"
+
+
 def extravars(cfg: LabConfig) -> dict[str, Any]:
     """drkit_lab_topology and, with namespaces, drkit_lab_net (what inventories/lab uses to
     make region-primary/region-secondary real SSH hosts)."""
@@ -233,6 +260,12 @@ def extravars(cfg: LabConfig) -> dict[str, Any]:
     if topo != Topology.NAMESPACES:
         return out
     n = net(cfg)
+    host = service_host(cfg)
+    if host != "127.0.0.1":
+        # issue 18: a run from inside the lab's network (the surviving region's execution
+        # node) reaches moto and the entry point on the edge (extra vars win over group_vars).
+        out["drkit_aws_endpoint_url"] = f"http://{host}:{cfg.ports['moto']}"
+        out["drkit_entry_url"] = f"https://{host}:{cfg.ports['https']}"
     opts = [f"-o UserKnownHostsFile={n.known_hosts}", "-o StrictHostKeyChecking=yes",
             "-o IdentitiesOnly=yes", "-o BatchMode=yes", "-o ConnectTimeout=5",
             "-o ServerAliveInterval=2", "-o ServerAliveCountMax=3"]
