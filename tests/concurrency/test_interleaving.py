@@ -93,14 +93,20 @@ def _all_refused(contenders: dict[str, Callable[[], Any]], holder: Holder) -> No
         assert holder.describe() in str(e), (name, str(e))
 
 
-def _cli_refused(plan_path: Path, holder: Holder) -> None:
-    """The same through the installed CLI, all four at once: exit 2, one line on stderr."""
+def _cli_start(plan_path: Path) -> dict[str, subprocess.Popen[str]]:
+    """The four contenders through the installed CLI, all at once (judged by _cli_refused)."""
     argvs = {"drill run": ["drill", "run", "region-failover", "--env", "lab"],
              "runbook run": ["runbook", "run", "cert-rotation", "--env", "lab", "--yes"],
              "lab up": ["lab", "up"], "lab down": ["lab", "down"]}
-    procs = {name: _start(*argv, plan=plan_path) for name, argv in argvs.items()}
-    for name, proc in procs.items():
-        rc, out, err = _finish(proc, timeout=120)
+    return {name: _start(*argv, plan=plan_path) for name, argv in argvs.items()}
+
+
+def _cli_refused(procs: dict[str, subprocess.Popen[str]], holder: Holder) -> None:
+    """Each CLI contender: exit 2, one line on stderr naming the holder."""
+    # Every contender ends before any is judged: one that got through (say `lab down`) must not
+    # outlive this test and hold the lab against the next ones.
+    finished = {name: _finish(proc, timeout=120) for name, proc in procs.items()}
+    for name, (rc, out, err) in finished.items():
         lines = err.strip().splitlines()
         assert rc == 2 and len(lines) == 1, (name, rc, out[-500:], err[-1500:])
         assert holder.describe() in lines[0] and "nothing was changed" in lines[0], lines[0]
@@ -141,6 +147,7 @@ def test_drill_first_every_other_command_is_refused_before_during_and_after_the_
     holder = _wait_holder(lab, drill, "drill run region-failover")
     assert holder.run_id
     seen: list[str] = []
+    cli: dict[str, subprocess.Popen[str]] = {}
     try:
         for moment in ("before", "during", "after"):
             if not wait_until(lambda m=moment: _moment(lab, holder.run_id) == m or
@@ -151,10 +158,17 @@ def test_drill_first_every_other_command_is_refused_before_during_and_after_the_
             _all_refused(contenders, holder)
             if _moment(lab, holder.run_id) == moment:  # still there after every contender
                 seen.append(moment)
-            if moment == "after":
-                _cli_refused(plan_path, holder)
+            if moment == "before":
+                # The CLI round starts while the whole recovery and failback are still ahead:
+                # four processes starting on a loaded machine take seconds, and a drill that
+                # ended meanwhile would let `lab down` through (seen once when it ran "after").
+                cli = _cli_start(plan_path)
+        _cli_refused(cli, holder)
         rc, out, err = _finish(drill)
     finally:
+        for proc in cli.values():
+            if proc.poll() is None:
+                proc.wait(timeout=300)
         if drill.poll() is None:
             drill.send_signal(signal.SIGINT)  # its rollback restores service
             drill.wait(timeout=300)
