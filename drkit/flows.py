@@ -65,6 +65,10 @@ class FlowResult:
     status: FlowStatus
     duration_s: float
     detail: str
+    # False: not run, its round stopped at an earlier flow's failure. A value, so the drill's
+    # verdict never reads it back from the detail's words (issue 13); SmokeOutcome's JSON
+    # lists these flows in `not_reached`.
+    reached: bool = True
 
     @property
     def passed(self) -> bool:
@@ -99,6 +103,7 @@ class SmokeOutcome:
             "green_at": _iso(self.green_at) if self.green_at else None,
             "attempts": self.attempts,
             "results": [r.to_json() for r in self.results],
+            "not_reached": [r.flow for r in self.results if not r.reached],
         }
 
 
@@ -533,7 +538,8 @@ def _run_round(
             # This round cannot be all green any more; retry sooner instead of spending up to
             # a request timeout per remaining flow.
             results.extend(
-                FlowResult(rest, FlowStatus.FAIL, 0.0, f"not run: {name} failed in this round")
+                FlowResult(rest, FlowStatus.FAIL, 0.0, f"not run: {name} failed in this round",
+                           reached=False)
                 for rest in flows[i + 1 :]
             )
             break

@@ -1,18 +1,23 @@
 """The drill's domain values and its observer: what a run is asked to do (`DrillOptions`), what
-it observed (`PhaseResult`, `DrillOutcome`, `Recovery`), gates, resume points, the listener
-hooks and the cancel token. No I/O here."""
+it observed (`PhaseResult`, `SmokeRun`, `DrillOutcome`, `Recovery`), gates, resume points, the
+listener hooks and the cancel token. Every value is frozen; `OutcomeBuilder` is the one thing
+a run fills in, and it hands out frozen `DrillOutcome`s. No I/O here."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from drkit import engine
 from drkit.drill.judge import Finding, PhaseStatus, Verdict
+
+if TYPE_CHECKING:
+    from drkit.flows import FlowResult, Reconciliation
 
 
 class PlaybookRunner(Protocol):
@@ -143,15 +148,66 @@ class ResumedFrom:
         return {"run_id": self.run_id, "evidence_id": self.evidence_id}
 
 
-# JSON a phase playbook published (set_stats: drkit_smoke's results, drkit_preflight) or a
-# reconciliation as the evidence records it: kept as published, never interpreted from text.
-Published = dict[str, Any]
+@dataclass(frozen=True)
+class Published:
+    """JSON a phase playbook published with set_stats whose shape is the scenario's own (the
+    preflight's readiness facts, `drkit_preflight`): reported as published, never decided on.
+    Kept as JSON text, so nothing can change it after the run."""
+
+    text: str
+
+    @classmethod
+    def of(cls, data: Any) -> Published:
+        return cls(json.dumps(data, default=str))
+
+    def to_json(self) -> Any:
+        return json.loads(self.text)
 
 
-@dataclass
+@dataclass(frozen=True)
+class SmokeRun:
+    """What the smoke step published (drkit.dr.smoke's `drkit_smoke`): each flow's result as
+    seen through `entry`, and the end of the first all-green round (None: there was none)."""
+
+    entry: str | None
+    green_at: datetime | None
+    results: tuple[FlowResult, ...]
+
+    @classmethod
+    def published(cls, data: Any) -> SmokeRun | None:
+        """Parsed from the published JSON; None when it holds no list of results. A flow the
+        round never ran is the action's `not_reached` list (issue 13), never a reading of the
+        detail's words."""
+        from drkit.flows import FlowResult, FlowStatus
+
+        if not isinstance(data, dict) or not isinstance(data.get("results"), list):
+            return None
+        skipped = data.get("not_reached")
+        not_reached = {str(f) for f in skipped} if isinstance(skipped, list) else set()
+        results = tuple(
+            FlowResult(str(r.get("flow")),
+                       FlowStatus.PASS if r.get("status") == "pass" else FlowStatus.FAIL,
+                       float(r.get("duration_s") or 0.0), str(r.get("detail") or ""),
+                       reached=str(r.get("flow")) not in not_reached)
+            for r in data["results"] if isinstance(r, dict))
+        green = data.get("green_at")
+        try:
+            green_at = _parse_ts(green) if isinstance(green, str) and green else None
+        except ValueError:
+            green_at = None  # not a time: no all-green moment was observed
+        entry = data.get("entry")
+        return cls(str(entry) if entry else None, green_at, results)
+
+
+def _parse_ts(value: str) -> datetime:
+    d = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return d if d.tzinfo else d.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
 class DrillOutcome:
-    """The record a drill builds as it runs (the drill is its only writer; listeners read it).
-    Every value in it is typed and frozen; the record itself fills in as phases end."""
+    """What a drill observed and decided, frozen: listeners, the run folder's summary, the
+    evidence and the caller get it from the run's `OutcomeBuilder`."""
 
     id: str
     scenario: str
@@ -160,7 +216,7 @@ class DrillOutcome:
     started_at: datetime
     ended_at: datetime
     targets: Targets
-    phases: list[PhaseResult]
+    phases: tuple[PhaseResult, ...]
     dry_run: bool = False
     rto_s: float | None = None
     clock_started_at: datetime | None = None
@@ -173,21 +229,21 @@ class DrillOutcome:
     canary_first_failure: tuple[datetime, datetime] | None = None
     rpo_s: float | None = None
     lost_payments: int | None = None
-    smoke: list[Published] = field(default_factory=list)
-    reconciliation: Published | None = None
-    after_failback: Published | None = None
+    smoke: tuple[FlowResult, ...] = ()
+    reconciliation: Reconciliation | None = None
+    after_failback: Reconciliation | None = None
     canary: CanaryFigures | None = None
     preflight: Published | None = None
-    findings: list[Finding] = field(default_factory=list)
-    reasons: list[str] = field(default_factory=list)
-    observed: list[str] = field(default_factory=list)  # what the verdict rests on, in words
-    warnings: list[str] = field(default_factory=list)  # e.g. a listener switched off
-    missing: list[str] = field(default_factory=list)  # what it needed and did not observe
+    findings: tuple[Finding, ...] = ()
+    reasons: tuple[str, ...] = ()
+    observed: tuple[str, ...] = ()  # what the verdict rests on, in words
+    warnings: tuple[str, ...] = ()  # e.g. a listener switched off
+    missing: tuple[str, ...] = ()  # what it needed and did not observe
     evidence_id: str | None = None
     # sealing's warnings (anchor or time stamp not obtained, key not pinned): the record is sealed
-    evidence_warnings: list[str] = field(default_factory=list)
+    evidence_warnings: tuple[str, ...] = ()
     artifacts_dir: Path | None = None
-    gates: list[GateDecision] = field(default_factory=list)
+    gates: tuple[GateDecision, ...] = ()
     resumed_from: ResumedFrom | None = None
 
     @property
@@ -217,10 +273,10 @@ class DrillOutcome:
             "dry_run": self.dry_run,
             # The run folder: summary, progress, each phase's artifacts, and vars.yml.
             "artifacts_dir": str(self.artifacts_dir) if self.artifacts_dir else None,
-            "reasons": self.reasons,
-            "observed": self.observed,
-            "missing": self.missing,
-            "warnings": self.warnings,
+            "reasons": list(self.reasons),
+            "observed": list(self.observed),
+            "missing": list(self.missing),
+            "warnings": list(self.warnings),
             "started_at": ts(self.started_at),
             "ended_at": ts(self.ended_at),
             "rto": {"target_s": self.targets.rto_s, "actual_s": self.rto_s,
@@ -242,14 +298,14 @@ class DrillOutcome:
                  "tasks": [_task_json(t) for t in p.tasks]}
                 for p in self.phases
             ],
-            "smoke": self.smoke,
-            "reconciliation": self.reconciliation,
-            "after_failback": self.after_failback,
+            "smoke": [r.to_json() for r in self.smoke],
+            "reconciliation": self.reconciliation.to_json() if self.reconciliation else None,
+            "after_failback": self.after_failback.to_json() if self.after_failback else None,
             "canary": self.canary.to_json() if self.canary else None,
-            "preflight": self.preflight,
+            "preflight": self.preflight.to_json() if self.preflight is not None else None,
             "findings": [asdict(f) for f in self.findings],
             "evidence": {"id": self.evidence_id} if self.evidence_id else None,
-            "evidence_warnings": self.evidence_warnings,
+            "evidence_warnings": list(self.evidence_warnings),
             "gates": [g.to_json() for g in self.gates],
             "resumed_from": self.resumed_from.to_json() if self.resumed_from else None,
         }
@@ -260,6 +316,66 @@ def _task_json(t: engine.TaskResult) -> dict[str, Any]:
             "started_at": t.started_at.isoformat().replace("+00:00", "Z"),
             "ended_at": t.ended_at.isoformat().replace("+00:00", "Z"),
             "duration_s": round(t.duration_s, 3), "message": t.message}
+
+
+@dataclass
+class OutcomeBuilder:
+    """The outcome while its drill runs: the drill is its only writer (phases end, the judge
+    decides, the evidence recorder seals), and `build()` hands out the frozen `DrillOutcome`
+    that listeners, the summary and the caller get. Fields as DrillOutcome's, lists where it
+    has tuples (tests/drill/test_model.py keeps the two in step)."""
+
+    id: str
+    scenario: str
+    environment: str
+    started_at: datetime
+    targets: Targets
+    dry_run: bool = False
+    artifacts_dir: Path | None = None
+    verdict: Verdict = Verdict.FAIL
+    ended_at: datetime | None = None  # None: still running (built as the start)
+    phases: list[PhaseResult] = field(default_factory=list)
+    rto_s: float | None = None
+    clock_started_at: datetime | None = None
+    clock_stopped_at: datetime | None = None
+    clock_started_source: str | None = None
+    clock_stopped_source: str | None = None
+    canary_first_failure: tuple[datetime, datetime] | None = None
+    rpo_s: float | None = None
+    lost_payments: int | None = None
+    smoke: tuple[FlowResult, ...] = ()
+    reconciliation: Reconciliation | None = None
+    after_failback: Reconciliation | None = None
+    canary: CanaryFigures | None = None
+    preflight: Published | None = None
+    findings: list[Finding] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    observed: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    evidence_id: str | None = None
+    evidence_warnings: list[str] = field(default_factory=list)
+    gates: list[GateDecision] = field(default_factory=list)
+    resumed_from: ResumedFrom | None = None
+
+    def build(self) -> DrillOutcome:
+        return DrillOutcome(
+            id=self.id, scenario=self.scenario, environment=self.environment,
+            verdict=self.verdict, started_at=self.started_at,
+            ended_at=self.ended_at or self.started_at, targets=self.targets,
+            phases=tuple(self.phases), dry_run=self.dry_run, rto_s=self.rto_s,
+            clock_started_at=self.clock_started_at, clock_stopped_at=self.clock_stopped_at,
+            clock_started_source=self.clock_started_source,
+            clock_stopped_source=self.clock_stopped_source,
+            canary_first_failure=self.canary_first_failure, rpo_s=self.rpo_s,
+            lost_payments=self.lost_payments, smoke=self.smoke,
+            reconciliation=self.reconciliation, after_failback=self.after_failback,
+            canary=self.canary, preflight=self.preflight, findings=tuple(self.findings),
+            reasons=tuple(self.reasons), observed=tuple(self.observed),
+            warnings=tuple(self.warnings), missing=tuple(self.missing),
+            evidence_id=self.evidence_id, evidence_warnings=tuple(self.evidence_warnings),
+            artifacts_dir=self.artifacts_dir, gates=tuple(self.gates),
+            resumed_from=self.resumed_from)
 
 
 class DrillListener:

@@ -20,10 +20,10 @@ import re
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drkit import engine
 from drkit.config import Phase, Plan, Scenario
@@ -38,17 +38,24 @@ from drkit.drill.model import (
     DrillOutcome,
     GateDecision,
     GateRequest,
+    OutcomeBuilder,
     PhaseResult,
     PlaybookRunner,
+    Published,
     Recovery,
     Resume,
     ResumedFrom,
+    SmokeRun,
     Targets,
+    _parse_ts,
 )
 from drkit.drill.phases import _now, _run_phases
 from drkit.errors import BadInput, DrkitError
 from drkit.files import under
 from drkit.targets import Target, target
+
+if TYPE_CHECKING:
+    from drkit.flows import Reconciliation
 
 # ---------------------------------------------------------------------------------------------
 # One drill per environment
@@ -134,11 +141,10 @@ def run_drill(
         "drkit_smoke_timeout_s": smoke_timeout,
         "drkit_python": _python(),
     }
-    started = _now()
-    outcome = DrillOutcome(
-        id=run_id, scenario=scenario_name, environment=env_name, verdict=Verdict.FAIL,
-        started_at=started, ended_at=started, targets=targets, phases=[],
-        dry_run=options.dry_run, artifacts_dir=run_dir,
+    # Filled in as the run goes; listeners, the summary and the caller get it frozen (build).
+    outcome = OutcomeBuilder(
+        id=run_id, scenario=scenario_name, environment=env_name, started_at=_now(),
+        targets=targets, dry_run=options.dry_run, artifacts_dir=run_dir,
     )
     # A dry run or a preflight check proves no recovery, so it leaves no drill record (it would
     # count as a drill in `drkit status`); its summary and artifacts stay in the run directory.
@@ -207,7 +213,7 @@ def run_drill(
             # Before the caller's listener: it hears drill_finished with the evidence id.
             listeners.add(f"evidence recorder (record {rec.id} stays open; `drkit drill "
                           "recover` seals it as interrupted)",
-                          _Evidence(plan, rec, gov, run_dir, listeners), index=1)
+                          _Evidence(plan, rec, gov, run_dir, listeners, outcome), index=1)
         listener.drill_started(run_id, scenario_name, env_name, targets,
                                [p.name for p in recovery + failback])
         canary = None
@@ -239,12 +245,12 @@ def run_drill(
                 outcome.canary = CanaryFigures(options.canary_rate, len(canary.acked),
                                                canary.failures)
             outcome.ended_at = _now()
-            _write_summary(run_dir, outcome)
+            _write_summary(run_dir, outcome.build())
             # The evidence recorder seals the record; a listener that fails adds a warning.
-            listener.drill_finished(outcome)
-            _write_summary(run_dir, outcome)
-    _notify(plan, outcome, listener)
-    return outcome
+            listener.drill_finished(outcome.build())
+            _write_summary(run_dir, outcome.build())
+    _notify(plan, outcome.build(), listener)
+    return outcome.build()
 
 
 class _Listeners(DrillListener):
@@ -257,7 +263,7 @@ class _Listeners(DrillListener):
     It also keeps when the recovery clock started: the drill decides on a rollback from it, not
     from a listener that may have been switched off."""
 
-    def __init__(self, outcome: DrillOutcome) -> None:
+    def __init__(self, outcome: OutcomeBuilder) -> None:
         self.outcome = outcome
         self.members: list[tuple[str, DrillListener]] = []
         self.off: set[int] = set()
@@ -269,14 +275,17 @@ class _Listeners(DrillListener):
 
     def _call(self, hook: str, *args: Any) -> None:
         for label, member in list(self.members):
-            if id(member) in self.off:
-                continue
-            try:
-                getattr(member, hook)(*args)
-            except Exception as e:  # noqa: BLE001 - contained: reported, switched off
-                self.off.add(id(member))
-                self.outcome.warnings.append(
-                    f"{label} failed in {hook} and was switched off: {type(e).__name__}: {e}")
+            self._tell(label, member, hook, *args)
+
+    def _tell(self, label: str, member: DrillListener, hook: str, *args: Any) -> None:
+        if id(member) in self.off:
+            return
+        try:
+            getattr(member, hook)(*args)
+        except Exception as e:  # noqa: BLE001 - contained: reported, switched off
+            self.off.add(id(member))
+            self.outcome.warnings.append(
+                f"{label} failed in {hook} and was switched off: {type(e).__name__}: {e}")
 
     def drill_started(self, *a: Any) -> None:
         self._call("drill_started", *a)
@@ -301,14 +310,17 @@ class _Listeners(DrillListener):
         self._call("note", message)
 
     def drill_finished(self, outcome: DrillOutcome) -> None:
-        self._call("drill_finished", outcome)
+        # Each hears the outcome as it stands at its turn: with the evidence id the recorder
+        # before it obtained, and a warning naming a listener before it that failed.
+        for label, member in list(self.members):
+            self._tell(label, member, "drill_finished", self.outcome.build())
 
 
 class _Journal(DrillListener):
     """Writes progress.json as each phase ends, so a drill killed half way leaves what it
     finished and when its fault happened (for resume)."""
 
-    def __init__(self, run_dir: Path, outcome: DrillOutcome, scenario: str, environment: str,
+    def __init__(self, run_dir: Path, outcome: OutcomeBuilder, scenario: str, environment: str,
                  notes: DrillListener) -> None:
         self.path, self.outcome = run_dir / "progress.json", outcome
         self.scenario, self.environment = scenario, environment
@@ -417,12 +429,15 @@ class _Evidence(DrillListener):
     or the next drill (evidence.recover_interrupted)."""
 
     def __init__(self, plan: Plan, rec: Any, gov: _Governance, run_dir: Path,
-                 notes: DrillListener) -> None:
+                 notes: DrillListener, builder: OutcomeBuilder) -> None:
         self.plan, self.rec, self.gov, self.run_dir, self.notes = plan, rec, gov, run_dir, notes
+        self.builder = builder  # the sealed record's id goes into the drill's outcome
 
     def drill_finished(self, outcome: DrillOutcome) -> None:
-        _seal(self.plan, self.rec, outcome, self.gov, self.run_dir, self.notes)
-        _write_summary(self.run_dir, outcome)
+        self.builder.evidence_id = _seal(self.plan, self.rec, outcome, self.gov, self.run_dir,
+                                         self.notes)
+        self.builder.evidence_warnings.extend(self.rec.warnings)
+        _write_summary(self.run_dir, self.builder.build())
 
 
 def _write_vars_file(run_dir: Path, extravars: dict[str, Any]) -> None:
@@ -439,8 +454,9 @@ def _write_vars_file(run_dir: Path, extravars: dict[str, Any]) -> None:
 
 
 def _seal(plan: Plan, rec: Any, outcome: DrillOutcome, gov: _Governance, run_dir: Path,
-          listener: DrillListener) -> None:
-    """Phases, tasks and artifacts into the record, then seal it (signed, chained)."""
+          listener: DrillListener) -> str:
+    """Phases, tasks and artifacts into the record, then seal it (signed, chained); the sealed
+    record's id."""
     from drkit.governance import approvals, findings
 
     clock_phases = _clock_phases(plan.scenario(outcome.scenario))
@@ -479,10 +495,9 @@ def _seal(plan: Plan, rec: Any, outcome: DrillOutcome, gov: _Governance, run_dir
         "findings_register": register,
     }
     sealed = rec.seal(str(outcome.verdict), summary)
-    outcome.evidence_id = sealed.id
-    outcome.evidence_warnings.extend(rec.warnings)
     if gov.request is not None:
         approvals.record_run(plan, gov.request.id, run_id=outcome.id, evidence_id=sealed.id)
+    return str(sealed.id)
 
 
 def _clock_phases(scenario: Scenario) -> set[str]:
@@ -546,7 +561,7 @@ def _start_canary(tgt: Target, run_id: str, rate: float) -> Any:
 
 
 def _run_recovery(
-    plan: Plan, tgt: Target, recovery: list[Phase], outcome: DrillOutcome,
+    plan: Plan, tgt: Target, recovery: list[Phase], outcome: OutcomeBuilder,
     extravars: dict[str, Any], options: DrillOptions, listener: DrillListener,
     cancel: CancelToken, run_dir: Path, runner: PlaybookRunner | None = None,
     lease: Any = None,
@@ -607,7 +622,7 @@ def _run_recovery(
 
 
 def _ask_gate(phase: str, done: list[PhaseResult], nxt: list[str], options: DrillOptions,
-              outcome: DrillOutcome) -> GateDecision:
+              outcome: OutcomeBuilder) -> GateDecision:
     from drkit.evidence.recorder import operator
 
     who = options.operator or operator()
@@ -622,7 +637,7 @@ def _ask_gate(phase: str, done: list[PhaseResult], nxt: list[str], options: Dril
 
 def _drive(
     plan: Plan, tgt: Target, scenario: Scenario, recovery: list[Phase], failback: list[Phase],
-    left_out: list[Phase], outcome: DrillOutcome, extravars: dict[str, Any],
+    left_out: list[Phase], outcome: OutcomeBuilder, extravars: dict[str, Any],
     options: DrillOptions, listener: DrillListener, cancel: CancelToken, canary: Any,
     run_dir: Path, runner: PlaybookRunner | None = None, lease: Any = None,
 ) -> None:
@@ -635,9 +650,10 @@ def _drive(
                                                   options, listener, cancel, run_dir, runner,
                                                   lease)
     outcome.phases = list(results)
-    outcome.preflight = stats.get("drkit_preflight")
-    smoke = stats.get("drkit_smoke") or {}
-    outcome.smoke = list(smoke.get("results") or [])
+    if stats.get("drkit_preflight") is not None:
+        outcome.preflight = Published.of(stats["drkit_preflight"])
+    smoke = SmokeRun.published(stats.get("drkit_smoke"))
+    outcome.smoke = smoke.results if smoke is not None else ()
 
     by_name = {p.name: p for p in results}
     start_phase = next((p for p in recovery if p.starts_clock), None)
@@ -678,7 +694,7 @@ def _drive(
             assert fault_at is not None and tgt.entry_url is not None
             rec = flows.reconcile(tgt.entry_url, tgt.ca_file, outcome.id, list(canary.acked),
                                   fault_at, token=tgt.api_token, pack=tgt.pack())
-            outcome.reconciliation = _jsonable(rec)
+            outcome.reconciliation = rec
             outcome.rpo_s = rec.rpo_s
             outcome.lost_payments = rec.lost_count
         if not cancelled and failed is None and destructive_started:
@@ -739,7 +755,7 @@ def _drive(
                         raise
                     outcome.warnings.append(f"no reconciliation after failback: {e}")
                 else:
-                    outcome.after_failback = _jsonable(after)
+                    outcome.after_failback = after
     judged_phases = list(results)
     if mode == judge.Mode.DRILL:
         # Failback runs only after a recovery that held; otherwise it was not reached.
@@ -756,9 +772,10 @@ def _drive(
         outcome, smoke, aborted=aborted, rollback=rollback, canary=canary is not None)
     apply(outcome, judge.judge(obs), listener, announce=not announced)
     if outcome.clock_stopped_at is not None:
+        entry = smoke.entry if smoke is not None and smoke.entry else "the entry point"
         outcome.clock_stopped_source = (
-            f"the smoke phase's first round in which every flow passed through "
-            f"{smoke.get('entry') or 'the entry point'} (its green_at)")
+            f"the smoke phase's first round in which every flow passed through {entry} (its "
+            "green_at)")
 
 
 def clock_start(phase: str, phase_at: datetime, fault: Any,
@@ -796,20 +813,17 @@ def clock_start(phase: str, phase_at: datetime, fault: Any,
 
 
 def observations(mode: judge.Mode, phases: Sequence[PhaseResult], failback: set[str],
-                 flows: Sequence[str], outcome: DrillOutcome, smoke: dict[str, Any], *,
-                 aborted: str | None, rollback: PhaseResult | None,
+                 flows: Sequence[str], outcome: OutcomeBuilder | DrillOutcome,
+                 smoke: SmokeRun | None, *, aborted: str | None, rollback: PhaseResult | None,
                  canary: bool) -> judge.Observations:
     """What the run observed, as the judge's typed observations."""
     smoke_obs = None
-    results = smoke.get("results")
-    if isinstance(results, list) and smoke.get("entry"):
-        green = smoke.get("green_at")
+    if smoke is not None and smoke.entry:
         smoke_obs = judge.SmokeObservation(
-            entry=str(smoke["entry"]),
-            flows=tuple(judge.FlowObservation(str(r.get("flow")), r.get("status") == "pass",
-                                              str(r.get("detail") or ""))
-                        for r in results if isinstance(r, dict)),
-            green_at=_parse_ts(green) if isinstance(green, str) and green else None)
+            entry=smoke.entry,
+            flows=tuple(judge.FlowObservation(r.flow, r.passed, r.detail, reached=r.reached)
+                        for r in smoke.results),
+            green_at=smoke.green_at)
     return judge.Observations(
         mode=mode,
         phases=tuple(judge.PhaseObservation(p.name, p.status, p.message, p.postconditions,
@@ -829,18 +843,15 @@ def observations(mode: judge.Mode, phases: Sequence[PhaseResult], failback: set[
     )
 
 
-def _data_obs(rec: dict[str, Any] | None) -> judge.DataObservation | None:
-    if not rec or rec.get("rpo_s") is None:
+def _data_obs(rec: Reconciliation | None) -> judge.DataObservation | None:
+    if rec is None:
         return None
-    ledger = rec.get("ledger")
-    balanced = ledger.get("balanced") if isinstance(ledger, dict) else None
     return judge.DataObservation(
-        acknowledged=int(rec.get("acked_count") or 0), present=int(rec.get("present_count") or 0),
-        lost=int(rec.get("lost_count") or 0), rpo_s=float(rec["rpo_s"]),
-        ledger_balanced=balanced if isinstance(balanced, bool) else None)
+        acknowledged=rec.acked_count, present=rec.present_count, lost=rec.lost_count,
+        rpo_s=rec.rpo_s, ledger_balanced=rec.ledger_balanced)
 
 
-def apply(outcome: DrillOutcome, j: judge.Judgement, listener: DrillListener, *,
+def apply(outcome: OutcomeBuilder, j: judge.Judgement, listener: DrillListener, *,
           announce: bool = True) -> None:
     """The judgement into the outcome: verdict, reasons, findings, what was observed, RTO."""
     outcome.verdict = j.verdict
@@ -855,7 +866,7 @@ def apply(outcome: DrillOutcome, j: judge.Judgement, listener: DrillListener, *,
             listener.clock_stopped(j.clock_stopped_at, j.rto_s)
 
 
-def _rollback(plan: Plan, tgt: Target, scenario: Scenario, outcome: DrillOutcome,
+def _rollback(plan: Plan, tgt: Target, scenario: Scenario, outcome: OutcomeBuilder,
               extravars: dict[str, Any], listener: DrillListener, run_dir: Path,
               runner: PlaybookRunner | None = None) -> PhaseResult | None:
     """Bring payments back whatever state the phases left. Never cancelled itself."""
@@ -868,18 +879,6 @@ def _rollback(plan: Plan, tgt: Target, scenario: Scenario, outcome: DrillOutcome
                              extravars=extravars, check=False, listener=listener,
                              cancel=CancelToken(), runner=runner)
     return results[0]
-
-
-def _parse_ts(value: str) -> datetime:
-    d = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return d if d.tzinfo else d.replace(tzinfo=UTC)
-
-
-def _jsonable(obj: Any) -> dict[str, Any]:
-    if hasattr(obj, "to_json"):
-        return obj.to_json()
-    data = asdict(obj)
-    return json.loads(json.dumps(data, default=str))
 
 
 def _write_summary(run_dir: Path, outcome: DrillOutcome) -> None:

@@ -72,8 +72,8 @@ def test_a_raising_listener_loses_neither_the_verdict_nor_the_evidence(tmp_path:
     assert o.reasons == quiet.reasons and o.rto_s is not None
     # Called once (its first hook raised), then switched off, and named.
     assert broken.calls == ["drill_started"]
-    assert o.warnings == ["progress listener Raising failed in drill_started and was switched "
-                          "off: OSError: [Errno 5] Input/output error in drill_started"]
+    assert o.warnings == ("progress listener Raising failed in drill_started and was switched "
+                          "off: OSError: [Errno 5] Input/output error in drill_started",)
     # The evidence was sealed with the verdict, and the summary says the same.
     assert o.evidence_id is not None
     store = evidence.open_store(plan.model.evidence.store, plan=plan)
@@ -81,7 +81,7 @@ def test_a_raising_listener_loses_neither_the_verdict_nor_the_evidence(tmp_path:
     assert record.verdict == str(o.verdict)
     assert o.artifacts_dir is not None
     summary = json.loads((o.artifacts_dir / "summary.json").read_text())
-    assert summary["verdict"] == str(o.verdict) and summary["warnings"] == o.warnings
+    assert summary["verdict"] == str(o.verdict) and summary["warnings"] == list(o.warnings)
     assert summary["evidence"] == {"id": o.evidence_id}
 
 
@@ -123,7 +123,7 @@ def test_a_seal_that_fails_is_contained_and_the_record_recovered(
     assert heard.finished == [o]
     assert o.artifacts_dir is not None
     summary = json.loads((o.artifacts_dir / "summary.json").read_text())
-    assert summary["verdict"] == "inconclusive" and summary["warnings"] == o.warnings
+    assert summary["verdict"] == "inconclusive" and summary["warnings"] == list(o.warnings)
     store = evidence.open_store(plan.model.evidence.store, plan=plan)
     left_open = [n.removesuffix(".json") for n in store.list("open") if n.endswith(".json")]
     assert len(left_open) == 1 and f"record {left_open[0]} stays open" in " ".join(o.warnings)

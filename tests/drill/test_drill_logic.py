@@ -18,12 +18,16 @@ T0 = datetime(2026, 11, 23, 5, 0, tzinfo=UTC)
 
 
 def outcome(**kw: object) -> drill.DrillOutcome:
+    from drkit.flows import FlowResult, FlowStatus
+    from tests.drill.test_model import reconciliation
+
     base: dict[str, object] = dict(
         id="r1", scenario="region-failover", environment="lab", verdict=drill.Verdict.FAIL,
-        started_at=T0, ended_at=T0, targets=drill.Targets(rto_s=30, rpo_s=0), phases=[],
+        started_at=T0, ended_at=T0, targets=drill.Targets(rto_s=30, rpo_s=0), phases=(),
         rto_s=4.2, rpo_s=0.0, lost_payments=0,
-        smoke=[{"flow": "authorize", "status": "pass"}, {"flow": "refund", "status": "pass"}],
-        reconciliation={"ledger": {"balanced": True}},
+        smoke=(FlowResult("authorize", FlowStatus.PASS, 0.0, ""),
+               FlowResult("refund", FlowStatus.PASS, 0.0, "")),
+        reconciliation=reconciliation(),
     )
     base.update(kw)
     return drill.DrillOutcome(**base)  # type: ignore[arg-type]
@@ -34,8 +38,8 @@ def outcome(**kw: object) -> drill.DrillOutcome:
 
 
 def test_json_has_the_documented_shape() -> None:
-    o = outcome(verdict=drill.Verdict.PASS, evidence_id="ev1", phases=[
-        drill.PhaseResult("smoke", drill.PhaseStatus.OK, T0, T0 + timedelta(seconds=1.25))])
+    o = outcome(verdict=drill.Verdict.PASS, evidence_id="ev1", phases=(
+        drill.PhaseResult("smoke", drill.PhaseStatus.OK, T0, T0 + timedelta(seconds=1.25)),))
     data = o.to_json()
     for key in ("id", "scenario", "environment", "verdict", "started_at", "ended_at", "rto",
                 "rpo", "phases", "smoke", "evidence"):

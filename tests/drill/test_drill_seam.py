@@ -141,7 +141,7 @@ def test_a_failing_listener_is_reported_and_switched_off(tmp_path: Path) -> None
     assert [str(p.status) for p in o.phases if p.name == "failback"] == ["ok"]
     assert listener.calls == 4  # preflight .. promote-data, then switched off
     assert any("switched off" in w and "Input/output error" in w for w in o.warnings)
-    assert o.to_json()["warnings"] == o.warnings
+    assert o.to_json()["warnings"] == list(o.warnings)
 
 
 def test_cancel_mid_drill_aborts_and_rolls_back(tmp_path: Path) -> None:

@@ -56,13 +56,35 @@ def test_rto_missed_is_named_with_the_figures() -> None:
 def test_flows_not_reached_after_a_failure_are_not_blamed() -> None:
     smoke = SmokeObservation("https://e", (
         FlowObservation("authorize", True), FlowObservation("refund", False, "409"),
-        FlowObservation("balance", False, "not run: refund failed in this round")), None)
+        FlowObservation("balance", False, "not run: refund failed in this round",
+                        reached=False)), None)
     j = judge(good(smoke=smoke, flows=("authorize", "refund", "balance")))
     assert j.verdict == Verdict.FAIL
     assert "smoke flows failed: refund" in j.reasons
     assert "smoke flows not reached after the failure: balance" in j.reasons
     assert any("did not recover" in r for r in j.reasons)
     assert [f.check for f in j.findings if f.check.startswith("smoke:")] == ["smoke:refund"]
+
+
+def test_a_flow_not_run_is_said_by_its_value_not_by_its_words() -> None:
+    """issue 13: "not run" is FlowObservation.reached, never read back from the detail: a
+    flow that ran and failed with a detail that merely starts with those words is blamed, and
+    a flow marked not reached is not, whatever its detail says."""
+    smoke = SmokeObservation("https://e", (
+        FlowObservation("authorize", True),
+        FlowObservation("refund", False, "not run: only looks like it"),
+        FlowObservation("balance", False, "", reached=False)), None)
+    j = judge(good(smoke=smoke, flows=("authorize", "refund", "balance")))
+    assert "smoke flows failed: refund" in j.reasons
+    assert "smoke flows not reached after the failure: balance" in j.reasons
+    assert [f.check for f in j.findings if f.check.startswith("smoke:")] == ["smoke:refund"]
+    # Not reached with nothing before it failing: not observed (missing), never a pass.
+    alone = SmokeObservation("https://e", (FlowObservation("authorize", True),
+                                           FlowObservation("balance", False, reached=False)),
+                             T0 + timedelta(seconds=4.2))
+    j = judge(good(smoke=alone, flows=("authorize", "balance")))
+    assert j.verdict != Verdict.PASS
+    assert "smoke flows not reached after the failure: balance" in j.missing
 
 
 def test_lost_payments_miss_a_zero_rpo_target() -> None:
@@ -116,7 +138,7 @@ statuses = st.sampled_from(list(PhaseStatus))
 maybe_time = st.one_of(st.none(), st.integers(0, 120_000).map(
     lambda ms: T0 + timedelta(milliseconds=ms)))
 flow_obs = st.builds(FlowObservation, st.sampled_from(FLOWS), st.booleans(),
-                     st.sampled_from(["", "500", "not run: x failed"]))
+                     st.sampled_from(["", "500", "not run: x failed"]), st.booleans())
 smokes = st.one_of(st.none(), st.builds(
     SmokeObservation, st.just("https://e"),
     st.lists(flow_obs, max_size=5, unique_by=lambda f: f.flow).map(tuple), maybe_time))

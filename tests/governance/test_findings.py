@@ -10,6 +10,7 @@ import pytest
 
 from drkit.drill import DrillOutcome, Finding, PhaseResult, PhaseStatus, Targets, Verdict
 from drkit.errors import BadInput
+from drkit.flows import FlowResult, FlowStatus
 from drkit.governance import findings
 from drkit.governance.findings import Action, FindingStatus
 
@@ -21,18 +22,21 @@ def outcome(verdict: Verdict, *, env: str = "staging", rto: float | None = 12.0,
             failed: tuple[Finding, ...] = (), only: tuple[str, ...] = PHASES,
             dry_run: bool = False, at: datetime = T0) -> dict:
     """A drill outcome built with the drill's own types, as `drkit drill run` produces it."""
-    phases = [PhaseResult(name, PhaseStatus.OK, at, at + timedelta(seconds=3)) for name in only]
+    phases = tuple(PhaseResult(name, PhaseStatus.OK, at, at + timedelta(seconds=3))
+                   for name in only)
     smoke_ok = not any(f.check.startswith("smoke:") for f in failed)
     o = DrillOutcome(
         id=f"run-{at:%H%M}", scenario="region-failover", environment=env, verdict=verdict,
         started_at=at, ended_at=at + timedelta(minutes=2), targets=Targets(30.0, 0.0),
         phases=phases, dry_run=dry_run, rto_s=rto, rpo_s=0.0 if rto is not None else None,
         lost_payments=0,
-        smoke=[{"flow": "authorize", "status": "pass" if smoke_ok else "fail"}]
-        if "smoke" in only else [],
-        reconciliation={"ledger_balanced": True} if rto is not None else None,
-        findings=list(failed))
-    return o.to_json()
+        smoke=(FlowResult("authorize", FlowStatus.PASS if smoke_ok else FlowStatus.FAIL, 0.0,
+                          ""),) if "smoke" in only else (),
+        findings=failed)
+    data = o.to_json()
+    # (the reconciliation as findings._covered reads it; a drill's own is a flows.Reconciliation)
+    data["reconciliation"] = {"ledger_balanced": True} if rto is not None else None
+    return data
 
 
 RTO_MISS = Finding("rto", "high", "RTO 42.00s exceeds the 30s target")

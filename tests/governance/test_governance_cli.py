@@ -64,8 +64,8 @@ def test_findings_commands(plan):
         id="run-1", scenario="region-failover", environment="staging", verdict=Verdict.FAIL,
         started_at=datetime(2026, 4, 1, tzinfo=UTC),
         ended_at=datetime(2026, 4, 1, 0, 2, tzinfo=UTC),
-        targets=Targets(30.0, 0.0), phases=[], rto_s=42.0,
-        findings=[Finding("rto", "high", "RTO 42.00s exceeds the 30s target")])
+        targets=Targets(30.0, 0.0), phases=(), rto_s=42.0,
+        findings=(Finding("rto", "high", "RTO 42.00s exceeds the 30s target"),))
     findings.open_from_outcome(plan, out, "ev-1", operator="scheduler")
 
     r = as_("alice", drkit, "findings", "list", "--open", "--plan", p)

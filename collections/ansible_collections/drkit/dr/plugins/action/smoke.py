@@ -10,7 +10,8 @@ CA the entry point's certificate must chain to), timeout (seconds to wait for an
 round, default 60), interval (seconds between rounds, default 0.05), token_file (a file holding
 the API's bearer token; the lab's API refuses requests without it).
 
-Returns `smoke`: drkit.flows' outcome (green, started_at, green_at, attempts, results), whose
+Returns `smoke`: drkit.flows' outcome (green, started_at, green_at, attempts, results
+and not_reached, the flows the last round did not run after a failure), whose
 green_at stops the drill's clock. Flows that stay red are not a task failure (the drill's
 verdict names them); bad arguments are.
 """

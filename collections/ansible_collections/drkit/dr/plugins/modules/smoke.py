@@ -60,7 +60,8 @@ EXAMPLES = r"""
 
 RETURN = r"""
 smoke:
-  description: Outcome of the flows (green, started_at, green_at, attempts, results).
+  description: Outcome of the flows (green, started_at, green_at, attempts, results
+    and not_reached, the flows a failing round did not run).
   returned: always
   type: dict
 """
