@@ -102,3 +102,94 @@ def test_lose_region_kills_and_publishes_when_it_issued_the_fault(tmp_path: Path
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+def test_a_job_started_in_the_worker_is_collected_with_the_modules_result(
+        tmp_path: Path) -> None:
+    """async + poll 0 on the in-process path forks the job (no module start); drkit.dr.wait_job
+    returns the module's own result, as the module path's async (async_wrapper) gives it."""
+    port = free_port()
+    task = f"""\
+    - name: Start reading a database that is not there
+      drkit.dr.pg_info:
+        port: {port}
+      async: 60
+      poll: 0
+      register: job
+    - name: Wait for it
+      drkit.dr.wait_job:
+        job: "{{{{ job }}}}"
+      register: seen
+    - name: Publish it
+      ansible.builtin.set_stats:
+        data:
+          job: "{{{{ job }}}}"
+          seen: "{{{{ seen | dict2items | rejectattr('key', 'in', ['invocation', 'ansible_job_id'])
+                  | items2dict }}}}"
+    """
+    here = run(tmp_path, task, "here")
+    there = run(tmp_path, task.replace("      async: 60",
+                                       "      environment: {DRKIT_T: '1'}\n      async: 60"),
+                "there")
+    assert here.ok and there.ok, (here.failure, there.failure)
+    assert here.facts["job"]["ansible_job_id"] and not here.facts["job"]["finished"]
+    assert here.facts["seen"]["reachable"] is False and here.facts["seen"]["port"] == port
+    assert here.facts["seen"] == there.facts["seen"]
+    assert "EXEC" not in here.stdout_path.read_text()
+    assert "EXEC" in there.stdout_path.read_text()
+    # The result file is gone once collected.
+    assert not Path(here.facts["job"]["results_file"]).exists()
+
+
+def test_a_failed_job_fails_the_wait_with_the_modules_message(tmp_path: Path) -> None:
+    r = run(tmp_path, f"""\
+    - name: Start requiring a database that is not there
+      drkit.dr.pg_info:
+        port: {free_port()}
+        fail_unreachable: true
+      async: 60
+      poll: 0
+      register: job
+    - name: Wait for it
+      drkit.dr.wait_job:
+        job: "{{{{ job }}}}"
+    """)
+    assert not r.ok and r.failure is not None
+    assert r.failure.task == "Wait for it"
+    assert "cannot connect to PostgreSQL" in r.failure.message
+
+
+def test_a_job_whose_result_has_a_started_key_of_its_own_is_finished(tmp_path: Path) -> None:
+    """drkit.dr.daemons returns `started` (the daemons it started): not Ansible's marker."""
+    pidfile = tmp_path / "sleeper.pid"
+    r = run(tmp_path, f"""\
+    - name: Start a daemon in the background
+      drkit.dr.daemons:
+        daemons:
+          - name: sleeper
+            argv: [sleep, "30"]
+            pidfile: {pidfile}
+            log: {tmp_path / 'sleeper.log'}
+      async: 60
+      poll: 0
+      register: job
+    - name: Wait for it
+      drkit.dr.wait_job:
+        job: "{{{{ job }}}}"
+        timeout: 30
+      register: seen
+    - name: Publish it
+      ansible.builtin.set_stats:
+        data:
+          seen: "{{{{ seen }}}}"
+    """)
+    try:
+        assert r.ok, r.failure
+        assert r.facts["seen"]["started"] == ["sleeper"]
+        assert "sleeper" in r.facts["seen"]["pids"]
+    finally:
+        import os
+        import signal
+
+        if pidfile.exists():
+            os.kill(int(pidfile.read_text().split()[0]), signal.SIGKILL)

@@ -137,6 +137,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 import time
 
 from ansible.module_utils.basic import AnsibleModule
@@ -199,9 +200,10 @@ class Cluster:
     def pid(self):
         return postmaster_pid(self.pgdata)
 
-    def opts_string(self):
+    def opts_string(self, extra=None):
+        opts = dict(extra or {}, **self.options)  # the task's own settings win
         return " ".join("-c %s" % shlex.quote("%s=%s" % (k, v))
-                        for k, v in sorted(self.options.items()))
+                        for k, v in sorted(opts.items()))
 
     def prepare_dirs(self):
         self.socket_dirs()
@@ -271,7 +273,7 @@ class Cluster:
         self.run([self.tool("initdb"), "-D", self.pgdata, "--no-sync"]
                  + list(self.p["initdb_args"]), "initdb")
 
-    def start(self):
+    def start(self, extra=None):
         self.actions.append("start")
         if self.check:
             return
@@ -283,7 +285,7 @@ class Cluster:
         if not wait_port_free(self.p["port"], 10):
             self.fail("port %d is in use by another process" % self.p["port"])
         self.run([self.tool("pg_ctl"), "start", "-D", self.pgdata, "-l", self.log, "-w",
-                  "-t", str(self.p["timeout"]), "-o", self.opts_string()], "pg_ctl start")
+                  "-t", str(self.p["timeout"]), "-o", self.opts_string(extra)], "pg_ctl start")
 
     def stop(self, mode):
         self.actions.append("stop-" + mode)
@@ -497,7 +499,11 @@ class Cluster:
             return
         # Not a standby of that primary (or it cannot stream, e.g. a diverged timeline).
         self.basebackup()
-        self.start()
+        # The copy was written without fsync (--no-sync); its first start syncs the whole data
+        # directory. One syncfs() instead of an fsync per file (about 1,300 files): 0.8 s less
+        # under load (issue 19). Linux only; a setting the task passes wins.
+        self.start({"recovery_init_sync_method": "syncfs"} if sys.platform.startswith("linux")
+                   else None)
         if not self.check:
             self.wait_streaming(p["primary_port"])
 

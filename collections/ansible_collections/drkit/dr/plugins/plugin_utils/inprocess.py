@@ -9,7 +9,12 @@ same user: the module runs there, as AnsiballZ would run it (the same arguments,
 arguments included, the same result parsing), without the round trip.
 
 Anything else takes the ordinary path, unchanged: another connection (SSH to a region's host in
-the namespaces topology, issue 17), become, async, or a task with its own `environment`.
+the namespaces topology, issue 17), become, or a task with its own `environment`.
+
+`async` with `poll: 0` (independent steps side by side, issue 19): on the in-process path the
+worker forks a detached process that runs the module the same way and writes its result where
+Ansible's async_wrapper would (`<async_dir>/<jid>`, the same JSON), so `drkit.dr.wait_job` (or
+ansible.builtin.async_status) reads it; on the ordinary path Ansible's own async runs it.
 An action plugin file named like a module makes Ansible run it for that module's tasks; each
 such file in ../action imports ActionModule from here.
 """
@@ -19,6 +24,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import random
 from typing import Any
 
 from ansible.plugins.action import ActionBase
@@ -55,9 +62,21 @@ def _preload() -> None:
 
 _preload()
 
+PROFILE = "legacy"  # drkit.dr's modules declare no other serialization profile
+
+
+def write_result(path: str, data: dict[str, Any]) -> None:
+    """An async job's result file, written atomically (a reader never sees half of it)."""
+    tmp = "%s.%d.tmp" % (path, os.getpid())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f)
+    os.rename(tmp, path)
+
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
+    _supports_async = True
 
     def run(self, tmp: Any = None, task_vars: Any = None) -> dict[str, Any]:
         result: dict[str, Any] = super().run(tmp, task_vars)
@@ -67,39 +86,93 @@ class ActionModule(ActionBase):
             result.update(self._execute_module(module_name=name, task_vars=task_vars,
                                                wrap_async=self._task.async_val))
             return result
+        if self._task.async_val:
+            result.update(self._start_here(name, dict(self._task.args), task_vars or {}))
+            return result
         result.update(self._run_here(name, dict(self._task.args), task_vars or {}))
         return result
 
     def _in_process(self) -> bool:
+        # async with polling (a time limit on a task) keeps Ansible's own async.
         return (getattr(self._connection, "transport", "") == "local"
-                and not self._task.async_val and not self._play_context.become
+                and not (self._task.async_val and self._task.poll)
+                and not self._play_context.become
                 and not any(self._task.environment or ()))
 
+    def _start_here(self, name: str, args: dict[str, Any], task_vars: dict[str, Any]) -> dict:
+        """Run the module in a detached process (double fork, its own session: it outlives
+        this worker, and drkit's engine shim, the subreaper, still stops it with the run) and
+        return at once, as Ansible's async start does."""
+        async_dir = os.path.expanduser(self.get_shell_option("async_dir",
+                                                             default="~/.ansible_async"))
+        os.makedirs(async_dir, mode=0o700, exist_ok=True)
+        jid = "%d.%d" % (random.randint(0, 999999999999), os.getpid())
+        path = os.path.join(async_dir, jid)
+        write_result(path, {"started": 1, "finished": 0, "ansible_job_id": jid})
+        first = os.fork()
+        if first == 0:  # intermediate: never returns into Ansible's worker
+            try:
+                os.setsid()
+                if os.fork() == 0:  # the job
+                    try:
+                        null = os.open(os.devnull, os.O_RDWR)
+                        for fd in (0, 1, 2):
+                            os.dup2(null, fd)
+                        # The module's own JSON, as async_wrapper writes it (the reader
+                        # parses it as a module's output), plus the finished marker.
+                        try:
+                            out = self._module_output(name, args, task_vars)
+                            data = json.loads(out)
+                            if not isinstance(data, dict):
+                                raise ValueError("not an object")
+                        except BaseException as e:  # noqa: BLE001 - reported in the result
+                            data = {"failed": True, "msg": "the module printed no result: "
+                                    "%s: %s" % (type(e).__name__, e)}
+                        data.update(ansible_job_id=jid, finished=1)
+                        write_result(path, data)
+                    finally:
+                        os._exit(0)
+            finally:
+                os._exit(0)
+        os.waitpid(first, 0)
+        return {"started": 1, "finished": 0, "ansible_job_id": jid, "results_file": path,
+                "changed": False}
+
     def _run_here(self, name: str, args: dict[str, Any], task_vars: dict[str, Any]) -> dict:
+        return parse_output(self, self._module_output(name, args, task_vars))
+
+    def _module_output(self, name: str, args: dict[str, Any], task_vars: dict[str, Any]) -> str:
+        """What the module prints (its JSON result), run here."""
         from ansible.module_utils import basic
         from ansible.module_utils._internal._ansiballz import _loader
         from ansible.module_utils.common.json import Direction, get_module_encoder
-        from ansible.vars.clean import remove_internal_keys
 
-        profile = "legacy"  # drkit.dr's modules declare no other serialization profile
+        profile = PROFILE
         self._update_module_args(name, args, task_vars)
         params = json.dumps({"ANSIBLE_MODULE_ARGS": args},
                             cls=get_module_encoder(profile, Direction.CONTROLLER_TO_MODULE))
         fqn = "ansible_collections.%s.plugins.modules.%s" % tuple(name.rsplit(".", 1))
         out = io.StringIO()
-        rc = 0
         # The module prints its result and exits, as under AnsiballZ; a module that raises is
-        # reported the way AnsiballZ reports it (_handle_exception prints, then exits 1).
+        # reported the way AnsiballZ reports it (_handle_exception prints, then exits 1). The
+        # printed result says whether it failed; the exit code adds nothing.
         with contextlib.redirect_stdout(out):
             try:
                 _loader.run_module(json_params=params.encode(), profile=profile,
                                    module_fqn=fqn, modlib_path="", extensions={})
-            except SystemExit as e:
-                rc = e.code if isinstance(e.code, int) else 1
+            except SystemExit:
+                pass
             finally:
                 basic._ANSIBLE_ARGS = None  # nothing of this run is read by a later one
-        data = self._parse_returned_data({"rc": rc, "stdout": out.getvalue(), "stderr": ""},
-                                         profile)
-        data.pop("_ansible_suppress_tmpdir_delete", None)
-        remove_internal_keys(data)
-        return data
+        return out.getvalue()
+
+
+def parse_output(action: ActionBase, stdout: str) -> dict[str, Any]:
+    """A module's printed result as a task's result, the way Ansible reads a module's."""
+    from ansible.vars.clean import remove_internal_keys
+
+    data: dict[str, Any] = action._parse_returned_data(
+        {"rc": 0, "stdout": stdout, "stderr": ""}, PROFILE)
+    data.pop("_ansible_suppress_tmpdir_delete", None)
+    remove_internal_keys(data)
+    return data
