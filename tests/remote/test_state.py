@@ -108,6 +108,47 @@ def test_a_stale_holder_cannot_write_after_another_took_over(state_bucket):
     assert b.acquire("prod", "runbook run patch", run_id=None, ttl=30).token == 3
 
 
+def test_a_holder_that_cannot_renew_loses_its_lease_when_it_runs_out(state_bucket):
+    """check(): a backend that cannot be reached is no loss while the lease has time left
+    (nobody can take a live lease); once it ran out, the holder must assume it lost it (another
+    controller may hold it), and its on_lost callbacks hear so once."""
+    from drkit.errors import EnvironmentProblem
+
+    clock = Clock()
+    s = state_from(state_bucket, region=STATE_REGION, clock=clock)
+    lease = s.acquire("dr", "drill run region-failover", run_id="r", ttl=60)
+    heard: list[str] = []
+    lease.on_lost(lambda e: heard.append(str(e)))
+    real = s.blobs.replace
+
+    def unreachable(*a, **k):
+        raise EnvironmentProblem("shared state: cannot write envs/dr/lease.json: timeout")
+
+    s.blobs.replace = unreachable  # type: ignore[method-assign]
+    clock.t += 40
+    lease.check()  # 20 s left: still ours
+    assert lease.lost is None and heard == []
+    clock.t += 19
+    with pytest.raises(LeaseLost, match="ran out: it could not be renewed"):
+        lease.check()
+    s.blobs.replace = real  # type: ignore[method-assign]
+    # The backend is back, but the holder stays out (its later writes are refused too).
+    with pytest.raises(LeaseLost):
+        lease.append("phase", {"name": "smoke"})
+    assert len(heard) == 1 and "ran out" in heard[0]
+    # A holder that learns of a takeover from a check hears it the same way.
+    clock.t += 2
+    b = s.acquire("dr", "drill recover", run_id=None, ttl=60)
+    clock.t += 61  # b paused past its lease; c takes the environment
+    c = state_from(state_bucket, region=STATE_REGION, clock=Clock(clock.t))
+    c.acquire("dr", "drill run region-failover", run_id="r3", ttl=60)
+    told: list[LeaseLost] = []
+    b.on_lost(told.append)
+    with pytest.raises(LeaseLost, match="fencing token 3"):
+        b.check()
+    assert len(told) == 1
+
+
 def test_renewal_keeps_a_lease_and_release_frees_it(state_bucket):
     clock = Clock()
     s = state_from(state_bucket, region=STATE_REGION, clock=clock)
