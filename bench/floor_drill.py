@@ -5,17 +5,18 @@ does, in the same order, with the same independent steps side by side where the 
 them side by side (the stack update beside the promotion, the Route53 flip beside the smoke
 flows), and times itself:
 
-- preflight: replication read from the primary, the stack template validated by the secondary
-  region's control plane, the secondary region's instances' /healthz;
+- preflight: replication read from the primary and the secondary region's instances' /healthz,
+  while the secondary region's control plane validates the stack template;
 - recovery: the primary region lost (its database crashed, its instances killed), the stack
   updated in the secondary region, the standby promoted, HAProxy switched over its runtime
   socket, Route53 flipped, the smoke flows until all pass. The clock runs the way the drill's
   does: from the moment the fault step issued the fault (just before the first kill) to the
   first all-green round;
-- failback: the old primary rebuilt as a standby of the new one, its instances started, the
-  secondary stopped cleanly, the old primary promoted, HAProxy switched back, the secondary
-  rebuilt as a standby, Route53 flipped back, the secondary region's stack back to its standby
-  role.
+- failback: the secondary region's stack back to its standby role and the old primary's
+  instances started, both alongside the old primary rebuilt as a standby of the new one; the
+  secondary stopped cleanly, the old primary promoted, HAProxy switched back, Route53 flipped
+  back, the secondary following the old primary again as it is (a switchover: no copy, as
+  drkit.dr.pg does).
 
     from floor_drill import Floor
     f = Floor(plan_path); f.preflight(); f.recovery(); f.failback()
@@ -132,12 +133,16 @@ class Floor:
 
     def standby(self, region: str, port: int, primary_port: int, *, sync: bool) -> None:
         """Rebuild `region`'s cluster as a streaming standby of `primary_port` (as drkit.dr.pg
-        state=standby does after a failover: stop, wipe, pg_basebackup -R, start, streaming)."""
+        state=standby does after a failover: stop, move the old data aside (deleted in the
+        background), pg_basebackup -R, start (syncing the copy with syncfs), streaming)."""
         data = self.pgdata(region)
         if (Path(data) / "postmaster.pid").exists():
             subprocess.run(["runuser", "-u", self.cfg.os_user, "--", f"{PG_BIN}/pg_ctl", "stop",
                             "-m", "immediate", "-w", "-D", data], capture_output=True)
-        shutil.rmtree(data, ignore_errors=True)
+        if os.path.isdir(data):
+            aside = f"{data}.drkit-old-floor-{time.time_ns()}"
+            os.rename(data, aside)
+            subprocess.Popen(["rm", "-rf", aside], start_new_session=True)
         os.mkdir(data, 0o700)
         shutil.chown(data, self.cfg.os_user, self.cfg.os_user)
         conn = f"host={self.socket_dir} port={primary_port} user=replication " \
@@ -146,14 +151,38 @@ class Floor:
                          "stream", "-c", "fast", "--no-sync")
         self.as_postgres(f"{PG_BIN}/pg_ctl", "start", "-w", "-D", data, "-l",
                          str(self.sd / "pg" / region / "postgresql.log"), "-o",
-                         self.pg_opts(port, sync=sync))
+                         self.pg_opts(port, sync=sync) + " -c recovery_init_sync_method=syncfs")
+        self.wait_streaming(region, port, primary_port)
+
+    def wait_streaming(self, region: str, port: int, primary_port: int) -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            rows = self.query(port, "SELECT status FROM pg_stat_wal_receiver")
-            if rows and rows[0]["status"] == "streaming":
+            rows = self.query(port, "SELECT status, received_tli FROM pg_stat_wal_receiver")
+            newest = max([int(n[:8], 16) for n in os.listdir(Path(self.pgdata(region)) / "pg_wal")
+                          if n.endswith(".history")] or [0])
+            if rows and rows[0]["status"] == "streaming" and rows[0]["received_tli"] >= newest:
                 return
-            time.sleep(0.1)
+            time.sleep(0.05)
         raise SystemExit(f"floor: {region} does not stream from {primary_port}")
+
+    def follow(self, region: str, port: int, primary_port: int) -> None:
+        """A cleanly shut down former primary becomes a standby of `primary_port` as it is (as
+        drkit.dr.pg state=standby does after a switchover): standby.signal, primary_conninfo,
+        start, streaming on the primary's timeline."""
+        data = Path(self.pgdata(region))
+        auto = data / "postgresql.auto.conf"
+        lines = [x for x in auto.read_text().splitlines()
+                 if not x.strip().startswith("primary_conninfo")]
+        lines.append(f"primary_conninfo = 'user=replication host={self.socket_dir} "
+                     f"port={primary_port} application_name={region}'")
+        auto.write_text("\n".join(lines) + "\n")
+        (data / "standby.signal").touch()
+        for f in (auto, data / "standby.signal"):
+            shutil.chown(f, self.cfg.os_user, self.cfg.os_user)
+        self.as_postgres(f"{PG_BIN}/pg_ctl", "start", "-w", "-D", str(data), "-l",
+                         str(self.sd / "pg" / region / "postgresql.log"), "-o",
+                         self.pg_opts(port, sync=False))
+        self.wait_streaming(region, port, primary_port)
 
     def start_instances(self, role: str) -> None:
         from ansible_collections.drkit.dr.plugins.module_utils import daemonutil
@@ -171,17 +200,21 @@ class Floor:
     # ---- the drill's parts
     def preflight(self) -> float:
         start = time.perf_counter()
+        # The template is validated alongside the other checks, as the drill does.
+        validate = threading.Thread(target=self.cfn.validate_template,
+                                    kwargs={"TemplateBody": self.template})
+        validate.start()
         rows = self.query(self.pg_port("primary"),
                           "SELECT state, sync_state FROM pg_stat_replication")
         if not any(r["state"] == "streaming" for r in rows):
             raise SystemExit(f"floor preflight: replication is not streaming: {rows}")
-        self.cfn.validate_template(TemplateBody=self.template)
         for spec in self.services:
             if spec["role"] == "secondary":
                 with urllib.request.urlopen(f"http://127.0.0.1:{spec['port']}/healthz",
                                             timeout=2) as r:
                     if r.status != 200:
                         raise SystemExit(f"floor preflight: {spec['name']} answers {r.status}")
+        validate.join()
         return time.perf_counter() - start
 
     def recovery(self) -> dict[str, Any]:
@@ -224,16 +257,20 @@ class Floor:
     def failback(self) -> float:
         start = time.perf_counter()
         p_port, s_port = self.pg_port("primary"), self.pg_port("secondary")
+        # As the drill: the standby stack deploys and the primary's instances start alongside
+        # the database; the instances are awaited before traffic moves, the stack at the end.
+        stack = threading.Thread(target=self.stack_update, args=("secondary",))
+        stack.start()
+        instances = threading.Thread(target=self.start_instances, args=("primary",))
+        instances.start()
         self.standby(self.primary, p_port, s_port, sync=True)
-        self.start_instances("primary")
         self.as_postgres(f"{PG_BIN}/pg_ctl", "stop", "-m", "fast", "-w", "-D",
                          self.pgdata(self.secondary))
         self.as_postgres(f"{PG_BIN}/pg_ctl", "promote", "-w", "-D", self.pgdata(self.primary))
+        instances.join()
         self.haproxy(self.primary)
-        self.standby(self.secondary, s_port, p_port, sync=False)
+        self.route53(self.primary, self.secondary)
+        self.follow(self.secondary, s_port, p_port)
         self.start_instances("secondary")
-        dns = threading.Thread(target=self.route53, args=(self.primary, self.secondary))
-        dns.start()
-        self.stack_update("secondary")
-        dns.join()
+        stack.join()
         return time.perf_counter() - start
