@@ -110,7 +110,7 @@ def test_a_drills_seal_warnings_reach_its_output(tmp_path):
     o = drill.run_drill(load_plan(plan.path), "region-failover", "staging", runner=green())
     assert o.evidence_id is not None
     assert any("sealed but not anchored" in w for w in o.evidence_warnings), o.evidence_warnings
-    assert o.to_json()["evidence_warnings"] == o.evidence_warnings
+    assert o.to_json()["evidence_warnings"] == list(o.evidence_warnings)
     out = io.StringIO()
     _render(o, out)
     printed = [line for line in out.getvalue().splitlines() if line.startswith("warning: ev")]
