@@ -12,14 +12,14 @@ DOCUMENTATION = r"""
 module: wait_job
 short_description: Wait for a task started with async and poll 0, and return its result
 description:
-  - An action plugin. When the job's host is reached with the local connection it reads the
+  - "An action plugin. When the job's host is reached with the local connection it reads the
     job's result file from the controller every 50 ms (drkit.dr's modules started with
     C(async) and C(poll: 0) run in a detached process there); on any other connection it
-    polls M(ansible.builtin.async_status) on that host.
+    polls M(ansible.builtin.async_status) on that host."
   - Returns the job's own result and fails when the job failed or did not finish in time.
 options:
   job:
-    description: The registered result of the task started with C(async) and C(poll: 0).
+    description: "The registered result of the task started with C(async) and C(poll: 0)."
     type: dict
     required: true
   timeout:
