@@ -89,7 +89,7 @@ options:
         as if its region were lost. V(absent) stops it and deletes O(pgdata).
       - V(promoted) starts it if needed and promotes it if it is in recovery (no-op on a primary).
       - V(standby) makes it a streaming standby of O(primary_port); no change when it already is
-        one and streams from it. A cluster that was shut down cleanly (a switchover: the new
+        one and streams from it. A cluster that was shut down cleanly (a switchover, where the new
         primary received every record it wrote before being promoted) first follows the primary
         as it is, with no copy, when PostgreSQL accepts its history (it refuses a diverged
         timeline); otherwise stop, wipe, C(pg_basebackup -R), start, and wait until it streams.
