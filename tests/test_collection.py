@@ -101,3 +101,22 @@ def test_execution_environment_context_carries_the_collection(tmp_path: Path) ->
     # The shipped collections it calls come from the same requirements file as a Galaxy install.
     assert (build / "requirements.yml").read_text() == (
         REPO / "collections" / "requirements.yml").read_text()
+
+
+def test_every_plugin_documentation_block_is_yaml() -> None:
+    """The quick form of sanity's ansible-doc check, for the edit loop (scripts/test --fast):
+    a ': ' in a description's text makes a block invalid YAML and ansible-doc fails on it."""
+    import ast
+
+    checked = 0
+    for path in sorted((COLLECTION / "plugins").rglob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if (isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+                    and node.targets[0].id in ("DOCUMENTATION", "EXAMPLES", "RETURN")
+                    and isinstance(node.value, ast.Constant)):
+                try:
+                    yaml.safe_load(node.value.value)
+                except yaml.YAMLError as e:
+                    pytest.fail(f"{path.relative_to(REPO)}: {node.targets[0].id}: {e}")
+                checked += 1
+    assert checked > 30, checked
