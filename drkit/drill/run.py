@@ -567,8 +567,9 @@ def _run_recovery(
     lease: Any = None,
 ) -> tuple[list[PhaseResult], dict[str, Any], bool]:
     """The recovery path: one run per stretch between gates (one run when there are none).
-    With a shared lease (issue 18), one run per phase: the lease is proven (a fenced renewal)
-    before each phase starts, and a driver that lost it starts none."""
+    With a shared lease (issue 18) the lease is proven (a fenced renewal) before each phase
+    starts, and a driver that lost it starts none: a gate play between phases waits for the
+    driver's answer (runs on this machine), or one run per phase (runs streamed elsewhere)."""
     results: list[PhaseResult] = []
     stats: dict[str, Any] = {}
     if options.resume is not None:
@@ -578,11 +579,15 @@ def _run_recovery(
             listener.clock_started(options.resume.clock_started_at)
         # (run_drill already left the finished phases out of `recovery`.)
         results += [p for p in options.resume.done if p.status == PhaseStatus.OK]
+    from dataclasses import replace
+
     from drkit.drill import shared
 
+    gated = lease is not None and runner is None
     segments: list[list[Phase]] = []
     for ph in recovery:
-        if not segments or (ph.gate and not options.dry_run) or lease is not None:
+        if not segments or (ph.gate and not options.dry_run) or (lease is not None
+                                                                  and not gated):
             segments.append([])
         segments[-1].append(ph)
     cancelled = False
@@ -610,7 +615,11 @@ def _run_recovery(
         res, run = _run_phases(plan, tgt, seg, label=label, run_dir=run_dir,
                                extravars=extravars, check=options.dry_run,
                                listener=listener, cancel=cancel, clock_phase=clock,
-                               runner=runner)
+                               runner=runner, **shared.gate(lease if gated else None, cancel))
+        if shared.lost(lease):
+            res = [replace(p, message="not started: this driver lost its lease")
+                   if p.status == PhaseStatus.SKIPPED and p.started_at is None else p
+                   for p in res]
         results += res
         stats.update(run.facts)
         cancelled = run.status == engine.RunStatus.CANCELED
@@ -727,7 +736,9 @@ def _drive(
         elif failed is None and failback:
             fb_results, _ = _run_phases(plan, tgt, failback, label="failback", run_dir=run_dir,
                                         extravars=extravars, check=False, listener=listener,
-                                        cancel=cancel, runner=runner)
+                                        cancel=cancel, runner=runner,
+                                        **shared.gate(lease if runner is None else None,
+                                                      cancel))
             bad = next((p for p in fb_results if p.status != PhaseStatus.OK), None)
             if bad is not None and shared.lost(lease):
                 aborted = cancel.reason

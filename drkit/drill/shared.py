@@ -50,6 +50,7 @@ def shared_lease(plan: Plan, env_name: str, command: str, run_id: str,
 def still_held(lease: HeldLease, cancel: CancelToken) -> bool:
     """Before a phase starts: prove the lease is still this driver's (a fenced renewal). False
     when it was lost (the lease's on_lost callback cancelled the drill): start nothing more."""
+    from drkit.errors import DrkitError
     from drkit.state import LeaseLost
 
     try:
@@ -57,7 +58,19 @@ def still_held(lease: HeldLease, cancel: CancelToken) -> bool:
     except LeaseLost as e:
         cancel.cancel(f"this driver lost its lease: {e}")
         return False
+    except DrkitError as e:  # (reading who took it failed): unproven is not held
+        cancel.cancel(f"this driver could not prove its lease: {e}")
+        return False
     return True
+
+
+def gate(lease: HeldLease | None, cancel: CancelToken) -> dict[str, Any]:
+    """_run_phases' gate arguments: before each phase but the first, prove the lease (None:
+    no gate; the runs are not on this machine or there is no lease)."""
+    if lease is None:
+        return {}
+    held = lease
+    return {"gate": lambda _phase: still_held(held, cancel), "gate_timeout_s": held.ttl}
 
 
 def lost(lease: HeldLease | None) -> bool:

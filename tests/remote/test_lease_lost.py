@@ -145,13 +145,18 @@ def test_a_driver_that_lost_its_lease_starts_no_further_phase_and_cannot_write(
     # What ran, from the playbooks' own marks: nothing after hold, no rollback, no failback.
     ran = sorted(p.name for p in (tmp_path / "markers").iterdir())
     assert ran == ["inject", "preflight"], ran
-    # ... and from ansible-runner's job events in the run folder: no play after Hold started.
+    # ... and from ansible-runner's job events in the run folder: no phase's play after Hold;
+    # the gate before smoke (where the driver proves its lease) held the run and never passed.
     run_dir = Path(result["artifacts_dir"])
-    plays = [json.loads(line)["event_data"]["play"]
-             for events in sorted(run_dir.rglob("job_events.jsonl"))
-             for line in events.read_text().splitlines()
-             if json.loads(line).get("event") == "playbook_on_play_start"]
-    assert plays == ["Preflight", "Inject", "Hold"], plays
+    events = [json.loads(line) for f in sorted(run_dir.rglob("job_events.jsonl"))
+              for line in f.read_text().splitlines()]
+    plays = [e["event_data"]["play"] for e in events if e["event"] == "playbook_on_play_start"]
+    assert [p for p in plays if not p.startswith("drkit lease gate")] == [
+        "Preflight", "Inject", "Hold"], plays
+    assert plays[-1] == "drkit lease gate before smoke", plays
+    passed = [e["event_data"]["task"] for e in events if e["event"] == "runner_on_ok"]
+    assert "The driver still holds its lease: hold may start" in passed, passed
+    assert "The driver still holds its lease: smoke may start" not in passed, passed
     # The run's own summary (written locally) says so too.
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["verdict"] == "aborted"
