@@ -25,9 +25,7 @@ author: drkit maintainers (@drkit)
 """
 
 from ansible.plugins.callback import CallbackBase
-
-# Importing the in-process plugin's module does the warm-up (its _preload, once per process).
-from ansible_collections.drkit.dr.plugins.plugin_utils import inprocess  # noqa: F401
+from ansible_collections.drkit.dr.plugins.plugin_utils.inprocess import preload
 
 
 class CallbackModule(CallbackBase):
@@ -35,3 +33,7 @@ class CallbackModule(CallbackBase):
     CALLBACK_TYPE = "aggregate"
     CALLBACK_NAME = "drkit.dr.warmup"
     CALLBACK_NEEDS_ENABLED = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        preload()  # once per process; loading the in-process plugin later finds it done

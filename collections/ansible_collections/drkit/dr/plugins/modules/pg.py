@@ -136,7 +136,6 @@ actions:
 import os
 import shlex
 import shutil
-import subprocess
 import sys
 import time
 
@@ -450,11 +449,11 @@ class Cluster:
         os.rename(self.pgdata, aside)
         doomed = [os.path.join(parent, x) for x in os.listdir(parent)
                   if x.startswith(name + ".drkit-old-")]
-        try:
-            subprocess.Popen(["rm", "-rf", "--one-file-system", "--"] + doomed, cwd="/",
-                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, start_new_session=True)
-        except OSError:
+        # sh returns at once; rm goes on in the background, its output going nowhere.
+        rc, _out, _err = self.m.run_command(
+            ["sh", "-c", 'rm -rf --one-file-system -- "$@" </dev/null >/dev/null 2>&1 &',
+             "drkit-discard"] + doomed, cwd="/")
+        if rc != 0:
             shutil.rmtree(aside, ignore_errors=True)
 
     def basebackup(self):

@@ -30,6 +30,16 @@ from typing import Any
 
 from ansible.plugins.action import ActionBase
 
+_PRELOADED = False
+
+
+def preload() -> None:
+    """_preload once per process (at this module's import, or from drkit.dr.warmup)."""
+    global _PRELOADED
+    if not _PRELOADED:
+        _PRELOADED = True
+        _preload()
+
 
 def _preload() -> None:
     """Import what the steps on the recovery path use, here, at import time: the linear
@@ -60,7 +70,7 @@ def _preload() -> None:
         pass
 
 
-_preload()
+preload()
 
 PROFILE = "legacy"  # drkit.dr's modules declare no other serialization profile
 
