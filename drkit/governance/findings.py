@@ -370,7 +370,8 @@ def _covered(plan: Plan, data: Mapping[str, Any]) -> set[str]:
             and not (rpo["target_s"] == 0 and (rpo.get("lost_payments") or 0) > 0):
         checks.add("rpo")
     rec = data.get("reconciliation")
-    if isinstance(rec, Mapping) and rec.get("ledger_balanced") is True:
+    ledger = rec.get("ledger") if isinstance(rec, Mapping) else None  # as Reconciliation writes
+    if isinstance(ledger, Mapping) and ledger.get("balanced") is True:
         checks.add("ledger")
     sc = plan.model.scenarios.get(str(data.get("scenario")))
     if sc is not None:

@@ -34,8 +34,8 @@ def outcome(verdict: Verdict, *, env: str = "staging", rto: float | None = 12.0,
                           ""),) if "smoke" in only else (),
         findings=failed)
     data = o.to_json()
-    # (the reconciliation as findings._covered reads it; a drill's own is a flows.Reconciliation)
-    data["reconciliation"] = {"ledger_balanced": True} if rto is not None else None
+    # the shape drkit.flows.Reconciliation.to_json writes (the ledger's check in its own object)
+    data["reconciliation"] = {"ledger": {"balanced": True}} if rto is not None else None
     return data
 
 
@@ -106,6 +106,19 @@ def test_a_passing_retest_closes_what_it_covers_in_the_same_environment_only(pla
     # After closing, the same failure opens a NEW finding.
     reopened = findings.open_from_outcome(plan, outcome(Verdict.FAIL, failed=(RTO_MISS,)), "e4")
     assert [f.id for f in reopened] == ["F-3"]
+
+
+def test_the_ledger_finding_closes_only_on_a_ledger_seen_balanced(plan):
+    """The reconciliation as a drill writes it (flows.Reconciliation.to_json: the ledger's
+    check in its own object); a ledger not read (balanced None) proves nothing."""
+    ledger = Finding("ledger", "high", "the ledger did not balance after the drill")
+    findings.open_from_outcome(plan, outcome(Verdict.FAIL, failed=(ledger,)), "ev-1", now=T0)
+    unread = outcome(Verdict.PASS)
+    unread["reconciliation"] = {"ledger": {"balanced": None, "entries": 0}}
+    assert findings.close_on_retest(plan, unread, "ev-2") == []
+    balanced = outcome(Verdict.PASS)
+    balanced["reconciliation"] = {"ledger": {"balanced": True, "entries": 12}}
+    assert [f.id for f in findings.close_on_retest(plan, balanced, "ev-3")] == ["F-1"]
 
 
 def test_a_pass_that_still_reports_a_check_failed_does_not_close_it(plan):
