@@ -329,10 +329,26 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 LAB_SETUPS: list[tuple[str, str, float]] = []
 
 
-def _alive(pid: int) -> bool:
+def _still_ours(pid: int, root: Path, marker: str) -> bool:
+    """A pid seen during the session that is alive and still one of this lab's processes: it
+    carries the lab's marker, or names the lab's folder on its command line (PostgreSQL's -D,
+    HAProxy's -f). A long session on a busy machine reuses pids (pid_max is 32768 here), and a
+    pid that now belongs to someone else must be neither reported nor killed."""
     from drkit.lab._runtime import runtime
 
-    return bool(runtime.pid_alive(pid))
+    if not runtime.pid_alive(pid):
+        return False
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            environ = f.read().split(b"\0")
+    except OSError:
+        environ = []
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+    except OSError:
+        return False
+    return marker.encode() in environ or str(root).encode() in cmdline
 
 
 @pytest.fixture(scope="session")
@@ -363,6 +379,10 @@ def lab_session() -> Iterator[LabHandle]:
         for k, v in env.items():
             mp.setenv(k, v)
         ports = list(handle.ports.values())
+        from drkit import lab
+        from drkit.config import load_plan
+
+        marker = f"{lab.LAB_ID_VAR}={lab.lab_id(lab.config(load_plan(plan_path)))}"
         try:
             started = time.monotonic()
             handle.up()
@@ -375,7 +395,7 @@ def lab_session() -> Iterator[LabHandle]:
                 handle.down()
             except BaseException as e:  # still clean up, then report
                 down_error = e
-            survivors = [p for p in sorted(handle.seen_pids) if _alive(p)]
+            survivors = [p for p in sorted(handle.seen_pids) if _still_ours(p, root, marker)]
             listening = [p for p in ports if runtime.port_listening(p)]
             for pid in survivors:  # never leave a lab behind, even when the assertion fails
                 try:
