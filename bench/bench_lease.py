@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -108,6 +109,7 @@ def main() -> None:
     finally:
         moto.terminate()
         moto.wait(10)
+        shutil.rmtree(root, ignore_errors=True)
     m1, m2 = median(times["one run"]), median(times["gated"])
     load = os.getloadavg()[0]
     body = f"""## Remote execution: a lease proven before every phase (bench/bench_lease.py)
