@@ -188,6 +188,17 @@ Runs (seconds, in order):
 
 `drkit drill run` wall time (start-up, lock, evidence, canary, reconciliation included): {walls} s.
 
+The floor does what the drill does (since e8f4d93): preflight validates the template alongside
+its other checks; failback deploys the standby stack and starts the primary's instances
+alongside the database's rebuild, and the secondary follows the old primary after the
+switchover (no second pg_basebackup). Before that commit the floor's failback rebuilt both
+clusters one step after another: the last table before it (2e10d2f, load 13-30) read whole drill
+29.00 s vs 14.45 s (2.0x), failback 17.03 s vs 10.01 s, preflight 4.89 s vs 1.49 s, RTO 3.19 s
+vs 0.98 s (3.3x); whole-drill ratios before and after it do not compare. drkit.dr.warmup moves
+psycopg/boto3's import into ansible-playbook's start-up (before the first play; the `drkit drill
+run` wall time still holds it). Timings on this shared machine swing with other sessions' load
+(the same drill: preflight 1.5 s to 20 s within ten minutes): read the quietest runs too.
+
 Before issue 19 (3f09bc2): RTO 3.82 s against a 0.45 s floor (8.58x, load 1.1), the clock
 then starting at the fault phase's start (1.19 s of it before the fault had any effect) and
 every drkit.dr step, AWS call and health check a module run (0.3 s each idle, 2-3 s under
