@@ -100,7 +100,18 @@ def test_no_canary_reaches_any_file_or_output(tmp_path: Path, monkeypatch: pytes
     root = tmp_path / "sb"
     root.mkdir()
     plan = load_plan(make_sandbox(root))
-    leftovers_before = set(Path(tempfile.gettempdir()).glob("drkit-run-*"))
+    # The engine's private folders (extra vars, environment) made during this test, by name:
+    # other sessions' drills make theirs in the same /tmp meanwhile.
+    private: list[Path] = []
+    real_mkdtemp = tempfile.mkdtemp
+
+    def mkdtemp(*args: Any, **kwargs: Any) -> str:
+        made = real_mkdtemp(*args, **kwargs)
+        if Path(made).name.startswith("drkit-run-"):
+            private.append(Path(made))
+        return made
+
+    monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp)
 
     # (d) a real playbook with no_log tasks, through the one door to Ansible.
     (root / "canary.yml").write_text(PLAYBOOK)
@@ -161,6 +172,6 @@ def test_no_canary_reaches_any_file_or_output(tmp_path: Path, monkeypatch: pytes
     assert searched >= 15, searched
     assert hits == [], f"canary secrets leaked: {hits}"
     # The engine's private dir (extra vars, env) is gone too.
-    assert set(Path(tempfile.gettempdir()).glob("drkit-run-*")) <= leftovers_before
+    assert private and not [p for p in private if p.exists()], private
     figures.add("canaries", len(c))
     figures.add("files_searched", searched)
