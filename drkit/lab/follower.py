@@ -493,7 +493,9 @@ class Follower:
                                                      if v == i["id"]), None)}
                                  for i in insts] for r, insts in seen.instances.items()},
                "listener_cert": seen.listener_cert, "serving_cert": self.cert_arn,
-               "errors": self.errors, "events": self.events[-30:]}
+               # every event kept (the last 100): a rolling patch alone makes a dozen, and a
+               # reader checking what one runbook did must not lose its first ones
+               "errors": self.errors, "events": self.events}
         runtime.write_atomic(str(self.sd / "aws" / "follower.json"),
                              json.dumps(doc, indent=1) + "\n")
 

@@ -21,6 +21,7 @@ import ssl
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -142,6 +143,7 @@ def _versions_served(lab: AwsLab, region: str) -> list[str]:
 def test_rolling_patch_replaces_every_instance_with_no_failed_request(lab_aws: AwsLab) -> None:
     before = {r: {i["InstanceId"] for i in _group(lab_aws, r)["Instances"]}
               for r in (PRIMARY, SECONDARY)}
+    since = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     with _traffic(lab_aws):
         code, out = _run(lab_aws, "rolling-patch-asg", "--change-id", "CHG-42",
                          "--extra-var", "drkit_patch_version=1.0.1")
@@ -166,7 +168,10 @@ def test_rolling_patch_replaces_every_instance_with_no_failed_request(lab_aws: A
         # The lab's processes followed: each runs the new version.
         assert _versions_served(lab_aws, region) == ["1.0.1", "1.0.1"]
         assert set(out["summary"]["regions"][region]["replaced"]) == now
-    replaced = [e for e in lab_aws.follower()["events"] if e["what"] == "instance-replaced"]
+    # The follower replaced each of the four instances' processes during this run (its events
+    # carry the follower's clock, in the same format).
+    replaced = [e for e in lab_aws.follower()["events"]
+                if e["what"] == "instance-replaced" and e["at"] >= since]
     assert len(replaced) >= 4, replaced
     # A second run has nothing left to replace.
     code, again = _run(lab_aws, "rolling-patch-asg", "--extra-var", "drkit_patch_version=1.0.1")
