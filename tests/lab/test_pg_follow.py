@@ -20,7 +20,10 @@ from .pgfixture import PG_BIN, REPO, free_port, make_root
 
 MODULE = REPO / "collections/ansible_collections/drkit/dr/plugins/modules/pg.py"
 
-pytestmark = pytest.mark.skipif(not (PG_BIN / "pg_ctl").exists(), reason="no PostgreSQL 15")
+# A developer's machine without PostgreSQL 15 skips; CI (scripts/install puts it there) fails
+# instead, so a skip never passes for a green there.
+pytestmark = pytest.mark.skipif(not (PG_BIN / "pg_ctl").exists() and not os.environ.get("CI"),
+                                reason="no PostgreSQL 15 (scripts/install installs it)")
 
 
 class Pair:
