@@ -624,10 +624,45 @@ def _run_recovery(
         stats.update(run.facts)
         cancelled = run.status == engine.RunStatus.CANCELED
         if cancelled or any(p.status in (PhaseStatus.FAILED, PhaseStatus.ERROR) for p in res):
-            results += [PhaseResult(p.name, PhaseStatus.SKIPPED, None, None)
+            # (runs streamed elsewhere: a run per phase, issue 18) say why they never started
+            why = "not started: this driver lost its lease" if shared.lost(lease) else ""
+            results += [PhaseResult(p.name, PhaseStatus.SKIPPED, None, None, (), why)
                         for s in segments[i + 1:] for p in s]
             break
     return results, stats, cancelled
+
+
+def _run_failback(plan: Plan, tgt: Target, failback: list[Phase], run_dir: Path,
+                  extravars: dict[str, Any], listener: DrillListener, cancel: CancelToken,
+                  runner: PlaybookRunner | None, lease: Any
+                  ) -> tuple[list[PhaseResult], engine.RunResult | None]:
+    """Failback's phases as one run (gated between phases with a lease, as the recovery run);
+    with a lease and runs streamed elsewhere (issue 18), one run per phase, the lease proven
+    before each (before the first by the caller), as for the recovery phases."""
+    from drkit.drill import shared
+
+    if lease is None or runner is None or len(failback) < 2:
+        return _run_phases(plan, tgt, failback, label="failback", run_dir=run_dir,
+                           extravars=extravars, check=False, listener=listener, cancel=cancel,
+                           runner=runner, **shared.gate(lease if runner is None else None,
+                                                        cancel))
+    results: list[PhaseResult] = []
+    run = None
+    for i, ph in enumerate(failback):
+        if i and not shared.still_held(lease, cancel):
+            results += [PhaseResult(p.name, PhaseStatus.SKIPPED, None, None, (),
+                                    "not started: this driver lost its lease")
+                        for p in failback[i:]]
+            break
+        res, run = _run_phases(plan, tgt, [ph], label="failback" if i == 0 else
+                               f"failback-{i + 1}", run_dir=run_dir, extravars=extravars,
+                               check=False, listener=listener, cancel=cancel, runner=runner)
+        results += res
+        if any(p.status != PhaseStatus.OK for p in res):
+            results += [PhaseResult(p.name, PhaseStatus.SKIPPED, None, None)
+                        for p in failback[i + 1:]]
+            break
+    return results, run
 
 
 def _ask_gate(phase: str, done: list[PhaseResult], nxt: list[str], options: DrillOptions,
@@ -734,11 +769,8 @@ def _drive(
                                    "failback and no rollback; the lease's new holder owns the "
                                    "environment")
         elif failed is None and failback:
-            fb_results, _ = _run_phases(plan, tgt, failback, label="failback", run_dir=run_dir,
-                                        extravars=extravars, check=False, listener=listener,
-                                        cancel=cancel, runner=runner,
-                                        **shared.gate(lease if runner is None else None,
-                                                      cancel))
+            fb_results, _ = _run_failback(plan, tgt, failback, run_dir, extravars, listener,
+                                          cancel, runner, lease)
             bad = next((p for p in fb_results if p.status != PhaseStatus.OK), None)
             if bad is not None and shared.lost(lease):
                 aborted = cancel.reason
