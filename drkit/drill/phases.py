@@ -4,7 +4,10 @@ imports each), plays mapped back to phases by their order, a result per phase.""
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import shutil
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -46,18 +49,21 @@ class _PhaseTracker(engine.RunListener):
 
     With `gate` (issue 18), a gate play stands before each phase but the first: when it starts,
     the phase before it has ended, and gate(next phase) answers, through the file the gate play
-    waits for, whether the next phase may start (the driver still holds its lease)."""
+    waits for, whether the next phase may start (the driver still holds its lease).
+
+    With `hold`, a gate play stands before the first phase too; the driver answers it itself
+    (HeldRun.go or stop), so the tracker only skips it."""
 
     def __init__(self, phases: Sequence[tuple[str, int]], listener: DrillListener,
                  clock_phase: str | None = None,
-                 gate: Callable[[str, int], None] | None = None) -> None:
+                 gate: Callable[[str, int], None] | None = None, *, hold: bool = False) -> None:
         self.bounds: list[str | None] = []  # phase of each play, by play index; None: a gate
         for i, (name, plays) in enumerate(phases):
-            if gate is not None and i > 0:
+            if (gate is not None and i > 0) or (hold and i == 0):
                 self.bounds.append(None)
             self.bounds += [name] * plays
         self.gate = gate
-        self.gates = 0
+        self.gates = -1 if hold else 0  # the held gate is gate 0: answered by the driver
         self.names = [name for name, _ in phases]
         self.listener = listener
         self.clock_phase = clock_phase
@@ -77,8 +83,9 @@ class _PhaseTracker(engine.RunListener):
                 self._finish(self.current, at)
                 self.current = None
             self.gates += 1
-            assert self.gate is not None
-            self.gate(self.names[self.gates], self.gates)
+            if self.gates > 0:
+                assert self.gate is not None
+                self.gate(self.names[self.gates], self.gates)
             return
         if phase != self.current:
             if self.current is not None:
@@ -105,20 +112,29 @@ class _PhaseTracker(engine.RunListener):
         self.listener.phase_finished(result)
 
 
-def _gate_play(phase: str, answer: Path, timeout_s: float) -> str:
+def _gate_play(phase: str, answer: Path, timeout_s: float | None) -> str:
     """A play that holds the run before `phase` until the driver answers `go` in `answer`
     (issue 18: it proves its lease first); `stop` or no answer in time fails it, and with it
     the run: the phase never starts. An assert with a pipe lookup runs in Ansible's own
-    process, so a gate costs a play and no module."""
+    process, so a gate costs a play and no module. `timeout_s` None: no time limit, but the
+    gate gives up (fails) as soon as this driver process is gone (HeldRun)."""
     path = shlex.quote(str(answer))
-    wait = (f"i=0; while [ ! -e {path} ] && [ $i -lt {int(timeout_s * 20)} ]; do sleep 0.05; "
-            f"i=$((i+1)); done; cat {path} 2>/dev/null")
-    play = [{"name": f"drkit lease gate before {phase}", "hosts": "localhost",
+    if timeout_s is None:
+        wait = (f"while [ ! -e {path} ] && kill -0 {os.getpid()} 2>/dev/null; do sleep 0.05; "
+                f"done; cat {path} 2>/dev/null")
+    else:
+        wait = (f"i=0; while [ ! -e {path} ] && [ $i -lt {int(timeout_s * 20)} ]; do "
+                f"sleep 0.05; i=$((i+1)); done; cat {path} 2>/dev/null")
+    what = "lease gate" if timeout_s is not None else "gate (the drill's go)"
+    play = [{"name": f"drkit {what} before {phase}", "hosts": "localhost",
              "gather_facts": False, "tasks": [{
-                 "name": f"The driver still holds its lease: {phase} may start",
+                 "name": f"The driver still holds its lease: {phase} may start"
+                 if timeout_s is not None else f"The drill says go: {phase} may start",
                  "ansible.builtin.assert": {
                      "that": f"lookup('ansible.builtin.pipe', {json.dumps(wait)}) == 'go'",
-                     "fail_msg": f"the driver lost its lease: {phase} not started",
+                     "fail_msg": f"the driver lost its lease: {phase} not started"
+                     if timeout_s is not None else f"the drill did not say go: {phase} not "
+                     "started",
                      "quiet": True}}]}]
     return yaml.safe_dump(play, sort_keys=False, width=1000)
 
@@ -128,9 +144,11 @@ def _run_phases(
     extravars: dict[str, Any], check: bool, listener: DrillListener, cancel: CancelToken,
     clock_phase: str | None = None, runner: PlaybookRunner | None = None,
     gate: Callable[[str], bool] | None = None, gate_timeout_s: float = 60.0,
+    hold: Path | None = None,
 ) -> tuple[list[PhaseResult], engine.RunResult]:
     """Run `phases` as one playbook run; return a result per phase, in order. The listener's
-    clock_started is called when `clock_phase` starts.
+    clock_started is called when `clock_phase` starts. With `hold`, the first phase waits
+    at a gate play until the driver writes go (or stop) into that file (HeldRun).
 
     A phase the run never reached although nothing before it failed or was cancelled did not
     run (ansible-playbook died before its first play, a playbook error, an unknown module): it
@@ -143,6 +161,7 @@ def _run_phases(
     gates = run_dir / f"{label}-gates"
     combined.write_text(
         "---\n# Generated by drkit: the phases of one run, in order.\n"
+        + (_gate_play(phases[0].name, hold, None) if hold is not None else "")
         + "".join((_gate_play(ph.name, gates / str(i), gate_timeout_s)
                    if gate is not None and i > 0 else "")
                   + f"- name: {ph.name}\n  ansible.builtin.import_playbook: "
@@ -161,7 +180,7 @@ def _run_phases(
             tmp.write_text("go" if ok else "stop", encoding="utf-8")
             tmp.rename(gates / str(n))
 
-    tracker = _PhaseTracker(counts, listener, clock_phase, answer)
+    tracker = _PhaseTracker(counts, listener, clock_phase, answer, hold=hold is not None)
     result = (runner or engine.run_playbook)(
         combined, inventory=tgt.inventory, content_root=plan.root, extravars=extravars,
         artifacts_dir=run_dir / label, check=check, listener=tracker, envvars=tgt.envvars,
@@ -207,3 +226,133 @@ def _run_phases(
         listener.phase_finished(out[-1])
     return out, result
 
+
+
+class _Deferred(DrillListener):
+    """A held run's listener: what the run tells before the driver said go waits here (it can
+    only be a run that died before its gate); go passes it on, in order; stop drops it."""
+
+    def __init__(self, inner: DrillListener) -> None:
+        self.inner, self.lock = inner, threading.Lock()
+        self.queue: list[tuple[str, tuple[Any, ...]]] = []
+        self.open = False
+
+    def _call(self, hook: str, *args: Any) -> None:
+        with self.lock:
+            if not self.open:
+                self.queue.append((hook, args))
+                return
+            getattr(self.inner, hook)(*args)
+
+    def release(self) -> None:
+        with self.lock:
+            for hook, args in self.queue:
+                getattr(self.inner, hook)(*args)
+            self.queue, self.open = [], True
+
+    def phase_started(self, name: str, at: datetime) -> None:
+        self._call("phase_started", name, at)
+
+    def phase_finished(self, result: PhaseResult) -> None:
+        self._call("phase_finished", result)
+
+    def task_finished(self, phase: str, result: engine.TaskResult) -> None:
+        self._call("task_finished", phase, result)
+
+    def clock_started(self, at: datetime) -> None:
+        self._call("clock_started", at)
+
+    def note(self, message: str) -> None:
+        self._call("note", message)
+
+
+class _HeldCancel(CancelToken):
+    """The held run's cancel: the drill's, or the driver's stop."""
+
+    def __init__(self, drill: CancelToken) -> None:
+        self.drill = drill
+        super().__init__()
+
+    @property  # type: ignore[override]
+    def reason(self) -> str:
+        return self.drill.reason or self._reason
+
+    @reason.setter
+    def reason(self, value: str) -> None:
+        self._reason = value
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set() or self.drill.cancelled
+
+
+class HeldRun:
+    """`phases` as one run started ahead of time and held at a gate before its first phase
+    (issue 19): ansible-playbook starts, loads its content and waits while the drill does
+    other work, so `go()` starts the first phase within a gate's poll (0.05 s) instead of a
+    whole ansible-playbook start-up later. Nothing of the phases runs before `go()`: `stop()`,
+    a driver that dies or is cancelled, or a run that ends first, and they never start.
+
+    Only for runs on this machine through drkit's engine (the gate waits on a local file and
+    on the driver's pid). `close()` always: after `stop()` it waits for the run's end and
+    removes what the run that never started left in the run folder, so the folder (and the
+    evidence) holds what it would have held without it."""
+
+    def __init__(self, plan: Plan, tgt: Target, phases: Sequence[Phase], *, label: str,
+                 run_dir: Path, extravars: dict[str, Any], listener: DrillListener,
+                 cancel: CancelToken, gate: Callable[[str], bool] | None = None,
+                 gate_timeout_s: float = 60.0) -> None:
+        self.label, self.run_dir = label, run_dir
+        self.answer = run_dir / f"{label}-go"
+        self.listener = _Deferred(listener)
+        self.cancel = _HeldCancel(cancel)
+        self.said: str | None = None
+        self.outcome: tuple[list[PhaseResult], engine.RunResult] | None = None
+        self.error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                self.outcome = _run_phases(
+                    plan, tgt, phases, label=label, run_dir=run_dir, extravars=extravars,
+                    check=False, listener=self.listener, cancel=self.cancel, gate=gate,
+                    gate_timeout_s=gate_timeout_s, hold=self.answer)
+            except BaseException as e:  # noqa: BLE001 - handed to the driver by wait()
+                self.error = e
+
+        # Not a daemon: a run must never be left behind unanswered by a driver that goes on.
+        self.thread = threading.Thread(target=run, name=f"drkit-held-{label}")
+        self.thread.start()
+
+    def _say(self, word: str) -> None:
+        if self.said is None:
+            self.said = word
+            # Written whole, then renamed: the gate play reads either nothing or the answer.
+            tmp = self.answer.with_name(f".{self.answer.name}")
+            tmp.write_text(word, encoding="utf-8")
+            tmp.rename(self.answer)
+
+    def go(self) -> tuple[list[PhaseResult], engine.RunResult]:
+        """Let the phases start; their results once the run ended (as _run_phases')."""
+        self.listener.release()
+        self._say("go")
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        assert self.outcome is not None
+        return self.outcome
+
+    def stop(self) -> None:
+        """The phases must not start: the gate fails, or the run is cancelled before it."""
+        if self.said is None:
+            self._say("stop")
+            self.cancel.cancel("not started: the drill did not say go")
+
+    def close(self) -> None:
+        """Stop unless go was said, wait for the run's end; clean after a stopped run."""
+        self.stop()
+        self.thread.join()
+        self.answer.unlink(missing_ok=True)
+        if self.said == "stop":
+            shutil.rmtree(self.run_dir / self.label, ignore_errors=True)
+            shutil.rmtree(self.run_dir / f"{self.label}-gates", ignore_errors=True)
+            (self.run_dir / f"{self.label}.yml").unlink(missing_ok=True)

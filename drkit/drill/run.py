@@ -49,7 +49,7 @@ from drkit.drill.model import (
     Targets,
     _parse_ts,
 )
-from drkit.drill.phases import _now, _run_phases
+from drkit.drill.phases import HeldRun, _now, _run_phases
 from drkit.errors import BadInput, DrkitError
 from drkit.files import under
 from drkit.targets import Target, target
@@ -685,11 +685,42 @@ def _drive(
     options: DrillOptions, listener: DrillListener, cancel: CancelToken, canary: Any,
     run_dir: Path, runner: PlaybookRunner | None = None, lease: Any = None,
 ) -> None:
-    """Run the phases, roll back when needed, collect what was observed; then judge it."""
+    """Run the phases, roll back when needed, collect what was observed; then judge it.
+
+    Failback's run is started ahead, beside the recovery run, and held at a gate before its
+    first phase (issue 19: the whole drill paid an ansible-playbook start-up between its two
+    runs): it is told go only where failback would have been started, after the recovery run
+    ended, its canary's payments were reconciled and the recovery judged; everywhere else it is
+    stopped, before any rollback, and nothing of it runs. Runs elsewhere than this machine's
+    engine (execution nodes, a runner passed in) and drills with operator gates, where a person
+    decides, start failback's run then, as before."""
     from drkit.drill import shared
 
     mode = judge.Mode.CHECK if options.preflight_only else (
         judge.Mode.DRY_RUN if options.dry_run else judge.Mode.DRILL)
+    held = None
+    if mode == judge.Mode.DRILL and failback and runner is None and not any(
+            p.gate for p in recovery):
+        held = HeldRun(plan, tgt, failback, label="failback", run_dir=run_dir,
+                       extravars=extravars, listener=listener, cancel=cancel,
+                       **shared.gate(lease, cancel))
+    try:
+        _drive_held(plan, tgt, scenario, recovery, failback, left_out, outcome, extravars,
+                    options, listener, cancel, canary, run_dir, runner, lease, mode, held)
+    finally:
+        if held is not None:
+            held.close()
+
+
+def _drive_held(
+    plan: Plan, tgt: Target, scenario: Scenario, recovery: list[Phase], failback: list[Phase],
+    left_out: list[Phase], outcome: OutcomeBuilder, extravars: dict[str, Any],
+    options: DrillOptions, listener: DrillListener, cancel: CancelToken, canary: Any,
+    run_dir: Path, runner: PlaybookRunner | None, lease: Any, mode: judge.Mode,
+    held: HeldRun | None,
+) -> None:
+    from drkit.drill import shared
+
     results, stats, run_cancelled = _run_recovery(plan, tgt, recovery, outcome, extravars,
                                                   options, listener, cancel, run_dir, runner,
                                                   lease)
@@ -753,6 +784,9 @@ def _drive(
                 announced = True
         preflight_failed = failed is not None and not died and failed.name == recovery[0].name \
             and not destructive_started
+        if held is not None and not (failed is None and failback and not cancelled
+                                     and not shared.lost(lease)):
+            held.stop()  # failback will not go: its held run must not wait behind a rollback
         if shared.lost(lease):
             # The environment is the lease's new holder's: this driver touches it no more.
             outcome.reasons.append("this driver lost its lease: it ran no rollback and no "
@@ -764,13 +798,15 @@ def _drive(
                                      runner)
         elif failed is None and failback and lease is not None and not shared.still_held(
                 lease, cancel):
+            if held is not None:
+                held.stop()
             aborted = cancel.reason
             outcome.reasons.append("this driver lost its lease before failback: it ran no "
                                    "failback and no rollback; the lease's new holder owns the "
                                    "environment")
         elif failed is None and failback:
-            fb_results, _ = _run_failback(plan, tgt, failback, run_dir, extravars, listener,
-                                          cancel, runner, lease)
+            fb_results, _ = held.go() if held is not None else _run_failback(
+                plan, tgt, failback, run_dir, extravars, listener, cancel, runner, lease)
             bad = next((p for p in fb_results if p.status != PhaseStatus.OK), None)
             if bad is not None and shared.lost(lease):
                 aborted = cancel.reason
