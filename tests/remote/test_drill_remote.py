@@ -14,6 +14,7 @@ the node), not the payments lab: what is under test is where the drill runs and 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -339,3 +340,188 @@ def test_a_drill_whose_driver_died_is_resumed_on_its_node_from_another_controlle
     assert r.returncode == 1 and out["verdict"] == "inconclusive"  # no smoke flows observed
     # The resumed phases ran on the node (the resume was forwarded there), not at the edge.
     assert where.read_text().strip() == nodes.netns_inode("secondary")
+
+
+# ---------------------------------------------------------------------------------------------
+# A driver on the controller whose phases run streamed on the node, with a shared lease: one
+# ansible-runner run per phase (a gate play cannot wait for a driver on another machine), the
+# lease proven (a fenced renewal) before each one. What only the library reaches: `drkit drill
+# run` detaches the driver to the node (or runs it --here, unstreamed).
+
+STREAMED = ("preflight", "inject-fault", "smoke", "failback", "reconcile")
+
+
+def _streamed_plan(root: Path, nodes, state_url: str, endpoint: str) -> Path:
+    import yaml
+
+    from drkit.evidence import generate_keypair
+
+    marks = root / "markers"
+    marks.mkdir()
+    for name in (*STREAMED, "rollback"):
+        # Each phase leaves where it ran: the network namespace of the process running it.
+        (root / f"{name}.yml").write_text(
+            f"- name: Phase {name}\n  hosts: all\n  gather_facts: false\n  tasks:\n"
+            f"    - name: Record where {name} ran\n"
+            f"      ansible.builtin.shell: readlink /proc/self/ns/net > {marks / name}\n"
+            "      changed_when: true\n")
+    (root / "inv.ini").write_text(
+        f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}\n")
+    phases = [{"name": n, "playbook": f"{n}.yml"} for n in STREAMED]
+    phases[1]["starts_clock"] = phases[2]["stops_clock"] = True
+    phases[3]["failback"] = phases[4]["failback"] = True
+    plan = {
+        "version": 1,
+        "regions": {"primary": nodes.net.region("primary").region,
+                    "secondary": nodes.net.region("secondary").region},
+        "environments": {"prod": {
+            "inventory": "inv.ini",
+            "state": {"s3": state_url, "region": "eu-north-1", "endpoint_url": endpoint,
+                      "lease": "60s"},
+            "execution_nodes": {nodes.net.region("secondary").region:
+                                nodes.node_config("secondary")}}},
+        "services": {"payments": {"tier": 1, "rto": "10m", "rpo": "0s"}},
+        "scenarios": {"s": {"services": ["payments"], "rollback": "rollback.yml",
+                            "phases": phases}},
+        "evidence": {"store": "./evidence", "signing_key": "keys/evidence.key"},
+    }
+    (root / "drkit.yml").write_text(yaml.safe_dump(plan, sort_keys=False))
+    generate_keypair(root / "keys" / "evidence.key")
+    return root / "drkit.yml"
+
+
+class _Log:
+    """What the driver did, in order: its lease proofs (the real check, watched) and the phases
+    as its listener heard them."""
+
+    def __init__(self, monkeypatch) -> None:
+        from drkit.drill import DrillListener, shared
+
+        self.events: list[tuple] = []
+        real = shared.still_held
+        log = self.events
+
+        def still_held(lease, cancel):
+            ok = real(lease, cancel)
+            log.append(("proved", ok, lease.record.expires_at))
+            return ok
+
+        monkeypatch.setattr(shared, "still_held", still_held)
+
+        class Listener(DrillListener):
+            def phase_started(self, name, at):
+                log.append(("started", name))
+
+            def phase_finished(self, result):
+                log.append(("finished", result.name, str(result.status)))
+
+        self.listener = Listener()
+
+
+def test_a_streamed_drill_with_a_shared_lease_proves_it_before_each_phase(
+        nodes, state_bucket, moto_url, tmp_path, monkeypatch):
+    from drkit.config import load_plan
+    from drkit.drill import run_drill
+    from drkit.state import state_from
+
+    plan = load_plan(_streamed_plan(tmp_path, nodes, state_bucket, moto_url))
+    log = _Log(monkeypatch)
+    out = run_drill(plan, "s", "prod", listener=log.listener)
+
+    # Every phase ran, each on the node (the secondary region's namespace), none here.
+    assert [(p.name, str(p.status)) for p in out.phases] == [(n, "ok") for n in STREAMED], \
+        out.phases
+    where = {n: (tmp_path / "markers" / n).read_text().strip() for n in STREAMED}
+    assert set(where.values()) == {nodes.netns_inode("secondary")}, where
+    assert not (tmp_path / "markers" / "rollback").exists()
+    # One streamed run per phase, each proved first: a successful fenced renewal (a later
+    # expiry written to the bucket each time) right before each phase started.
+    runs = sorted(p.name for p in Path(out.artifacts_dir).iterdir() if p.is_dir())
+    assert runs == ["failback", "failback-2", "recovery", "recovery-2", "recovery-3"], runs
+    for name in STREAMED:
+        i = log.events.index(("started", name))
+        assert log.events[i - 1][:2] == ("proved", True), (name, log.events)
+    proofs = [e[2] for e in log.events if e[0] == "proved"]
+    assert len(proofs) == len(STREAMED) and proofs == sorted(set(proofs)), log.events
+    # The verdict: these phases publish no smoke flows, so not a pass; nothing about the lease.
+    assert str(out.verdict) == "inconclusive" and out.exit_code == 1, out.reasons
+    assert not any("lease" in r for r in (*out.reasons, *out.warnings)), out
+    # The shared state has the run: every phase, the verdict, the artifacts; the lease free.
+    state = state_from(state_bucket, region="eu-north-1", endpoint_url=moto_url)
+    done = [(e.data["name"], e.data["status"]) for e in state.journal(out.id)
+            if e.kind == "phase"]
+    assert done == [(n, "ok") for n in STREAMED], done
+    result = state.result(out.id)
+    assert result is not None and result["verdict"] == "inconclusive" and result["token"] == 1
+    assert {"recovery/stdout", "recovery-3/job_events.jsonl", "failback-2/stdout"} <= set(
+        state.artifacts(out.id)), state.artifacts(out.id)
+    lease = state.lease("prod")
+    assert lease is not None and lease.released and lease.token == 1
+    # The evidence the driver sealed verifies.
+    v = subprocess.run([DRKIT, "evidence", "verify", "-p", str(plan.path)], capture_output=True,
+                       text=True, timeout=120)
+    assert v.returncode == 0 and "intact: 1 records" in v.stdout, v.stdout + v.stderr
+
+
+def test_a_streamed_drill_that_lost_its_lease_starts_no_further_phase(
+        nodes, state_bucket, moto_url, tmp_path, monkeypatch):
+    """While phase `inject-fault` runs on the node, the driver's lease runs out in the bucket and
+    another controller takes it (fencing token 2): no further phase starts, nothing is rolled
+    back, nothing more is written to the shared state."""
+    from dataclasses import replace
+
+    from drkit.config import load_plan
+    from drkit.drill import run_drill
+    from drkit.state import Conflict, LeaseRecord, state_from
+
+    plan = load_plan(_streamed_plan(tmp_path, nodes, state_bucket, moto_url))
+    state = state_from(state_bucket, region="eu-north-1", endpoint_url=moto_url)
+    log = _Log(monkeypatch)
+    taken: list = []
+    heard = log.listener.phase_started
+
+    def phase_started(name, at):
+        heard(name, at)
+        if name != "inject-fault":
+            return
+        key = "envs/prod/lease.json"
+        while True:
+            body, etag = state.blobs.get(key)  # type: ignore[misc]
+            try:
+                state.blobs.replace(key, replace(LeaseRecord.parse(body),
+                                                 expires_at=time.time() - 1).to_bytes(), etag)
+                break
+            except Conflict:  # the driver renewed meanwhile: expire its new lease
+                continue
+        taken.append(time.time())
+        taken.append(state_from(state_bucket, region="eu-north-1", endpoint_url=moto_url)
+                     .acquire("prod", "drill recover --scenario s", run_id="takeover",
+                              ttl=60, operator="controller-2"))
+
+    log.listener.phase_started = phase_started  # type: ignore[method-assign]
+    out = run_drill(plan, "s", "prod", listener=log.listener)
+
+    assert taken and taken[1].token == 2
+    assert str(out.verdict) == "aborted" and out.exit_code == 3, out
+    phases = {p.name: (str(p.status), p.message) for p in out.phases}
+    assert phases["preflight"][0] == "ok", phases
+    assert phases["smoke"] == ("skipped", "not started: this driver lost its lease"), phases
+    assert phases["failback"][0] == phases["reconcile"][0] == "skipped", phases
+    assert "rollback" not in phases, phases
+    said = " ".join(out.reasons)
+    assert "this driver lost its lease" in said and "fencing token 2" in said, said
+    assert "it ran no rollback" in said, said
+    ran = sorted(p.name for p in (tmp_path / "markers").iterdir())
+    assert ran in (["preflight"], ["inject-fault", "preflight"]), ran
+    assert ("started", "smoke") not in log.events, log.events
+    # Nothing more in the shared state from this driver: no entry after the takeover, no
+    # result, no artifacts; the lease is still the new holder's.
+    mine = [json.loads(state.blobs.get(k)[0])  # type: ignore[index]
+            for k in state.blobs.list(f"runs/{out.id}/journal/")]
+    assert mine and all(e["token"] == 1 and e["at"] <= taken[0] for e in mine), mine
+    assert state.result(out.id) is None and state.artifacts(out.id) == []
+    now = state.lease("prod")
+    assert now is not None and now.token == 2 and not now.released
+    v = subprocess.run([DRKIT, "evidence", "verify", "-p", str(plan.path)], capture_output=True,
+                       text=True, timeout=120)
+    assert v.returncode == 0 and "intact: 1 records" in v.stdout, v.stdout + v.stderr

@@ -12,6 +12,8 @@ the drill's JSON, its run folder's job events, marker files the playbooks write,
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -37,7 +39,7 @@ def _marker(path: Path) -> str:
             "      changed_when: true\n")
 
 
-def _plan(root: Path, bucket_url: str, endpoint: str) -> Path:
+def _plan(root: Path, bucket_url: str, endpoint: str, lease: str = "60s") -> Path:
     from drkit.evidence import generate_keypair
 
     m = root / "markers"
@@ -64,7 +66,7 @@ def _plan(root: Path, bucket_url: str, endpoint: str) -> Path:
             # A long lease: the background renewal (every 20 s) need not be the one that
             # finds out; the check before the next phase must.
             "state": {"s3": bucket_url, "region": STATE_REGION, "endpoint_url": endpoint,
-                      "lease": "60s"}}},
+                      "lease": lease}}},
         "services": {"payments": {"tier": 1, "rto": "10m", "rpo": "0s"}},
         "scenarios": {"s": {"services": ["payments"], "rollback": "rollback.yml", "phases": [
             {"name": "preflight", "playbook": "preflight.yml"},
@@ -186,3 +188,83 @@ def test_a_driver_that_lost_its_lease_starts_no_further_phase_and_cannot_write(
     shown = subprocess.run([DRKIT, "evidence", "show", result["evidence"]["id"], "-p", str(plan),
                             "--json"], capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0 and '"aborted"' in shown.stdout, shown.stdout + shown.stderr
+
+
+def test_a_paused_driver_whose_lease_was_taken_over_acts_no_more(
+        state_bucket, moto_url, tmp_path):
+    """A real pause: the running driver is stopped (SIGSTOP) until its lease runs out; a second
+    controller (its own folder, as on another machine: its own local lock and evidence) runs
+    `drkit drill recover`, which takes the lease with fencing token 2, rolls back and releases
+    it; then the driver resumes (SIGCONT). Its first fenced write is refused: it cancels the
+    phase it was in, starts no further one, rolls nothing back, writes nothing more to the
+    shared state, and says so in its outcome. The plan's short lease keeps the pause short."""
+    plan = _plan(tmp_path, state_bucket, moto_url, lease="8s")
+    other = tmp_path / "controller-2"
+    other.mkdir()
+    plan2 = _plan(other, state_bucket, moto_url, lease="8s")
+    state = state_from(state_bucket, region=STATE_REGION, endpoint_url=moto_url)
+    drill = subprocess.Popen([DRKIT, "drill", "run", "s", "-e", "prod", "-p", str(plan),
+                              "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        run_id = _wait("the driver's lease", lambda: state.lease("prod"), proc=drill).run_id
+        _wait("phase hold to start", lambda: any(
+            e.kind == "phase_started" and e.data.get("name") == "hold"
+            for e in state.journal(run_id)), proc=drill)
+        os.kill(drill.pid, signal.SIGSTOP)
+        try:
+            _wait("the paused driver's lease to run out", lambda: not state.lease(
+                "prod").live(time.time()), timeout=60)  # type: ignore[union-attr]
+            taken_at = time.time()
+            rec = subprocess.run([DRKIT, "drill", "recover", "-e", "prod", "-p", str(plan2)],
+                                 capture_output=True, text=True, timeout=300)
+        finally:
+            os.kill(drill.pid, signal.SIGCONT)
+        resumed_at = time.time()
+        try:
+            out, err = drill.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            (tmp_path / "release").touch()  # (its hold phase would wait for ever)
+            raise AssertionError("the resumed driver went on as if it still held its lease: "
+                                 + "".join(drill.communicate(timeout=120))) from None
+    finally:
+        if drill.poll() is None:
+            drill.kill()
+            drill.wait()
+
+    # The second controller recovered the environment under token 2 and released the lease.
+    assert rec.returncode == 3 and "prod: NOT serving payments" in rec.stdout, \
+        rec.stdout + rec.stderr  # (no entry point declared: serving is not observed)
+    assert (other / "markers" / "rollback").exists()
+    now = state.lease("prod")
+    assert now is not None and (now.token, now.released) == (2, True), now
+    assert now.command == "drill recover --scenario s" and now.acquired_at >= taken_at
+
+    # The paused driver: aborted (exit 3), its running phase cancelled, nothing after it.
+    result = json.loads(out)
+    assert drill.returncode == 3 and result["verdict"] == "aborted", (out, err)
+    phases = {p["name"]: (p["status"], p["message"]) for p in result["phases"]}
+    assert phases["preflight"][0] == phases["inject-fault"][0] == "ok", phases
+    assert phases["hold"][0] == "canceled" and "lost its lease" in phases["hold"][1], phases
+    assert phases["smoke"] == ("skipped", "not started: this driver lost its lease"), phases
+    assert phases["failback"][0] == "skipped" and "rollback" not in phases, phases
+    said = " ".join(result["reasons"])
+    assert "this driver lost its lease" in said and "fencing token 2" in said, said
+    assert "it ran no rollback" in said, said
+    assert sorted(p.name for p in (tmp_path / "markers").iterdir()) == ["inject", "preflight"]
+    events = [json.loads(line) for f in sorted(Path(result["artifacts_dir"]).rglob(
+        "job_events.jsonl")) for line in f.read_text().splitlines()]
+    plays = [e["event_data"]["play"] for e in events if e["event"] == "playbook_on_play_start"]
+    assert [p for p in plays if not p.startswith("drkit lease gate")] == [
+        "Preflight", "Inject", "Hold"], plays
+    # The shared state holds nothing the paused driver wrote after it resumed: its journal
+    # stops before the takeover, no result, no artifacts; the lease is not touched.
+    mine = [json.loads(state.blobs.get(k)[0])  # type: ignore[index]
+            for k in state.blobs.list(f"runs/{run_id}/journal/")]
+    assert mine and all(e["token"] == 1 and e["at"] < taken_at < resumed_at for e in mine)
+    assert state.result(run_id) is None and state.artifacts(run_id) == []
+    assert state.lease("prod") == now
+    # Its evidence record (its own store) is sealed as aborted and verifies.
+    v = subprocess.run([DRKIT, "evidence", "verify", "-p", str(plan)], capture_output=True,
+                       text=True, timeout=120)
+    assert v.returncode == 0 and "intact: 1 records" in v.stdout, v.stdout + v.stderr
