@@ -41,7 +41,10 @@ from drkit.evidence.signing import (
 from drkit.evidence.store import _PART, FileProblem, LocalStore, Store
 
 # What may sit at the top of a store (local: .lock; .tmp files of an atomic write start with .)
-TOP_LEVEL = {"records", "artifacts", "open", "index.jsonl"}
+# Also governance's registers (findings.jsonl, requests/): drkit/governance keeps them beside a
+# local store's records by design; they are not evidence and not checked here (a failed drill
+# opens a finding, and verify called that tampering: found by issue 18's remote test).
+TOP_LEVEL = {"records", "artifacts", "open", "index.jsonl", "findings.jsonl", "requests"}
 FAILED = {"failed", "unreachable", "aborted", "interrupted", "running"}
 CLOCK_SLACK_MS = 1000  # rounding between the measured RTO and the clock's two times
 
