@@ -68,8 +68,10 @@ class Nodes:
         return os.readlink(f"/proc/{pid}/ns/net")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def nodes(tmp_path_factory):
+    """One namespaced topology for every test of tests/remote that needs nodes (it was one per
+    module: three set-ups and teardowns in a CI session); the tests only read it."""
     import dataclasses
 
     from drkit.config import lab_config, load_plan

@@ -128,6 +128,29 @@ def remote_lab() -> Iterator[RemoteLab]:
                 shutil.rmtree(root, ignore_errors=True)
 
 
+def _cut_off_while_partitioned(lab: RemoteLab, a: subprocess.Popen) -> bool:
+    """Watch for the drill's partition of the primary region while controller A runs; True once
+    a connection from the primary's namespace to the shared state's endpoint failed while the
+    partition was in place (before and after the try)."""
+    import time
+
+    from drkit.lab import netns
+
+    probe = ("import socket, sys\ntry:\n    socket.create_connection((sys.argv[1], "
+             "int(sys.argv[2])), timeout=1).close()\nexcept OSError:\n    sys.exit(7)\n")
+    deadline = time.monotonic() + 600
+    while a.poll() is None and time.monotonic() < deadline:
+        if netns.partitioned(lab.cfg, "primary"):
+            r = subprocess.run(lab.in_ns("primary", [sys.executable, "-c", probe,
+                                                     lab.net.edge.address,
+                                                     str(lab.cfg.ports["moto"])]),
+                               capture_output=True, timeout=60)
+            if r.returncode == 7 and netns.partitioned(lab.cfg, "primary"):
+                return True
+        time.sleep(0.1)
+    return False
+
+
 def _cmdline(pid: int) -> bytes:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -162,8 +185,9 @@ def test_the_lab_failover_runs_on_the_surviving_node_when_the_controller_is_cut_
         for pid in drivers:
             st = os.stat(f"/proc/{pid}/ns/net")
             assert (st.st_dev, st.st_ino) == (secondary.st_dev, secondary.st_ino), pid
-        # Controller A follows until the drill's partition of the primary region cuts it off
-        # from the shared state: it gives up (exit 3) without a verdict.
+        # The drill's own fault partitions the primary region, cutting controller A off from
+        # the shared state: seen from A's namespace, the state's endpoint does not answer.
+        cut_off = _cut_off_while_partitioned(lab, a)
         rest, _ = a.communicate(timeout=600)
         seen += rest.splitlines()
     finally:
@@ -171,9 +195,13 @@ def test_the_lab_failover_runs_on_the_surviving_node_when_the_controller_is_cut_
             a.kill()
             a.wait()
     text = "\n".join(seen)
-    assert a.returncode == 3, text
-    assert "Could not connect" in text, text
-    assert "finished:" not in text, text
+    # A either gave up (its reads of the state failed: exit 3, no verdict), or, the drill
+    # having healed the partition before A's reads timed out (a fast drill: its S3 client
+    # waits 5 s a try, 3 tries), rode the cut-off out and then saw the verdict. Either way
+    # the drill went on without it.
+    gave_up = a.returncode == 3 and "Could not connect" in text and "finished:" not in text
+    rode_out = a.returncode == 0 and "verdict: pass (exit 0)" in text
+    assert gave_up or (rode_out and cut_off), (a.returncode, cut_off, text)
 
     # Controller B, at the edge, attaches and sees the verdict the node reached.
     b = subprocess.run(lab.in_ns("edge", [DRKIT, "drill", "attach", run_id, "-e", "lab", "-p",
