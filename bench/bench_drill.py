@@ -138,6 +138,8 @@ def namespaces(args: argparse.Namespace) -> None:
     finally:
         drkit("lab", "down", check=False)
     load1 = os.getloadavg()[0]
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip() or "?"
     rows = "\n".join(
         f"| {label} | {med(drills, key):.2f} s | {fmt([d[key] for d in drills])} | {goal} |"
         for key, label, goal in (
@@ -152,7 +154,7 @@ def namespaces(args: argparse.Namespace) -> None:
 
 {machine()}; {args.runs} drills on one lab with the namespaces topology (each region in network
 namespaces of its own, its processes reached over SSH, as the demo's `lab.topology: auto` picks
-when root; 4 payments instances per region, synchronous replication); load average
+when root; 4 payments instances per region, synchronous replication), on {commit}; load average
 {load0:.1f} before, {load1:.1f} after. No floor here: bench/floor_drill.py drives the local
 topology's processes directly (sockets, pid files, 127.0.0.1 ports); the targets are absolute.
 
@@ -237,6 +239,8 @@ def main() -> None:
     by_step = sum("fault step: issued at" in d["clock_source"] for d in drills)
     sources = (f"the fault step's own time in {by_step} of {len(drills)} drills" +
                ("" if by_step == len(drills) else ", the fault phase's start in the others"))
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip() or "?"
     busy = "" if max(load0, load1) < 4 else (
         f"\nThe machine was busy (load {min(load0, load1):.0f} to {max(load0, load1):.0f} on "
         "2 cores: other sessions' "
@@ -248,7 +252,7 @@ def main() -> None:
 
 {machine()}; {args.runs} drills and {args.runs} floors (bench/floor_drill.py: the same
 operations, no orchestration) alternating on one lab (local topology, 4 payments instances per
-region, synchronous replication); load average {load0:.1f} before, {load1:.1f} after.
+region, synchronous replication), on {commit}; load average {load0:.1f} before, {load1:.1f} after.
 Both clocks start when the fault step issues the fault (the drill's clock: {sources}; its
 source is in each record) and stop at the first all-green round of the smoke flows.
 {busy}
