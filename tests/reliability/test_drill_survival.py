@@ -66,10 +66,12 @@ def _descendants(root: int) -> list[tuple[int, str]]:
     return out
 
 
-def _kill_ansible_under(pid: int) -> bool:
-    """SIGKILL the real ansible-playbook (not drkit's shim) below `pid`."""
+def _kill_ansible_under(pid: int, phase: str) -> bool:
+    """SIGKILL the real ansible-playbook (not drkit's shim) below `pid` that runs `phase`: the
+    recovery run's, or failback's (issue 19: failback's run is started ahead, beside it)."""
+    run = "/failback.yml" if phase == "failback" else "/recovery.yml"
     for child, cmd in _descendants(pid):
-        if ".venv/bin/ansible-playbook" in cmd and " -S " not in cmd:
+        if ".venv/bin/ansible-playbook" in cmd and " -S " not in cmd and run in cmd:
             os.kill(child, signal.SIGKILL)
             return True
     return False
@@ -106,7 +108,7 @@ def _run_and_kill(plan: Path, phase: str, what: str) -> tuple[int, str, list[Pat
                     time.sleep(0.05)  # the running phase's, once the engine made it
                 proc.send_signal(signal.SIGKILL)
             else:
-                assert _kill_ansible_under(proc.pid), "no ansible-playbook found"
+                assert _kill_ansible_under(proc.pid, phase), "no ansible-playbook found"
             break
     else:
         raise AssertionError(f"phase {phase} never started:\n{''.join(seen)}")
