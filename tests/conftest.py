@@ -421,12 +421,42 @@ def lab(lab_session: LabHandle, request: pytest.FixtureRequest) -> LabHandle:
 
 
 FOLDER_TIMES: dict[str, float] = {}
+FOLDER_CPU: dict[str, float] = {}
+CPU: dict[str, Any] = {"session": None, "at_start": {}, "since": 0.0}
+
+
+def _folder(nodeid: str) -> str:
+    path = nodeid.split("::")[0]
+    return path if path.count("/") < 2 else path.rsplit("/", 1)[0]  # tests/x.py, tests/dir
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from tests.cpu import SessionCpu
+
+    CPU["session"] = SessionCpu.join()
+    CPU["since"] = time.monotonic()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if CPU["session"] is not None:
+        CPU["session"].leave()
+
+
+def pytest_runtest_logstart(nodeid: str, location: Any) -> None:
+    if CPU["session"] is not None:
+        CPU["at_start"][nodeid] = CPU["session"].used()
+
+
+def pytest_runtest_logfinish(nodeid: str, location: Any) -> None:
+    """CPU per folder, setup to teardown, of the test and every process it started."""
+    if CPU["session"] is not None and nodeid in CPU["at_start"]:
+        spent = CPU["session"].used() - CPU["at_start"].pop(nodeid)
+        FOLDER_CPU[_folder(nodeid)] = FOLDER_CPU.get(_folder(nodeid), 0.0) + spent
 
 
 def pytest_runtest_logreport(report: Any) -> None:
     """Time per folder (or top-level file), setup to teardown: to split scripts/test."""
-    path = report.nodeid.split("::")[0]
-    folder = path if path.count("/") < 2 else path.rsplit("/", 1)[0]  # tests/x.py, tests/dir
+    folder = _folder(report.nodeid)
     FOLDER_TIMES[folder] = FOLDER_TIMES.get(folder, 0.0) + report.duration
 
 
@@ -438,6 +468,16 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         tr.section("time per folder (setup + call + teardown)")
         for folder, seconds in sorted(FOLDER_TIMES.items(), key=lambda kv: -kv[1]):
             tr.write_line(f"{seconds:7.1f}s {folder}")
+    session = CPU["session"]
+    if session is not None and FOLDER_CPU:
+        # What CI's wall time follows: the suite keeps both cores busy (tests/cpu.py).
+        tr.section("CPU per folder (the tests and every process they started)")
+        for folder, seconds in sorted(FOLDER_CPU.items(), key=lambda kv: -kv[1]):
+            tr.write_line(f"{seconds:7.1f}s {folder}")
+        wall = time.monotonic() - CPU["since"]
+        tr.write_line(f"session CPU: {session.used():.0f} s in {wall:.0f} s of wall time")
+    elif FOLDER_TIMES:
+        tr.write_line("(no CPU per folder: it needs root and a cgroup cpuacct controller)")
     if not LAB_SETUPS:
         return
     tr.section("lab setups (build, and repairs before a test)")
