@@ -198,10 +198,10 @@ def test_a_paused_driver_whose_lease_was_taken_over_acts_no_more(
     it; then the driver resumes (SIGCONT). Its first fenced write is refused: it cancels the
     phase it was in, starts no further one, rolls nothing back, writes nothing more to the
     shared state, and says so in its outcome. The plan's short lease keeps the pause short."""
-    plan = _plan(tmp_path, state_bucket, moto_url, lease="8s")
+    plan = _plan(tmp_path, state_bucket, moto_url, lease="10s")
     other = tmp_path / "controller-2"
     other.mkdir()
-    plan2 = _plan(other, state_bucket, moto_url, lease="8s")
+    plan2 = _plan(other, state_bucket, moto_url, lease="10s")
     state = state_from(state_bucket, region=STATE_REGION, endpoint_url=moto_url)
     drill = subprocess.Popen([DRKIT, "drill", "run", "s", "-e", "prod", "-p", str(plan),
                               "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
