@@ -12,7 +12,8 @@ module: healthz
 short_description: GET health URLs side by side; every one must answer 200
 description:
   - An action plugin. With the local connection it asks every URL at once from the controller;
-    on any other connection it runs M(ansible.builtin.uri) on that host for each URL.
+    on any other connection it runs this module once on that host, which asks every URL at once
+    there.
   - Fails unless every URL answered 200.
 options:
   urls: {description: The URLs., type: list, elements: str, required: true}
@@ -33,3 +34,37 @@ results:
   type: list
   elements: dict
 """
+
+import urllib.error  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+
+from ansible.module_utils import urls  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+
+
+def _get(url, timeout):
+    # Ansible's open_url, as the action's local path uses (same TLS and proxy handling).
+    try:
+        with urls.open_url(url, timeout=timeout) as r:
+            return {"url": url, "status": r.status}
+    except urllib.error.HTTPError as e:
+        return {"url": url, "status": e.code, "msg": str(e)}
+    except (OSError, ValueError, urls.ConnectionError) as e:
+        return {"url": url, "status": None, "msg": str(e)}
+
+
+def main():
+    """On the task's host (a region's host over SSH, issue 17): every URL at once, in one
+    module run (issue 19: a uri module run per URL cost 2.2 s for four instances over SSH)."""
+    module = AnsibleModule(argument_spec={
+        "urls": {"type": "list", "elements": "str", "required": True},
+        "timeout": {"type": "float", "default": 2.0},
+    }, supports_check_mode=True)
+    found = module.params["urls"]
+    with ThreadPoolExecutor(max_workers=max(1, min(16, len(found)))) as pool:
+        results = list(pool.map(lambda u: _get(u, module.params["timeout"]), found))
+    module.exit_json(changed=False, results=results)
+
+
+if __name__ == "__main__":
+    main()
