@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -136,6 +137,9 @@ def namespaces(args: argparse.Namespace) -> None:
                   f"{d['preflight']:.2f}s, failback {d['failback']:.2f}s, between the runs "
                   f"{d['gap']:.2f}s)", flush=True)
     finally:
+        # The drills' run folders (job events: where the time went) outlive the lab.
+        shutil.copytree(lab_dir / "runs", tmp / "runs", dirs_exist_ok=True)
+        print(f"run folders kept in {tmp / 'runs'}", flush=True)
         drkit("lab", "down", check=False)
     load1 = os.getloadavg()[0]
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
