@@ -149,6 +149,10 @@ def test_regions_live_in_their_namespaces_and_are_reached_over_ssh(nslab: NsLab)
         # A host of the inventory, over SSH with the lab's key and pinned host key.
         out = nslab.ssh(role, "ip", "netns", "identify")
         assert out.returncode == 0 and out.stdout.strip() == ns, out.stderr
+        # Its sessions' bash is no top-level shell (SHLVL=1 from sshd; it would be 0 here), so
+        # it reads no ~/.bashrc: not this machine's user set-up per command (issue 19).
+        out = nslab.ssh(role, "printenv", "SHLVL")
+        assert out.stdout.strip() == "1", (out.stdout, out.stderr)
     # The entry point is this machine's loopback; its backends are reached from the edge.
     assert _ns_of(by_name["haproxy"].pid) == ""
     cfgtext = (nslab.state_dir / "haproxy" / "haproxy.cfg").read_text()
