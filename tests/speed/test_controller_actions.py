@@ -193,3 +193,93 @@ def test_a_job_whose_result_has_a_started_key_of_its_own_is_finished(tmp_path: P
 
         if pidfile.exists():
             os.kill(int(pidfile.read_text().split()[0]), signal.SIGKILL)
+
+
+REMOTE_CONNECTION = '''\
+"""The local connection under another name: drkit.dr's actions then take the path of a host
+reached over SSH (a module run over the connection, not in the worker)."""
+
+from __future__ import annotations
+
+from ansible.plugins.connection.local import Connection as Local
+
+DOCUMENTATION = """
+    name: remote_like
+    short_description: the local connection, not named local (a test's stand-in for ssh)
+    description: [Runs on the controller like local.]
+    author: drkit maintainers (@drkit)
+    options:
+        become_success_timeout:
+            type: int
+            default: 10
+            description: [As local's.]
+        become_strip_preamble:
+            type: bool
+            default: true
+            description: [As local's.]
+    extends_documentation_fragment:
+        - connection_pipelining
+"""
+
+
+class Connection(Local):
+    transport = "remote_like"
+'''
+
+
+def test_a_job_on_a_host_over_another_connection_runs_from_the_controller(
+        tmp_path: Path) -> None:
+    """async + poll 0 on a host reached over SSH (here a stand-in connection): the module runs
+    over the connection from a detached process on the controller, no async_wrapper; the job
+    is collected here and gives the module's own result, a failure with its message."""
+    (tmp_path / "connection_plugins").mkdir()
+    (tmp_path / "connection_plugins" / "remote_like.py").write_text(REMOTE_CONNECTION)
+    port = free_port()
+    task = f"""\
+    - name: Start reading a database that is not there
+      drkit.dr.pg_info:
+        port: {port}
+      vars:
+        ansible_connection: remote_like
+        ansible_python_interpreter: "{{{{ ansible_playbook_python }}}}"
+      async: 60
+      poll: 0
+      register: job
+    - name: Start requiring it
+      drkit.dr.pg_info:
+        port: {port}
+        fail_unreachable: true
+      vars:
+        ansible_connection: remote_like
+        ansible_python_interpreter: "{{{{ ansible_playbook_python }}}}"
+      async: 60
+      poll: 0
+      register: failing
+    - name: Wait for it
+      drkit.dr.wait_job:
+        job: "{{{{ job }}}}"
+      vars:
+        ansible_connection: remote_like
+      register: seen
+    - name: Publish it
+      ansible.builtin.set_stats:
+        data:
+          job: "{{{{ job }}}}"
+          seen: "{{{{ seen | dict2items | rejectattr('key', 'in', ['invocation', 'ansible_job_id'])
+                  | items2dict }}}}"
+    - name: Wait for the failing one
+      drkit.dr.wait_job:
+        job: "{{{{ failing }}}}"
+      vars:
+        ansible_connection: remote_like
+    """
+    r = run(tmp_path, task)
+    assert r.failure is not None and r.failure.task == "Wait for the failing one", r.failure
+    assert "cannot connect to PostgreSQL" in r.failure.message
+    job = r.facts["job"]
+    assert job["job_on_controller"] is True and not job["finished"]
+    assert r.facts["seen"]["reachable"] is False and r.facts["seen"]["port"] == port
+    assert not Path(job["results_file"]).exists()
+    out = r.stdout_path.read_text()
+    # Neither Ansible's async (async_wrapper copied over) nor async_status polls ran.
+    assert "async_wrapper" not in out and "async_status" not in out

@@ -4,9 +4,11 @@ Issue 19: independent steps run side by side (the payments instances start while
 is rebuilt; the stack template is validated while the other checks run), and a later task
 collects the result. ansible.builtin.async_status costs a module start per poll (0.3 s idle,
 2-3 s under load) and `until`/`delay` polls in whole tenths of a second at best; this action
-reads the job's result file from the controller's worker every 50 ms when the job's host is
-reached with the local connection (drkit.dr's in-process async writes it there, as Ansible's
-async_wrapper would). On any other connection it polls with async_status on that host.
+reads the job's result file from the controller's worker every 50 ms when the job ran from the
+controller: drkit.dr's async writes it there, as Ansible's async_wrapper would, both for a host
+reached with the local connection (the module in-process) and for one reached over SSH (the
+module run over the connection from a detached process here; the job says `job_on_controller`).
+Any other job (Ansible's own async, on the host) is polled with async_status on that host.
 
 Options: job (the registered result of the async task, required), timeout (seconds, default
 300). Returns the job's own result (its keys, `changed`, `failed`, `msg`), so the task that
@@ -49,7 +51,7 @@ class ActionModule(ActionBase):
             result.update(failed=True, msg="not an async job's result (no ansible_job_id): "
                           "start the task with `async` and `poll: 0`, and register it")
             return result
-        if getattr(self._connection, "transport", "") == "local":
+        if job.get("job_on_controller") or getattr(self._connection, "transport", "") == "local":
             data = self._wait_here(jid, job.get("results_file"), timeout)
         else:
             data = self._wait_there(jid, timeout, task_vars)

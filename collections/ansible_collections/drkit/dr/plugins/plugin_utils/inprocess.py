@@ -14,7 +14,14 @@ the namespaces topology, issue 17), become, or a task with its own `environment`
 `async` with `poll: 0` (independent steps side by side, issue 19): on the in-process path the
 worker forks a detached process that runs the module the same way and writes its result where
 Ansible's async_wrapper would (`<async_dir>/<jid>`, the same JSON), so `drkit.dr.wait_job` (or
-ansible.builtin.async_status) reads it; on the ordinary path Ansible's own async runs it.
+ansible.builtin.async_status) reads it. A host reached over another connection (SSH to a
+region's host, the namespaces topology) gets the same detached process on the controller, which
+runs the module there the ordinary way (one module run over the connection, pipelined) and
+writes its result here: Ansible's own async would copy async_wrapper and the module over
+(several round trips, 1.3 s), and every poll of async_status is one more module run over SSH.
+The job's result is then on the controller either way (`job_on_controller`), and
+drkit.dr.wait_job reads it here. A local connection with become or a task environment keeps
+Ansible's own async.
 An action plugin file named like a module makes Ansible run it for that module's tasks; each
 such file in ../action imports ActionModule from here.
 """
@@ -26,9 +33,10 @@ import io
 import json
 import os
 import random
-from typing import Any
+from typing import Any, Callable
 
 from ansible.plugins.action import ActionBase
+from ansible.utils.display import Display
 
 _PRELOADED = False
 
@@ -92,14 +100,19 @@ class ActionModule(ActionBase):
         result: dict[str, Any] = super().run(tmp, task_vars)
         del tmp
         name = self._task.resolved_action or self._task.action
+        args, task_vars = dict(self._task.args), task_vars or {}
         if not self._in_process():
+            if self._task.async_val and not self._task.poll and self._remote():
+                # The module runs over the connection, from a detached process here.
+                result.update(self._start_here(lambda: self._output_there(name, args, task_vars)))
+                return result
             result.update(self._execute_module(module_name=name, task_vars=task_vars,
                                                wrap_async=self._task.async_val))
             return result
         if self._task.async_val:
-            result.update(self._start_here(name, dict(self._task.args), task_vars or {}))
+            result.update(self._start_here(lambda: self._module_output(name, args, task_vars)))
             return result
-        result.update(self._run_here(name, dict(self._task.args), task_vars or {}))
+        result.update(self._run_here(name, args, task_vars))
         return result
 
     def _in_process(self) -> bool:
@@ -109,10 +122,14 @@ class ActionModule(ActionBase):
                 and not self._play_context.become
                 and not any(self._task.environment or ()))
 
-    def _start_here(self, name: str, args: dict[str, Any], task_vars: dict[str, Any]) -> dict:
-        """Run the module in a detached process (double fork, its own session: it outlives
-        this worker, and drkit's engine shim, the subreaper, still stops it with the run) and
-        return at once, as Ansible's async start does."""
+    def _remote(self) -> bool:
+        # Not the local connection (where become or an environment keeps Ansible's own async).
+        return getattr(self._connection, "transport", "") not in ("", "local")
+
+    def _start_here(self, output: Callable[[], str]) -> dict:
+        """Run output() (the module's printed result) in a detached process (double fork, its
+        own session: it outlives this worker, and drkit's engine shim, the subreaper, still
+        stops it with the run) and return at once, as Ansible's async start does."""
         async_dir = os.path.expanduser(self.get_shell_option("async_dir",
                                                              default="~/.ansible_async"))
         os.makedirs(async_dir, mode=0o700, exist_ok=True)
@@ -128,15 +145,17 @@ class ActionModule(ActionBase):
                         null = os.open(os.devnull, os.O_RDWR)
                         for fd in (0, 1, 2):
                             os.dup2(null, fd)
+                        # What a connection plugin displays goes to /dev/null, not into the
+                        # worker's queue to ansible-playbook (which may be gone by then).
+                        Display()._final_q = None
                         # The module's own JSON, as async_wrapper writes it (the reader
                         # parses it as a module's output), plus the finished marker.
                         try:
-                            out = self._module_output(name, args, task_vars)
-                            data = json.loads(out)
+                            data = json.loads(output())
                             if not isinstance(data, dict):
                                 raise ValueError("not an object")
                         except BaseException as e:  # noqa: BLE001 - reported in the result
-                            data = {"failed": True, "msg": "the module printed no result: "
+                            data = {"failed": True, "msg": "the module gave no result: "
                                     "%s: %s" % (type(e).__name__, e)}
                         data.update(ansible_job_id=jid, finished=1)
                         write_result(path, data)
@@ -146,7 +165,32 @@ class ActionModule(ActionBase):
                 os._exit(0)
         os.waitpid(first, 0)
         return {"started": 1, "finished": 0, "ansible_job_id": jid, "results_file": path,
-                "changed": False}
+                "job_on_controller": True, "changed": False}
+
+    def _output_there(self, name: str, args: dict[str, Any], task_vars: dict[str, Any]) -> str:
+        """What the module prints (its JSON result), run over the task's connection the ordinary
+        way: the printed JSON itself, as async_wrapper keeps it; when it printed none, Ansible's
+        own account of the failure (its message, the module's stdout and stderr)."""
+        from ansible.module_utils.json_utils import _filter_non_json_lines
+
+        seen: dict[str, Any] = {}
+        parse = self._parse_returned_data
+
+        def keep(res: dict[str, Any], profile: str) -> dict[str, Any]:
+            seen.update(res)
+            return parse(res, profile)
+
+        self._parse_returned_data = keep  # type: ignore[method-assign]
+        data = self._execute_module(module_name=name, module_args=args, task_vars=task_vars)
+        try:
+            printed = _filter_non_json_lines(seen.get("stdout") or "")[0]
+            if isinstance(json.loads(printed), dict):
+                return printed
+        except ValueError:
+            pass
+        return json.dumps({"failed": True, "msg": str(data.get("msg") or "MODULE FAILURE"),
+                           "rc": seen.get("rc"), "module_stdout": str(seen.get("stdout") or ""),
+                           "module_stderr": str(seen.get("stderr") or "")})
 
     def _run_here(self, name: str, args: dict[str, Any], task_vars: dict[str, Any]) -> dict:
         return parse_output(self, self._module_output(name, args, task_vars))
