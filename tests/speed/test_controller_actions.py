@@ -14,14 +14,15 @@ REPO = Path(__file__).resolve().parents[2]
 INVENTORY = REPO / "inventories" / "lab" / "hosts.yml"
 
 
-def run(tmp: Path, tasks: str, name: str = "play") -> engine.RunResult:
+def run(tmp: Path, tasks: str, name: str = "play", inprocess: bool = True) -> engine.RunResult:
     pb = tmp / f"{name}.yml"
     pb.write_text("- name: Test\n  hosts: localhost\n  gather_facts: false\n  tasks:\n"
                   + textwrap.indent(textwrap.dedent(tasks), "    "))
     # -vvv: ansible-playbook prints an EXEC line for every module it starts on a host.
     return engine.run_playbook(pb, inventory=INVENTORY, content_root=REPO,
                                artifacts_dir=tmp / f"art-{name}",
-                               envvars={"ANSIBLE_VERBOSITY": "3"})
+                               envvars={"ANSIBLE_VERBOSITY": "3",
+                                        "DRKIT_INPROCESS": "1" if inprocess else "0"})
 
 
 def free_port() -> int:
@@ -44,14 +45,18 @@ def test_a_module_runs_in_the_worker_and_returns_what_the_module_path_returns(
           seen: "{{{{ seen | dict2items | rejectattr('key', 'eq', 'invocation') | items2dict }}}}"
     """
     here = run(tmp_path, task, "here")
-    # A task environment keeps the module path (so does SSH, become or async).
-    there = run(tmp_path, task.replace("      register: seen",
-                                       "      environment: {DRKIT_T: '1'}\n      register: seen"),
-                "there")
-    assert here.ok and there.ok, (here.failure, there.failure)
-    assert here.facts["seen"] == there.facts["seen"]
+    # A task environment keeps drkit.dr's action off its own in-process path; the module still
+    # runs in the worker (plugin_utils/inworker.py, issue 13). DRKIT_INPROCESS=0 gives Ansible's
+    # own path (so do SSH, become or async).
+    with_env = task.replace("      register: seen",
+                            "      environment: {DRKIT_T: '1'}\n      register: seen")
+    env = run(tmp_path, with_env, "env")
+    there = run(tmp_path, with_env, "there", inprocess=False)
+    assert here.ok and env.ok and there.ok, (here.failure, env.failure, there.failure)
+    assert here.facts["seen"] == there.facts["seen"] == env.facts["seen"]
     assert here.facts["seen"]["reachable"] is False and here.facts["seen"]["port"] == port
     assert "EXEC" not in here.stdout_path.read_text()
+    assert "EXEC" not in env.stdout_path.read_text()
     assert "EXEC" in there.stdout_path.read_text()
 
 

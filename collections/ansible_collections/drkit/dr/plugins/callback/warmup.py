@@ -8,6 +8,11 @@ more under load, on top of the phase's own work. Callbacks load before the first
 so the imports happen with the rest of Ansible's start-up instead. Enabled in ansible.cfg
 (callbacks_enabled); it reports nothing.
 
+It also installs plugin_utils/inworker.py (issue 13): every Python module of a local-connection
+task (ansible.builtin, amazon.aws, community.*, drkit.dr) then runs inside the task's worker
+instead of a fresh interpreter (about 0.3 CPU-s per module run, 0.5 with boto3). DRKIT_INPROCESS=0
+in ansible-playbook's environment turns that off (plain Ansible behaviour).
+
 It also ends ansible-playbook without the interpreter's teardown once the playbook is over
 (v2_playbook_on_stats): freeing every module and object a run loaded (Ansible, boto3's models)
 took 0.3-0.5 s on an idle machine and over 1 s under load after the last event, at the end of
@@ -26,6 +31,8 @@ description:
   - Imports what drkit.dr's in-process steps use (psycopg, boto3, drkit.flows) into
     ansible-playbook's own process as it starts, before the first play, so that the workers it
     forks start with them. Reports nothing.
+  - Makes every Python module of a local-connection task run inside the task's worker process
+    instead of a fresh interpreter (set E(DRKIT_INPROCESS=0) for Ansible's own behaviour).
   - Once the playbook is over, ansible-playbook exits without the interpreter's teardown (after
     its atexit handlers and with its own exit code).
 requirements:
@@ -41,6 +48,7 @@ from typing import NoReturn
 
 from ansible.plugins.callback import CallbackBase
 from ansible_collections.drkit.dr.plugins.plugin_utils.inprocess import preload
+from ansible_collections.drkit.dr.plugins.plugin_utils.inworker import install
 
 
 def _exit_without_teardown() -> None:
@@ -75,6 +83,7 @@ class CallbackModule(CallbackBase):
     def __init__(self) -> None:
         super().__init__()
         preload()  # once per process; loading the in-process plugin later finds it done
+        install()  # before any worker forks: every local module run in its worker (inworker.py)
 
     def v2_playbook_on_stats(self, stats: object) -> None:
         # The last event: no worker is left; what follows is clean-up, then sys.exit.

@@ -9,7 +9,9 @@ same user: the module runs there, as AnsiballZ would run it (the same arguments,
 arguments included, the same result parsing), without the round trip.
 
 Anything else takes the ordinary path, unchanged: another connection (SSH to a region's host in
-the namespaces topology, issue 17), become, or a task with its own `environment`.
+the namespaces topology, issue 17), become, or a task with its own `environment` (which then
+still runs in the worker through inworker.py, issue 13, as any other module does), or
+DRKIT_INPROCESS=0 (plain Ansible behaviour, see inworker.py).
 
 `async` with `poll: 0` (independent steps side by side, issue 19): on the in-process path the
 worker forks a detached process that runs the module the same way and writes its result where
@@ -28,8 +30,6 @@ such file in ../action imports ActionModule from here.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import random
@@ -37,6 +37,7 @@ from typing import Any, Callable
 
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
+from ansible_collections.drkit.dr.plugins.plugin_utils.inworker import enabled, run_here
 
 _PRELOADED = False
 
@@ -117,7 +118,7 @@ class ActionModule(ActionBase):
 
     def _in_process(self) -> bool:
         # async with polling (a time limit on a task) keeps Ansible's own async.
-        return (getattr(self._connection, "transport", "") == "local"
+        return (enabled() and getattr(self._connection, "transport", "") == "local"
                 and not (self._task.async_val and self._task.poll)
                 and not self._play_context.become
                 and not any(self._task.environment or ()))
@@ -196,9 +197,8 @@ class ActionModule(ActionBase):
         return parse_output(self, self._module_output(name, args, task_vars))
 
     def _module_output(self, name: str, args: dict[str, Any], task_vars: dict[str, Any]) -> str:
-        """What the module prints (its JSON result), run here."""
-        from ansible.module_utils import basic
-        from ansible.module_utils._internal._ansiballz import _loader
+        """What the module prints (its JSON result), run here (inworker.run_here: as AnsiballZ
+        runs it, with what the run changes in this process put back afterwards)."""
         from ansible.module_utils.common.json import Direction, get_module_encoder
 
         profile = PROFILE
@@ -206,19 +206,8 @@ class ActionModule(ActionBase):
         params = json.dumps({"ANSIBLE_MODULE_ARGS": args},
                             cls=get_module_encoder(profile, Direction.CONTROLLER_TO_MODULE))
         fqn = "ansible_collections.%s.plugins.modules.%s" % tuple(name.rsplit(".", 1))
-        out = io.StringIO()
-        # The module prints its result and exits, as under AnsiballZ; a module that raises is
-        # reported the way AnsiballZ reports it (_handle_exception prints, then exits 1). The
-        # printed result says whether it failed; the exit code adds nothing.
-        with contextlib.redirect_stdout(out):
-            try:
-                _loader.run_module(json_params=params.encode(), profile=profile,
-                                   module_fqn=fqn, modlib_path="", extensions={})
-            except SystemExit:
-                pass
-            finally:
-                basic._ANSIBLE_ARGS = None  # nothing of this run is read by a later one
-        return out.getvalue()
+        # The printed result says whether it failed; the exit code adds nothing.
+        return run_here(fqn, params.encode(), profile, cwd=self._loader.get_basedir())[1]
 
 
 def parse_output(action: ActionBase, stdout: str) -> dict[str, Any]:
