@@ -86,7 +86,9 @@ def _load(path: Path) -> Any:
     try:
         if path.stat().st_size > 1 << 20:  # not an inventory: a YAML bomb or a data file
             return None
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        from drkit.config import load_yaml
+
+        return load_yaml(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError, yaml.YAMLError):
         # Not an inventory file we can read (binary, not UTF-8, not YAML): Ansible would not
         # take variables from it either; the plan's own checks report what matters.

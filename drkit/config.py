@@ -860,7 +860,46 @@ class _LineLoader(yaml.SafeLoader):
     """A safe loader that remembers the line of every mapping key, and bounds expansion."""
 
 
-def _compose_bounded(loader: _LineLoader) -> yaml.Node | None:
+_CParser: Any
+try:
+    from yaml._yaml import CParser as _CParser
+except ImportError:  # PyYAML built without libyaml: the pure-Python loader alone
+    _CParser = None
+
+if _CParser is not None:
+
+    class _FastLineLoader(
+            yaml.composer.Composer, yaml.constructor.SafeConstructor, yaml.resolver.Resolver,
+            _CParser):
+        """The same safe loader with libyaml's scanner and parser: a plan, a flow pack or an
+        inventory is read by every drkit command (a drill: a dozen times), and the
+        pure-Python scanner was most of a short command's CPU (7x slower, issue 13). The
+        composer (nodes with their marks, bounded by _compose_bounded), the resolver and the
+        constructor stay PyYAML's Python ones, so values and recursion limits are the same.
+        Only valid YAML is taken from it: on any YAMLError the pure-Python loader reads the
+        text again, so the message a user gets does not change."""
+
+        def __init__(self, stream: str) -> None:
+            _CParser.__init__(self, stream)
+            yaml.composer.Composer.__init__(self)
+            yaml.constructor.SafeConstructor.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+
+
+def load_yaml(text: str) -> Any:
+    """`yaml.safe_load(text)`, read by libyaml when it can (the same values and errors)."""
+    if _CParser is not None:
+        loader = _FastLineLoader(text)
+        try:
+            return loader.get_single_data()
+        except yaml.YAMLError:
+            pass  # the pure-Python loader below raises it with its own message
+        finally:
+            loader.dispose()
+    return yaml.safe_load(text)
+
+
+def _compose_bounded(loader: Any) -> yaml.Node | None:
     node = loader.get_single_node()
     if node is None:
         return None
@@ -887,7 +926,15 @@ def _compose_bounded(loader: _LineLoader) -> yaml.Node | None:
 
 
 def _load_with_lines(text: str, name: str) -> tuple[Any, dict[tuple[str, ...], int]]:
-    loader = _LineLoader(text)
+    if _CParser is not None:
+        try:
+            return _read_with_lines(_FastLineLoader(text), name)
+        except yaml.YAMLError:
+            pass  # read again below: the pure-Python loader's message, as before
+    return _read_with_lines(_LineLoader(text), name)
+
+
+def _read_with_lines(loader: Any, name: str) -> tuple[Any, dict[tuple[str, ...], int]]:
     loader.name = name
     try:
         node = _compose_bounded(loader)

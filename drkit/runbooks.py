@@ -148,7 +148,9 @@ def load_runbook(path: Path) -> Runbook:
     except ValueError:
         raise BadInput(f"{path}: risk {level!r} is not one of low, medium, high") from None
     try:
-        plays = yaml.safe_load(text)
+        from drkit.config import load_yaml
+
+        plays = load_yaml(text)
     except yaml.YAMLError as e:
         raise BadInput(f"{path}: not valid YAML: {e}") from None
     if not isinstance(plays, list) or not plays:

@@ -7,6 +7,7 @@ import json
 import os
 import shlex
 import shutil
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -17,7 +18,7 @@ from typing import Any
 import yaml
 
 from drkit import engine
-from drkit.config import Phase, Plan
+from drkit.config import Phase, Plan, load_yaml
 from drkit.drill.judge import PhaseStatus
 from drkit.drill.model import CancelToken, DrillListener, PhaseResult, PlaybookRunner
 from drkit.errors import BadInput
@@ -31,7 +32,7 @@ def _now() -> datetime:
 def _play_count(playbook: Path) -> int:
     """How many plays a phase playbook has, to map the combined run's plays back to phases."""
     try:
-        doc = yaml.safe_load(playbook.read_text(encoding="utf-8"))
+        doc = load_yaml(playbook.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as e:
         raise BadInput(f"{playbook}: cannot read the phase playbook: {e}") from None
     if not isinstance(doc, list) or not doc:
@@ -112,6 +113,10 @@ class _PhaseTracker(engine.RunListener):
         self.listener.phase_finished(result)
 
 
+# The hold gate's wait: one process polling, not a shell forking sleep (issue 13).
+_HOLD_WAIT = Path(__file__).with_name("hold_wait.py")
+
+
 def _gate_play(phase: str, answer: Path, timeout_s: float | None) -> str:
     """A play that holds the run before `phase` until the driver answers `go` in `answer`
     (issue 18: it proves its lease first); `stop` or no answer in time fails it, and with it
@@ -120,8 +125,8 @@ def _gate_play(phase: str, answer: Path, timeout_s: float | None) -> str:
     gate gives up (fails) as soon as this driver process is gone (HeldRun)."""
     path = shlex.quote(str(answer))
     if timeout_s is None:
-        wait = (f"while [ ! -e {path} ] && kill -0 {os.getpid()} 2>/dev/null; do sleep 0.05; "
-                f"done; cat {path} 2>/dev/null")
+        wait = (f"{shlex.quote(sys.executable)} -S {shlex.quote(str(_HOLD_WAIT))} {path} "
+                f"{os.getpid()}")
     else:
         wait = (f"i=0; while [ ! -e {path} ] && [ $i -lt {int(timeout_s * 20)} ]; do "
                 f"sleep 0.05; i=$((i+1)); done; cat {path} 2>/dev/null")

@@ -76,14 +76,17 @@ def redact_text(text: str, secrets: Iterable[str] = (), tally: Tally | None = No
         t.counts[RULE_PEM] += 1
         return REDACTED
 
-    text = _PEM.sub(_pem, text)
+    # Each pattern only where its fixed part occurs: the assignment pattern tried at every
+    # position of every string of a run's events was most of sealing's CPU (issue 13).
+    if "PRIVATE KEY-----" in text:
+        text = _PEM.sub(_pem, text)
 
     def _assign(m: re.Match[str]) -> str:
         t.counts[RULE_KEY] += 1
         t.keys.add(m.group("name"))
         return m.group("name") + m.group("sep") + REDACTED
 
-    return _TEXT_ASSIGN.sub(_assign, text)
+    return _TEXT_ASSIGN.sub(_assign, text) if SECRET_NAME.search(text) else text
 
 
 def redact_data(value: Any, secrets: Iterable[str] = (), tally: Tally | None = None) -> Any:
