@@ -136,8 +136,9 @@ def _module_fqn(path: str) -> str | None:
     if path.startswith(core) and os.sep not in path[len(core):]:
         return "ansible.modules." + os.path.basename(path)[:-3]
     parts = path[:-3].split(os.sep)
-    if len(parts) > 6 and parts[-6] == "ansible_collections" and parts[-3:-1] == ["plugins",
-                                                                               "modules"]:
+    # .../ansible_collections/<namespace>/<name>/plugins/modules/<module>.py
+    if len(parts) > 6 and parts[-6] == "ansible_collections" and parts[-3:-1] == [
+            "plugins", "modules"]:
         return ".".join(parts[-6:])
     return None
 
