@@ -299,6 +299,8 @@ def test_a_half_recovered_lab_is_sent_to_drill_recover_and_recover_repairs_it(
     _healthy(lab)
 
 
+# The lab is down afterwards: run it after the session's other lab tests.
+@pytest.mark.lab_last
 def test_lab_down_first_refuses_the_others_and_leaves_no_lab_process_nor_port(
         lab: Any, plan_path: Path) -> None:
     """Last: it takes the session's lab down (the next test's fixture brings it back)."""

@@ -125,6 +125,8 @@ def test_gate_refused_unattended_rolls_back(lab: Any, tmp_path: Path) -> None:
     assert serving(lab)
 
 
+# --no-failback leaves the lab failed over: run it after the session's other lab tests.
+@pytest.mark.lab_last
 def test_gate_confirmed_on_a_terminal(lab: Any, tmp_path: Path) -> None:
     def gated(d: dict[str, Any]) -> None:
         for ph in d["scenarios"]["region-failover"]["phases"]:

@@ -142,6 +142,8 @@ def test_lab_up_restarts_what_died(lab: LabHandle) -> None:
     assert st.component(f"stack-{lab.primary_region}").healthy
 
 
+# The lab is down afterwards: run it after the session's other lab tests.
+@pytest.mark.lab_last
 def test_lab_down_leaves_no_process_and_no_port(lab: LabHandle) -> None:
     from drkit.lab._runtime import runtime
 
