@@ -112,12 +112,47 @@ def _write(v: Any, out: list[str]) -> None:
         raise JcsError(f"{type(v).__name__} is not a JSON value")
 
 
+def _plain(value: Any) -> bool:
+    """Whether json.dumps (sorted, compact, ensure_ascii=False) writes `value` as RFC 8785
+    does: no floats (ECMAScript's layout), no integers beyond 2**53, only exact ints and str
+    member names below U+D800 (where code point and UTF-16 order agree), JSON types only.
+    drkit-verify takes the same shortcut; a drill writes its open record a score of times, and
+    _write in Python was most of that (issue 13)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if v is None or v is True or v is False or isinstance(v, str):
+            continue
+        t = type(v)
+        if t is int:
+            if not -MAX_SAFE_INTEGER <= v <= MAX_SAFE_INTEGER:
+                return False
+        elif t is dict:
+            for k in v:
+                if type(k) is not str or not (k.isascii() or _narrow(k)):
+                    return False
+            stack.extend(v.values())
+        elif t is list or t is tuple:
+            stack.extend(v)
+        else:
+            return False
+    return True
+
+
+def _narrow(name: str) -> bool:
+    return all(c < "\ud800" for c in name)
+
+
 def canonicalize(value: Any) -> bytes:
     """The RFC 8785 canonical UTF-8 bytes of a JSON value."""
-    out: list[str] = []
-    _write(value, out)
+    if _plain(value):
+        text = json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    else:
+        out: list[str] = []
+        _write(value, out)
+        text = "".join(out)
     try:
-        return "".join(out).encode("utf-8")
+        return text.encode("utf-8")
     except UnicodeEncodeError as e:  # a lone surrogate ("\ud800") has no UTF-8 form
         raise JcsError(f"a string holds a lone surrogate ({e.reason})") from None
 
