@@ -9,10 +9,11 @@
    PostgreSQL);
 2. the estate, with iac/terraform/regional applied to that moto once per region, each region in
    its own workspace, the state in an S3 bucket with DynamoDB locking in a third region
-   (playbooks/lab/aws-estate.yml, community.general.terraform): network, security groups, the
-   RDS writer and its cross-region read replica, a load balancer with an HTTPS listener whose
-   certificate is the lab entry point's, imported into ACM, and a target group, an Auto
-   Scaling group, and the Route53 failover records with a health check.
+   (playbooks/lab/aws-estate.yml: `terraform init`, `apply` and `output` run directly):
+   network, security groups, the RDS writer and its cross-region read replica, a load
+   balancer with an HTTPS listener whose certificate is the lab entry point's, imported into
+   ACM, and a target group, an Auto Scaling group, and the Route53 failover records with a
+   health check.
 
 Then the `lab-aws` environment's drill (inventories/lab-aws) acts only through AWS APIs on
 that moto, and its smoke flows and canary go through the lab's entry point: payments flow again
