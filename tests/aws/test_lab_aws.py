@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -103,6 +104,15 @@ def test_lab_aws_drill_recovers_through_aws_apis_only(lab_aws: AwsLab) -> None:
     assert rec["lost_count"] == 0 and out["rpo"]["lost_payments"] == 0, rec
     assert rec["acked_count"] > 0, rec
     assert out["after_failback"]["lost_count"] == 0, out["after_failback"]
+    # Failback (a run of its own) waited for the terraform apply recreate-stack started in the
+    # recovery run and checked its outputs: the check ran, it was not skipped.
+    events = [json.loads(line) for p in Path(out["artifacts_dir"]).rglob("job_events.jsonl")
+              for line in p.read_text().splitlines() if line.strip()]
+    check = "Check that the secondary region's stack"
+    checked = [e["event"] for e in events if e["event"] in (
+        "runner_on_ok", "runner_on_skipped", "runner_on_failed")
+        and e["event_data"].get("task", "").startswith(check)]
+    assert checked == ["runner_on_ok"], checked
     # What the follower saw and did, in order: the primary's instances gone (ASG 0), the
     # replica promoted (PromoteReadReplica), traffic to the secondary (Route53), then back.
     events = [e["what"] + ":" + str(e.get("region")) for e in lab_aws.follower()["events"]]
