@@ -40,6 +40,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -229,6 +230,22 @@ def reconcile(acks_file: Path, entry: str, ca_file: str | None, token: str | Non
     )
 
 
+def wait_isolated(acks_file: Path, partitioned_at: datetime, timeout_s: float) -> bool:
+    """Whether the client had a payment acknowledged after the partition (by the cut-off
+    region's own database), waiting up to `timeout_s` for one."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            acked = json.loads(acks_file.read_text())["acked"]
+        except (OSError, ValueError, KeyError, TypeError):
+            acked = []
+        if any(datetime.fromisoformat(a["acked_at"]) > partitioned_at for a in acked):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
+
+
 def snapshot(port: int, host: str, run_id: str) -> list[str]:
     """References of this client's payments in the database on `port` (through the lab's
     socket folder, as the superuser): what the promoted primary holds before the heal."""
@@ -274,7 +291,15 @@ def main(argv: list[str] | None = None) -> int:
     n.add_argument("--run-id", required=True)
     n.add_argument("--out", required=True)
     c.add_argument("--promoted", help="promoted.json (the snapshot taken before the heal)")
+    w = sub.add_parser("wait-isolated", help="wait until a payment was acknowledged after the "
+                       "partition (exit 1 if none within --timeout)")
+    w.add_argument("--acks", required=True)
+    w.add_argument("--partitioned-at", required=True, help="partition.json (partitioned_at)")
+    w.add_argument("--timeout", type=float, default=30.0)
     a = ap.parse_args(argv)
+    if a.cmd == "wait-isolated":
+        since = _when(a.partitioned_at, "partitioned_at")
+        return 0 if since is not None and wait_isolated(Path(a.acks), since, a.timeout) else 1
     if a.cmd == "snapshot":
         try:
             refs = snapshot(a.port, a.host, a.run_id)
